@@ -1,0 +1,162 @@
+"""The tracbot service: one aiohttp application and its background tasks.
+
+`create_app` wires the webhook to the store, and starts the dispatcher and
+the sender as background tasks owned by the application's lifecycle
+(`cleanup_ctx`): opened in order at start, closed in reverse at stop. In
+demo mode the Graph API simulator runs in the same process and every
+outgoing message is printed on the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from bot.config import Settings
+from bot.engine.dispatcher import Dispatcher
+from bot.engine.engine import Engine
+from bot.whatsapp import simulator as graph_simulator
+from bot.whatsapp.client import GraphClient
+from bot.whatsapp.sender import OnSent, Sender
+from bot.whatsapp.webhook import WebhookHandler
+from storage import Store, create_store
+
+log = logging.getLogger("tracbot.app")
+
+DEMO_TOKEN = "demo-token"
+
+
+@dataclass
+class Runtime:
+    """The parts of a running service, for the CLI and for tests."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    dispatcher: Dispatcher | None = None
+    sender: Sender | None = None
+    simulator: graph_simulator.Simulator | None = None
+    graph_url: str = ""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    on_sent: OnSent | None = None,
+    background: bool = True,
+) -> web.Application:
+    """Build the service.
+
+    Args:
+        settings: parsed configuration.
+        engine: compiled flows; loaded from the configured folders if None.
+        on_sent: called after each message the Graph API accepted.
+        background: start the dispatcher and sender tasks (tests that want
+            to drive them by hand pass False).
+    """
+    engine = engine or Engine.from_dirs(
+        settings.engine.flows_dir, settings.engine.templates_dir
+    )
+    store = create_store(settings.storage_url)
+    runtime = Runtime(settings=settings, engine=engine, store=store)
+
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_storage(runtime))
+    app.cleanup_ctx.append(_graph(runtime, on_sent))
+    if background:
+        app.cleanup_ctx.append(_background(runtime))
+
+    webhook = WebhookHandler(
+        store,
+        app_secret=settings.whatsapp.app_secret,
+        verify_token=settings.whatsapp.verify_token,
+        on_stored=lambda: runtime.dispatcher and runtime.dispatcher.wake(),
+    )
+    app.router.add_routes(webhook.routes())
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _storage(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await runtime.store.open()
+        yield
+        await runtime.store.close()
+
+    return ctx
+
+
+def _graph(
+    runtime: Runtime, on_sent: OnSent | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = runtime.settings
+        async with contextlib.AsyncExitStack() as stack:
+            base_url = settings.whatsapp.api_base_url
+            token = settings.whatsapp.access_token
+            if settings.demo:
+                runtime.simulator = graph_simulator.Simulator(token=DEMO_TOKEN)
+                base_url = await stack.enter_async_context(
+                    graph_simulator.serve(runtime.simulator, "127.0.0.1", 0)
+                )
+                token = DEMO_TOKEN
+                log.info("demo mode: Graph API simulator at %s", base_url)
+            runtime.graph_url = base_url
+
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            client = GraphClient(
+                session,
+                base_url=base_url,
+                version=settings.whatsapp.api_version,
+                token=token or "",
+                timeout=settings.whatsapp.timeout_seconds,
+            )
+            runtime.dispatcher = Dispatcher(
+                runtime.store,
+                runtime.engine,
+                phone_number_ids=[settings.whatsapp.phone_number_id],
+                mark_read=settings.whatsapp.mark_read,
+                typing_indicator=settings.whatsapp.typing_indicator,
+                max_concurrent=settings.engine.max_concurrent_phones,
+                poll_seconds=settings.engine.poll_seconds,
+            )
+            runtime.sender = Sender(runtime.store, client, settings.sender, on_sent)
+            # A committed step wakes the sender, so a reply leaves at once
+            # instead of at the next poll.
+            runtime.dispatcher.on_step = runtime.sender.wake
+            yield
+
+    return ctx
+
+
+def _background(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        assert runtime.dispatcher is not None and runtime.sender is not None
+        dispatcher, sender = runtime.dispatcher, runtime.sender
+
+        runtime.tasks = [
+            asyncio.create_task(dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(sender.run(), name="sender"),
+        ]
+        yield
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+
+    return ctx

@@ -1,0 +1,140 @@
+"""`tracbot chat`: talk to the bot as a driver from a terminal.
+
+Each line typed becomes a signed webhook POST to a tracbot started in this
+process, so it runs through the real webhook, inbox, engine, outbox and
+sender; the replies the Graph API (simulator in demo mode) accepted are
+printed as the driver would read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import aiohttp
+from aiohttp import web
+
+from bot.app import RUNTIME, create_app
+from bot.config import Settings
+from bot.console import describe
+from bot.whatsapp.client import SendResult
+from bot.whatsapp.signature import sign
+from storage.base import OutboxItem
+
+PROMPT = "tú> "
+WAIT_SECONDS = 15.0
+
+
+async def chat(settings: Settings, phone: str) -> int:
+    """Run the chat loop until end of input; return the exit status."""
+    wa_id = "".join(ch for ch in phone if ch.isdigit())
+    if len(wa_id) < 8:
+        print(f"tracbot chat: {phone!r} is not a phone number", file=sys.stderr)
+        return 2
+
+    replies: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_sent(item: OutboxItem, result: SendResult | None) -> None:
+        if item.kind == "message" and item.wa_id == wa_id:
+            replies.put_nowait(describe(item.body))
+
+    app = create_app(settings, on_sent=on_sent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/webhook"
+    print(f"Escribe como el conductor {phone} (Ctrl-D para salir).", flush=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            while (line := await _read_line()) is not None:
+                await _post(session, url, settings, wa_id, line)
+                await _print_replies(app, wa_id, replies)
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def _read_line() -> str | None:
+    loop = asyncio.get_running_loop()
+    print(PROMPT, end="", flush=True)
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    return line.rstrip("\n") if line else None
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    settings: Settings,
+    wa_id: str,
+    text: str,
+) -> None:
+    body = json.dumps(_webhook(settings, wa_id, text)).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": sign(settings.whatsapp.app_secret, body),
+    }
+    async with session.post(url, data=body, headers=headers) as response:
+        if response.status != 200:
+            print(f"(webhook answered {response.status})", flush=True)
+
+
+def _webhook(settings: Settings, wa_id: str, text: str) -> dict:
+    now = time.time()
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": settings.whatsapp.business_account_id or "0",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "56220000000",
+                                "phone_number_id": settings.whatsapp.phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": "Chat"}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": f"wamid.chat.{wa_id}.{now:.6f}",
+                                    "timestamp": str(int(now)),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+async def _print_replies(
+    app: web.Application, wa_id: str, replies: asyncio.Queue[str]
+) -> None:
+    """Wait until the message is handled and its replies sent, then print."""
+    store = app[RUNTIME].store
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        pending = await store.pending_count()
+        queued = [
+            i
+            for i in await store.outbox_items(wa_id)
+            if i.status in ("queued", "sending")
+        ]
+        if pending == 0 and not queued:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        print("(sin respuesta todavía)", flush=True)
+
+    while not replies.empty():
+        text = replies.get_nowait().replace("\n", "\n     ")
+        print(f"bot> {text}", flush=True)

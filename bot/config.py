@@ -1,0 +1,234 @@
+"""Settings: `config.yaml` parsed once into frozen dataclasses.
+
+Secrets never live in the file: it names the environment variable that
+holds each one. With no access token configured tracbot runs in demo mode:
+the Graph API simulator in-process and demo values for the other secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEMO_SECRETS = {
+    "phone_number_id": "200000000000002",
+    "business_account_id": "100000000000001",
+    "verify_token": "demo-verify-token",
+    "app_secret": "demo-app-secret",
+}
+SECRET_NAMES = {
+    "access_token": "WHATSAPP_API_TOKEN",
+    "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID",
+    "business_account_id": "WHATSAPP_BUSINESS_ACCOUNT_ID",
+    "verify_token": "WHATSAPP_WEBHOOK_VERIFY_TOKEN",
+    "app_secret": "WHATSAPP_APP_SECRET",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    api_base_url: str
+    api_version: str
+    access_token: str | None
+    phone_number_id: str
+    business_account_id: str | None
+    verify_token: str
+    app_secret: str
+    timeout_seconds: float
+    mark_read: bool
+    typing_indicator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str
+    port: int
+    max_body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    flows_dir: Path
+    templates_dir: Path
+    max_concurrent_phones: int
+    poll_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    rate_per_second: float
+    max_attempts: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything tracbot reads from config.yaml and the environment."""
+
+    path: Path
+    whatsapp: WhatsAppSettings
+    server: ServerSettings
+    storage_url: str
+    engine: EngineSettings
+    sender: SenderSettings
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def demo(self) -> bool:
+        """Whether no access token is set, so the built-in simulator answers."""
+        return not self.whatsapp.access_token
+
+
+def load_settings(
+    path: str | Path = "config.yaml", env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read a config file and the environment into `Settings`.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or a required secret is
+            not set; the message names the file and the setting.
+    """
+    env = os.environ if env is None else env
+    path = Path(path)
+    raw = _read_yaml(path)
+    reader = _Reader(path, raw)
+    base = path.resolve().parent
+
+    secrets = _secrets(reader, env)
+    whatsapp = WhatsAppSettings(
+        api_base_url=env.get("WHATSAPP_API_BASE_URL")
+        or reader.str("whatsapp.api_base_url", DEFAULT_BASE_URL),
+        api_version=reader.str("whatsapp.api_version", "v23.0"),
+        timeout_seconds=reader.number("whatsapp.timeout_seconds", 10.0),
+        mark_read=reader.bool("whatsapp.mark_read", True),
+        typing_indicator=reader.bool("whatsapp.typing_indicator", True),
+        **secrets,
+    )
+    server = ServerSettings(
+        host=reader.str("server.host", "127.0.0.1"),
+        port=int(reader.number("server.port", 8080)),
+        max_body_bytes=int(reader.number("server.max_body_bytes", 4 * 1024**2)),
+    )
+    engine = EngineSettings(
+        flows_dir=base / reader.str("engine.flows_dir", "flows"),
+        templates_dir=base / reader.str("engine.templates_dir", "message_templates"),
+        max_concurrent_phones=int(reader.number("engine.max_concurrent_phones", 64)),
+        poll_seconds=reader.number("engine.poll_seconds", 1.0),
+    )
+    sender = SenderSettings(
+        rate_per_second=reader.number("sender.rate_per_second", 80.0),
+        max_attempts=int(reader.number("sender.max_attempts", 8)),
+        backoff_seconds=reader.number("sender.backoff_seconds", 1.0),
+        backoff_max_seconds=reader.number("sender.backoff_max_seconds", 300.0),
+    )
+    storage_url = env.get("TRACBOT_STORAGE_URL") or reader.str(
+        "storage.url", "sqlite:///var/tracbot.db"
+    )
+    return Settings(
+        path=path,
+        whatsapp=whatsapp,
+        server=server,
+        storage_url=_anchor_sqlite(storage_url, base),
+        engine=engine,
+        sender=sender,
+        raw=raw,
+    )
+
+
+def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
+    """Read each secret from the variable the file names for it."""
+    values: dict[str, str | None] = {}
+    for key, default_var in SECRET_NAMES.items():
+        var = reader.str(f"whatsapp.secrets.{key}", default_var)
+        values[key] = env.get(var) or None
+
+    # Without a token nothing can reach Meta, so the other secrets may take
+    # demo values; with one, each secret must be set for real.
+    demo = values["access_token"] is None
+    for key, demo_value in DEMO_SECRETS.items():
+        if values[key] is None and demo:
+            values[key] = demo_value
+    missing = [
+        reader.str(f"whatsapp.secrets.{key}", SECRET_NAMES[key])
+        for key in ("phone_number_id", "verify_token", "app_secret")
+        if values[key] is None
+    ]
+    if missing:
+        raise ConfigError(
+            f"{reader.path}: required setting missing: set the environment "
+            f"variable {', '.join(missing)} (WHATSAPP_API_TOKEN is set, so "
+            "tracbot is not in demo mode)"
+        )
+    return values
+
+
+def _anchor_sqlite(url: str, base: Path) -> str:
+    # A relative SQLite path is relative to the config file, not the cwd.
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url.removeprefix("sqlite:///")
+        return f"sqlite:///{base / relative}"
+    return url
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+class _Reader:
+    """Typed look-ups by dotted path, with errors that name the path."""
+
+    def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def get(self, dotted: str, default: Any) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return default if node is None else node
+
+    def str(self, dotted: str, default: str) -> str:
+        value = self.get(dotted, default)
+        if not isinstance(value, str) or not value:
+            self._fail(dotted, "expected a non-empty string", value)
+        return value
+
+    def number(self, dotted: str, default: float) -> float:
+        value = self.get(dotted, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._fail(dotted, "expected a number", value)
+        if value < 0:
+            self._fail(dotted, "expected a number of at least 0", value)
+        return value
+
+    def bool(self, dotted: str, default: bool) -> bool:
+        value = self.get(dotted, default)
+        if not isinstance(value, bool):
+            self._fail(dotted, "expected true or false", value)
+        return value
+
+    def _fail(self, dotted: str, rule: str, value: Any) -> None:
+        raise ConfigError(f"{self.path}: {dotted}: {rule}, got {value!r}")

@@ -1,0 +1,188 @@
+"""The dispatcher: inbox events through the engine, in order per phone.
+
+One task per phone with pending events, many phones at once. A phone's task
+takes its events oldest first, one at a time, and commits each step (new
+conversation state, replies, done mark) in one transaction (DESIGN.md,
+steps 2-7). Whatever was stored but not processed before a stop is simply
+still pending at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+
+from bot.engine.engine import Engine
+from bot.engine.outbound import read_mark, text_messages
+from bot.engine.replies import APOLOGY
+from bot.logs import mask
+from bot.whatsapp.events import InboundMessage, StatusUpdate, from_json
+from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
+from storage.errors import StorageError
+
+log = logging.getLogger("tracbot.dispatcher")
+
+
+class Dispatcher:
+    """Feeds inbox events to the engine; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        *,
+        phone_number_ids: Collection[str] | None = None,
+        mark_read: bool = True,
+        typing_indicator: bool = True,
+        max_concurrent: int = 64,
+        poll_seconds: float = 1.0,
+        on_step: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.phone_number_ids = set(phone_number_ids or ())
+        self.mark_read = mark_read
+        self.typing_indicator = typing_indicator
+        self.max_concurrent = max_concurrent
+        self.poll_seconds = poll_seconds
+        self.on_step = on_step
+        self._wake = asyncio.Event()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    def wake(self) -> None:
+        """Tell the dispatcher that new events are in the inbox."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; workers are awaited on the way out."""
+        try:
+            while True:
+                await self._sweep()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                self._wake.clear()
+        finally:
+            await self._stop_workers()
+
+    async def drain(self) -> None:
+        """Process until the inbox is empty (for tests and `tracbot chat`)."""
+        while True:
+            await self._sweep()
+            if self._workers:
+                await asyncio.gather(*self._workers.values(), return_exceptions=True)
+                continue
+            if await self.store.pending_count() == 0:
+                return
+
+    async def _sweep(self) -> None:
+        free = self.max_concurrent - len(self._workers)
+        if free <= 0:
+            return
+        try:
+            phones = await self.store.pending_phones(limit=free + len(self._workers))
+        except StorageError as exc:
+            log.error("inbox unavailable, retrying: %s", exc)
+            return
+        for wa_id in phones:
+            if wa_id in self._workers or len(self._workers) >= self.max_concurrent:
+                continue
+            task = asyncio.create_task(self._work(wa_id), name=f"phone-{mask(wa_id)}")
+            self._workers[wa_id] = task
+            task.add_done_callback(lambda _t, key=wa_id: self._done(key))
+
+    def _done(self, wa_id: str) -> None:
+        self._workers.pop(wa_id, None)
+        self._wake.set()
+
+    async def _stop_workers(self) -> None:
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _work(self, wa_id: str) -> None:
+        try:
+            async with self.store.claim(wa_id) as mine:
+                if not mine:
+                    return
+                while (event := await self.store.next_event(wa_id)) is not None:
+                    await self.process(event)
+        except StorageError as exc:
+            # The event stays pending; the next sweep tries again.
+            log.error("storage failed phone=%s, will retry: %s", mask(wa_id), exc)
+            await asyncio.sleep(self.poll_seconds)
+
+    async def process(self, event: InboxEvent) -> None:
+        """Handle one inbox event and commit its outcome."""
+        item = from_json(event.payload)
+        if isinstance(item, InboundMessage):
+            await self._message(event, item)
+        elif isinstance(item, StatusUpdate):
+            await self._status(event, item)
+        else:
+            log.info("notice recorded topic=%s", item.topic)
+            await self.store.commit_step(event.id, None, [])
+        self.on_step()
+
+    async def _message(self, event: InboxEvent, message: InboundMessage) -> None:
+        if (
+            self.phone_number_ids
+            and message.phone_number_id not in self.phone_number_ids
+        ):
+            log.warning(
+                "message to an unconfigured number phone_number_id=%s recorded, "
+                "not answered",
+                message.phone_number_id,
+            )
+            await self.store.commit_step(event.id, None, [])
+            return
+
+        conversation = await self.store.load_conversation(message.wa_id)
+        conversation = conversation or Conversation(wa_id=message.wa_id)
+        if message.opens_window:
+            conversation.last_inbound_at = utcnow()
+
+        replies = await self._replies(message, conversation)
+        outbound: list[NewOutbound] = []
+        if self.mark_read and message.opens_window:
+            outbound.append(read_mark(message, self.typing_indicator))
+        outbound += text_messages(message.wa_id, message.phone_number_id, replies)
+
+        await self.store.commit_step(event.id, conversation, outbound)
+        log.info(
+            "message handled wamid=…%s phone=%s type=%s flow=%s state=%s replies=%d",
+            message.wamid[-6:],
+            mask(message.wa_id),
+            message.type,
+            conversation.flow or "-",
+            conversation.state or "-",
+            len(replies),
+        )
+
+    async def _replies(
+        self, message: InboundMessage, conversation: Conversation
+    ) -> list[str]:
+        before = (conversation.flow, conversation.state, dict(conversation.slots))
+        try:
+            return (await self.engine.handle(message, conversation)).replies
+        except StorageError:
+            raise
+        except Exception:
+            # A bug in a flow's action must not stop this phone's queue or
+            # show the driver a traceback: apologise, keep the old state.
+            log.exception("engine failed wamid=…%s", message.wamid[-6:])
+            conversation.flow, conversation.state, conversation.slots = before
+            return [APOLOGY]
+
+    async def _status(self, event: InboxEvent, status: StatusUpdate) -> None:
+        error = status.errors[0] if status.errors else {}
+        detail = (error.get("error_data") or {}).get("details") or error.get("title")
+        known = await self.store.apply_status(
+            status.wamid, status.status, status.error_code, detail
+        )
+        if not known:
+            # Normal when other tools share the number (CLOUD_API.md §3).
+            log.info("status for an unknown message skipped status=%s", status.status)
+        await self.store.commit_step(event.id, None, [])

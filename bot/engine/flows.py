@@ -1,0 +1,237 @@
+"""Flow files: YAML read into frozen specs that the machine compiler uses.
+
+The language is documented in docs/flows.md. This module only reads and
+shapes it; `check.py` finds the mistakes a product person can make and
+`machine.py` compiles a spec into a `transitions` machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.engine.text import normalize
+from bot.errors import FlowError
+
+INPUT_KINDS = ("any", "text", "location", "button", "media")
+AUDIENCES = ("anyone", "unlinked", "driver", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionSpec:
+    """One way out of a state: what input it takes and where it leads."""
+
+    dest: str
+    input: str = "any"
+    match: re.Pattern[str] | None = None
+    one_of: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()
+    save: str | None = None
+    conditions: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    reply: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    """A state: the reply sent on entering it and the inputs it accepts."""
+
+    name: str
+    reply: str | None = None
+    on: tuple[TransitionSpec, ...] = ()
+    always: tuple[TransitionSpec, ...] = ()
+    otherwise: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """A state with no way out ends the conversation once entered."""
+        return not self.on and not self.always
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    """A whole flow file."""
+
+    name: str
+    path: Path
+    initial: str
+    states: dict[str, StateSpec]
+    start: tuple[str, ...] = ()
+    audience: str = "anyone"
+    is_global: bool = False
+    fallback: bool = False
+    description: str = ""
+    command: str | None = None
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_flows(flows_dir: Path) -> dict[str, FlowSpec]:
+    """Read every `*.yaml` flow of a folder.
+
+    Raises:
+        FlowError: a file is invalid; the message names file and place.
+    """
+    flows: dict[str, FlowSpec] = {}
+    for path in sorted(flows_dir.glob("*.yaml")):
+        flow = load_flow(path)
+        if flow.name in flows:
+            raise FlowError(
+                f"{path}: flow name {flow.name!r} is already used by "
+                f"{flows[flow.name].path.name}"
+            )
+        flows[flow.name] = flow
+    return flows
+
+
+def load_flow(path: Path) -> FlowSpec:
+    """Read one flow file into a `FlowSpec`."""
+    raw_bytes = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw_bytes.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FlowError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FlowError(f"{path}: a flow file must be a mapping")
+
+    where = _Where(path)
+    states_raw = where.mapping(data, "states")
+    states = {
+        str(name): _state(where, f"states.{name}", str(name), body)
+        for name, body in states_raw.items()
+    }
+    name = where.text(data, "name")
+    initial = where.text(data, "initial", default=next(iter(states), ""))
+    if initial not in states:
+        raise FlowError(f"{path}: initial: unknown state {initial!r}")
+
+    return FlowSpec(
+        name=name,
+        path=path,
+        initial=initial,
+        states=states,
+        start=tuple(normalize(w) for w in where.words(data, "start")),
+        audience=where.choice(data, "audience", AUDIENCES, "anyone"),
+        is_global=bool(data.get("global", False)),
+        fallback=bool(data.get("fallback", False)),
+        description=str(data.get("description", "")),
+        command=data.get("command"),
+        version=hashlib.sha256(raw_bytes).hexdigest()[:16],
+        extra={k: v for k, v in data.items() if k not in _FLOW_KEYS},
+    )
+
+
+_FLOW_KEYS = {
+    "name",
+    "initial",
+    "states",
+    "start",
+    "audience",
+    "global",
+    "fallback",
+    "description",
+    "command",
+}
+
+
+def _state(where: _Where, at: str, name: str, body: Any) -> StateSpec:
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise FlowError(f"{where.path}: {at}: a state must be a mapping")
+    return StateSpec(
+        name=name,
+        reply=body.get("reply"),
+        on=tuple(
+            _transition(where, f"{at}.on[{i}]", item)
+            for i, item in enumerate(where.list(body, "on"))
+        ),
+        always=tuple(
+            _transition(where, f"{at}.always[{i}]", item)
+            for i, item in enumerate(where.list(body, "always"))
+        ),
+        otherwise=body.get("otherwise"),
+    )
+
+
+def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
+    if not isinstance(body, dict):
+        raise FlowError(f"{where.path}: {at}: a transition must be a mapping")
+    dest = body.get("to")
+    if not isinstance(dest, str) or not dest:
+        raise FlowError(f"{where.path}: {at}.to: every transition needs a target")
+
+    pattern = body.get("match")
+    try:
+        match = re.compile(pattern, re.IGNORECASE) if pattern else None
+    except re.error as exc:
+        raise FlowError(f"{where.path}: {at}.match: invalid pattern: {exc}") from exc
+
+    return TransitionSpec(
+        dest=dest,
+        input=where.choice(body, "input", INPUT_KINDS, "any", at=at),
+        match=match,
+        one_of=tuple(normalize(w) for w in where.words(body, "one_of")),
+        ids=tuple(str(i) for i in where.words(body, "id")),
+        save=body.get("save"),
+        conditions=tuple(where.words(body, "if")),
+        unless=tuple(where.words(body, "unless")),
+        actions=tuple(where.words(body, "do")),
+        reply=body.get("reply"),
+    )
+
+
+class _Where:
+    """Typed reads from a flow mapping, with errors naming file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, rule: str) -> FlowError:
+        return FlowError(f"{self.path}: {key}: {rule}")
+
+    def text(self, data: dict[str, Any], key: str, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "expected a non-empty text")
+        return value
+
+    def mapping(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key)
+        if not isinstance(value, dict) or not value:
+            raise self.fail(key, "expected a mapping with at least one entry")
+        return value
+
+    def list(self, data: dict[str, Any], key: str) -> list[Any]:
+        value = data.get(key) or []
+        if not isinstance(value, list):
+            raise self.fail(key, "expected a list")
+        return value
+
+    def words(self, data: dict[str, Any], key: str) -> list[str]:
+        value = data.get(key) or []
+        if isinstance(value, str | int):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.fail(key, "expected a word or a list of words")
+        return [str(v) for v in value]
+
+    def choice(
+        self,
+        data: dict[str, Any],
+        key: str,
+        allowed: tuple[str, ...],
+        default: str,
+        at: str = "",
+    ) -> str:
+        value = data.get(key, default)
+        if value not in allowed:
+            place = f"{at}.{key}" if at else key
+            raise self.fail(place, f"expected one of {', '.join(allowed)}")
+        return value

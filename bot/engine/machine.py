@@ -1,0 +1,226 @@
+"""Compiling flow specs into `transitions` machines, once, at load time.
+
+Each flow becomes one `AsyncMachine` with no model of its own. Handling a
+message binds a short-lived `Turn` to the machine at the stored state,
+fires the trigger for the message, and removes it again, so no per-phone
+object outlives its message and no machine is built per message.
+
+Triggers: `receive` carries the driver's message; `advance` follows a
+state's `always` transitions, which need no input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from transitions.extensions.asyncio import AsyncMachine
+
+from bot.engine import registry
+from bot.engine.flows import FlowSpec, StateSpec, TransitionSpec
+from bot.engine.text import normalize
+from bot.errors import FlowError
+from bot.whatsapp.events import InboundMessage
+
+log = logging.getLogger("tracbot.engine")
+
+RECEIVE = "receive"
+ADVANCE = "advance"
+# Bound on `always` hops in one turn; the checker rejects cycles, this keeps
+# a flow that slipped through from spinning.
+MAX_HOPS = 16
+
+
+@dataclass(eq=False)
+class Turn:
+    """The model bound to a flow's machine while one message is handled."""
+
+    flow: FlowSpec
+    message: InboundMessage | None
+    slots: dict[str, Any]
+    context: dict[str, Any]
+    render: Callable[[str, dict[str, Any]], str]
+    services: Any = None
+    state: str = ""
+    replies: list[str] = field(default_factory=list)
+    ended: bool = False
+
+    def template_context(self) -> dict[str, Any]:
+        """The values a reply template can read."""
+        return {**self.context, **self.slots, "slots": dict(self.slots)}
+
+    def say(self, template: str) -> None:
+        """Queue the rendered text of a template as a reply."""
+        self.replies.append(self.render(template, self.template_context()))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlow:
+    spec: FlowSpec
+    machine: AsyncMachine
+
+    async def run(self, turn: Turn, start: bool) -> None:
+        """Advance `turn` by one message, or enter the initial state."""
+        state = self.spec.initial if start else turn.state
+        self.machine.add_model(turn, initial=state)
+        try:
+            if start:
+                _enter(self.spec.states[state], turn)
+            else:
+                accepted = await turn.trigger(RECEIVE, turn=turn)
+                if not accepted:
+                    turn.context["rejected"] = True
+                    return
+            await self._follow_always(turn)
+            turn.ended = self.spec.states[turn.state].final
+        finally:
+            self.machine.remove_model(turn)
+
+    async def _follow_always(self, turn: Turn) -> None:
+        for _ in range(MAX_HOPS):
+            if not self.spec.states[turn.state].always:
+                return
+            if not await turn.trigger(ADVANCE, turn=turn):
+                return
+        log.error("flow=%s state=%s: too many hops", self.spec.name, turn.state)
+
+
+def compile_flow(spec: FlowSpec) -> CompiledFlow:
+    """Build the machine of a flow.
+
+    Raises:
+        FlowError: a condition or action name is not registered.
+    """
+    states = [_state(state) for state in spec.states.values()]
+    transitions = []
+    for state in spec.states.values():
+        for item in state.on:
+            transitions.append(_transition(spec, RECEIVE, state.name, item))
+        for item in state.always:
+            transitions.append(_transition(spec, ADVANCE, state.name, item))
+
+    machine = AsyncMachine(
+        model=None,
+        states=states,
+        transitions=transitions,
+        initial=spec.initial,
+        auto_transitions=False,
+        send_event=True,
+        ignore_invalid_triggers=True,
+        model_attribute="state",
+    )
+    return CompiledFlow(spec, machine)
+
+
+def _state(state: StateSpec) -> dict[str, Any]:
+    def on_enter(event: Any) -> None:
+        _enter(state, event.model)
+
+    return {"name": state.name, "on_enter": [on_enter]}
+
+
+def _enter(state: StateSpec, turn: Turn) -> None:
+    if state.reply:
+        turn.say(state.reply)
+
+
+def _transition(
+    spec: FlowSpec, trigger: str, source: str, item: TransitionSpec
+) -> dict[str, Any]:
+    if item.dest not in spec.states:
+        raise FlowError(f"{spec.path}: states.{source}: unknown state {item.dest!r}")
+    conditions = [_accepts(item)]
+    conditions += [_hook(spec, registry.CONDITIONS, n) for n in item.conditions]
+    unless = [_hook(spec, registry.CONDITIONS, n) for n in item.unless]
+    before = [_saver(item)] + [_hook(spec, registry.ACTIONS, n) for n in item.actions]
+    if item.reply:
+        before.append(_sayer(item.reply))
+    return {
+        "trigger": trigger,
+        "source": source,
+        "dest": item.dest,
+        "conditions": conditions,
+        "unless": unless,
+        "before": before,
+    }
+
+
+def _hook(spec: FlowSpec, table: dict[str, Any], name: str) -> Callable[..., Any]:
+    fn = table.get(name)
+    if fn is None:
+        kind = "condition" if table is registry.CONDITIONS else "action"
+        raise FlowError(f"{spec.path}: unknown {kind} {name!r}")
+
+    async def call(event: Any) -> Any:
+        result = fn(event.model)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return call
+
+
+def _saver(item: TransitionSpec) -> Callable[[Any], None]:
+    def save(event: Any) -> None:
+        turn: Turn = event.model
+        if item.save and turn.message is not None:
+            turn.slots[item.save] = _value_of(turn.message)
+
+    return save
+
+
+def _sayer(template: str) -> Callable[[Any], None]:
+    def say(event: Any) -> None:
+        event.model.say(template)
+
+    return say
+
+
+def _value_of(message: InboundMessage) -> Any:
+    if message.location is not None:
+        loc = message.location
+        return {
+            "latitude": loc.latitude,
+            "longitude": loc.longitude,
+            "name": loc.name,
+            "address": loc.address,
+        }
+    if message.reply_id is not None:
+        return message.reply_id
+    return (message.text or "").strip()
+
+
+def _accepts(item: TransitionSpec) -> Callable[[Any], bool]:
+    """Return the condition that the message is the input this transition takes."""
+
+    def accepts(event: Any) -> bool:
+        message: InboundMessage | None = event.model.message
+        if event.event.name == ADVANCE:
+            return True
+        if message is None:
+            return False
+        return input_matches(item, message)
+
+    return accepts
+
+
+def input_matches(item: TransitionSpec, message: InboundMessage) -> bool:
+    """Whether a message is the kind of input a transition accepts."""
+    if item.input == "location":
+        return message.location is not None
+    if item.input == "media":
+        return message.media is not None
+    if item.input == "button":
+        return message.reply_id is not None and (
+            not item.ids or message.reply_id in item.ids
+        )
+    if item.input == "text" and message.type != "text":
+        return False
+
+    text = message.text or ""
+    if item.one_of and normalize(text) not in item.one_of:
+        return False
+    return item.match is None or item.match.search(text.strip()) is not None

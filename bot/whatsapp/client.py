@@ -1,0 +1,193 @@
+"""The Graph API client: one POST per send, errors turned into GraphError.
+
+The client only speaks HTTP: it knows the URL, the bearer token and the
+success and error shapes of `/{phone_number_id}/messages` (CLOUD_API.md §8,
+§9). Pacing, retries and template fallback belong to the sender, which
+decides from `GraphError.action`. The aiohttp session is shared and owned by
+the caller, so that connections are pooled across sends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.whatsapp.graph_errors import RETRY, GraphError, parse_graph_error
+
+log = logging.getLogger("tracbot.graph")
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What Meta answered to an accepted send (not a delivery)."""
+
+    wamid: str
+    wa_id: str | None
+    input: str | None
+    message_status: str | None = None
+
+
+class GraphClient:
+    """Sends messages through the Cloud API with one shared aiohttp session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        version: str,
+        token: str,
+        timeout: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._version = version
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        # The token stays out of reprs, tracebacks and logs.
+        return f"GraphClient(base_url={self._base_url!r}, version={self._version!r})"
+
+    async def send(self, phone_number_id: str, body: dict[str, Any]) -> SendResult:
+        """Send one message body (`to`, `type` and its object).
+
+        Returns:
+            The wamid and recipient ids Meta assigned.
+
+        Raises:
+            GraphError: on any non-2xx answer, timeout or connection error.
+        """
+        payload = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+        payload.update(body)
+        log.debug(
+            "send phone_number_id=%s to=%s type=%s body=%s",
+            phone_number_id,
+            _mask(payload.get("to")),
+            payload.get("type"),
+            _body_text(payload),
+        )
+
+        data = await self._post(phone_number_id, payload)
+
+        result = _send_result(data)
+        if result is None:
+            raise GraphError("Send answered 2xx without a message id", action=RETRY)
+        log.debug("sent wamid=%s to=%s", result.wamid, _mask(result.wa_id))
+        return result
+
+    async def send_text(
+        self,
+        phone_number_id: str,
+        to: str,
+        body: str,
+        *,
+        preview_url: bool = False,
+        reply_to: str | None = None,
+    ) -> SendResult:
+        """Send a text message, optionally quoting the message `reply_to`."""
+        message: dict[str, Any] = {
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": preview_url, "body": body},
+        }
+        if reply_to:
+            message["context"] = {"message_id": reply_to}
+        return await self.send(phone_number_id, message)
+
+    async def mark_read(
+        self, phone_number_id: str, wamid: str, *, typing: bool = False
+    ) -> None:
+        """Mark an inbound message (and earlier ones) read, optionally typing.
+
+        Raises:
+            GraphError: on any failure, as for `send`.
+        """
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": wamid,
+        }
+        if typing:
+            payload["typing_indicator"] = {"type": "text"}
+
+        data = await self._post(phone_number_id, payload)
+
+        if data.get("success") is not True:
+            raise GraphError("Mark read answered 2xx without success", action=RETRY)
+        log.debug("marked read wamid=%s typing=%s", wamid, typing)
+
+    async def _post(self, phone_number_id: str, payload: dict) -> dict[str, Any]:
+        url = f"{self._base_url}/{self._version}/{phone_number_id}/messages"
+        headers = {"Authorization": f"Bearer {self._token}"}
+
+        # Network failures and timeouts are retried by the sender; whether
+        # Meta got the request is unknown, as with any lost answer.
+        try:
+            async with self._session.post(
+                url, json=payload, headers=headers, timeout=self._timeout
+            ) as response:
+                status = response.status
+                raw = await response.read()
+        except TimeoutError as exc:
+            raise GraphError("Graph API request timed out", action=RETRY) from exc
+        except aiohttp.ClientError as exc:
+            message = f"Graph API connection failed: {type(exc).__name__}"
+            raise GraphError(message, action=RETRY) from exc
+
+        if not 200 <= status < 300:
+            error = parse_graph_error(status, raw)
+            log.debug("graph error %s", error)
+            raise error
+        return _json_object(raw, status)
+
+
+def _json_object(raw: bytes, status: int) -> dict[str, Any]:
+    # A 2xx that is not JSON comes from something between us and Meta.
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        message = f"HTTP {status} with a body that is not a JSON object"
+        raise GraphError(message, http_status=status, action=RETRY)
+    return data
+
+
+def _send_result(data: dict[str, Any]) -> SendResult | None:
+    messages = data.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    if not isinstance(first, dict) or not isinstance(first.get("id"), str):
+        return None
+
+    contacts = data.get("contacts")
+    contact = contacts[0] if isinstance(contacts, list) and contacts else {}
+    if not isinstance(contact, dict):
+        contact = {}
+    return SendResult(
+        wamid=first["id"],
+        wa_id=contact.get("wa_id"),
+        input=contact.get("input"),
+        message_status=first.get("message_status"),
+    )
+
+
+def _body_text(payload: dict[str, Any]) -> str | None:
+    text = payload.get("text")
+    if isinstance(text, dict):
+        return text.get("body")
+    interactive = payload.get("interactive")
+    if isinstance(interactive, dict) and isinstance(interactive.get("body"), dict):
+        return interactive["body"].get("text")
+    return None
+
+
+def _mask(number: str | None) -> str:
+    """Mask a phone number for logs, keeping the last four digits."""
+    if not number:
+        return "-"
+    return "…" + number[-4:]

@@ -1,0 +1,56 @@
+"""The `X-Hub-Signature-256` check of webhook POSTs (CLOUD_API.md §2)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+PREFIX = "sha256="
+
+
+def sign(app_secret: str, body: bytes) -> str:
+    """Return the header value Meta would send for these exact bytes."""
+    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return PREFIX + digest
+
+
+def verify(app_secret: str, body: bytes, header: str | None) -> bool:
+    """Check a signature header against the raw request bytes.
+
+    Meta signs the escaped-unicode form of the payload, which is what it
+    sends; a proxy that decoded `\\uXXXX` escapes would break the raw check,
+    so the escaped form of the body is tried second.
+    """
+    if not header or not header.startswith(PREFIX) or not app_secret:
+        return False
+    given = header[len(PREFIX) :].strip().lower()
+
+    if hmac.compare_digest(sign(app_secret, body), PREFIX + given):
+        return True
+
+    escaped = _escape_unicode(body)
+    if escaped is None or escaped == body:
+        return False
+    return hmac.compare_digest(sign(app_secret, escaped), PREFIX + given)
+
+
+def _escape_unicode(body: bytes) -> bytes | None:
+    """Write every non-ASCII character as lowercase `\\uXXXX` (UTF-16 units)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+    out = []
+    for char in text:
+        code = ord(char)
+        if code < 0x80:
+            out.append(char)
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            code -= 0x10000
+            out.append(
+                f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+            )
+    return "".join(out).encode("ascii")

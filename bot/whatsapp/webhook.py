@@ -1,0 +1,114 @@
+"""The `/webhook` endpoint Meta calls: the GET handshake and event POSTs.
+
+A POST does four cheap things and answers: check the signature on the raw
+bytes, parse, write the events to the durable inbox, 200. No Graph API call
+and no business query happens before the answer (DESIGN.md, step 1).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from bot.whatsapp.events import Notice, to_json
+from bot.whatsapp.payloads import ParseResult, parse_body
+from bot.whatsapp.signature import verify
+from storage.base import NewInboxEvent, Store
+from storage.errors import StorageError
+
+log = logging.getLogger("tracbot.webhook")
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+class WebhookHandler:
+    """Handlers for both methods of `/webhook`."""
+
+    def __init__(
+        self,
+        store: Store,
+        app_secret: str,
+        verify_token: str,
+        on_stored: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.app_secret = app_secret
+        self.verify_token = verify_token
+        self.on_stored = on_stored
+        self.counts: dict[str, int] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/webhook", self.handshake), web.post("/webhook", self.post)]
+
+    async def handshake(self, request: web.Request) -> web.Response:
+        """Answer Meta's subscription check with the challenge, byte for byte."""
+        query = request.query
+        mode = query.get("hub.mode", "")
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
+        if mode == "subscribe" and hmac.compare_digest(
+            token.encode(), self.verify_token.encode()
+        ):
+            log.info("webhook handshake accepted")
+            return web.Response(text=challenge, content_type="text/plain")
+        log.warning("webhook handshake refused mode=%s", mode or "-")
+        return web.Response(status=403, text="Forbidden")
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Verify, parse, store, then answer."""
+        body = await request.read()
+        if not verify(self.app_secret, body, request.headers.get(SIGNATURE_HEADER)):
+            # Meta retries a 401 for days: a wrong app secret shows up as
+            # this line repeating, which is what an operator must look for.
+            log.warning("webhook refused: bad signature bytes=%d", len(body))
+            return self._answer(401, "bad signature")
+
+        parsed = _parse(body)
+        for problem in parsed.problems:
+            log.warning("webhook item skipped: %s", problem)
+
+        events = [
+            NewInboxEvent(
+                key=event.key,
+                kind=event.kind,
+                wa_id=event.wa_id,
+                phone_number_id=event.phone_number_id,
+                payload=to_json(event),
+            )
+            for event in parsed.events
+        ]
+        try:
+            new = await self.store.add_events(events) if events else 0
+        except StorageError as exc:
+            # Meta retries anything but a 200, so nothing is lost.
+            log.error("webhook not stored, answering 503: %s", exc)
+            return self._answer(503, "storage unavailable")
+
+        log.debug("webhook stored events=%d new=%d", len(events), new)
+        if new:
+            self.on_stored()
+        return self._answer(200, "ok")
+
+    def _answer(self, status: int, text: str) -> web.Response:
+        outcome = str(status)
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        return web.Response(status=status, text=text)
+
+
+def _parse(body: bytes) -> ParseResult:
+    """Parse a signed body; what is not JSON is kept as a notice.
+
+    Meta signed it, so it is answered 200 like anything else we do not
+    understand (a non-200 only buys days of retries of the same bytes).
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        log.warning("webhook body is not JSON bytes=%d", len(body))
+        raw = body.decode("utf-8", errors="replace")
+        return ParseResult(events=[Notice(topic="invalid_json", body={"raw": raw})])
+    return parse_body(data)

@@ -1,0 +1,207 @@
+"""The storage interface every backend implements.
+
+tracbot keeps five things: the inbox (every webhook event, keyed so that a
+redelivery is a no-op), conversations (one row per phone: flow, state,
+slots), the outbox (every message we send, with its delivery status), the
+account links of drivers, and the attempts log of the sender. A backend is
+chosen by URL (`sqlite:///path`, `postgresql://…`, `odbc://…`).
+
+The engine's unit of work is `commit_step`: the new conversation, the
+replies it produced and the inbox event's done mark are written in one
+transaction, so a crash either replays the event or has sent nothing twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Outbound statuses in the order they may advance. `failed` is terminal but a
+# later delivered/read from another device is still accepted (CLOUD_API.md §3).
+STATUS_RANK = {
+    "queued": 0,
+    "sending": 1,
+    "accepted": 2,
+    "sent": 3,
+    "delivered": 4,
+    "read": 5,
+    "played": 6,
+    "failed": 7,
+}
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxEvent:
+    """An event about to enter the inbox."""
+
+    key: str
+    kind: str
+    wa_id: str | None
+    phone_number_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """An event stored in the inbox."""
+
+    id: int
+    key: str
+    kind: str
+    wa_id: str | None
+    phone_number_id: str | None
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class Conversation:
+    """The state of one phone's conversation, loaded for one event."""
+
+    wa_id: str
+    flow: str | None = None
+    state: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    flow_version: str | None = None
+    last_inbound_at: datetime | None = None
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewOutbound:
+    """A message the engine wants sent.
+
+    `kind` is `message` for a Graph API message body (text, interactive,
+    template…) or `read` to mark the inbound `body["message_id"]` read.
+    """
+
+    wa_id: str
+    phone_number_id: str
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A stored outbound message."""
+
+    id: int
+    wa_id: str
+    phone_number_id: str
+    kind: str
+    body: dict[str, Any]
+    status: str
+    attempts: int
+    wamid: str | None
+    created_at: datetime
+
+
+class Store(abc.ABC):
+    """Persistence for tracbot; see the module docstring."""
+
+    url: str
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection."""
+
+    # Inbox
+
+    @abc.abstractmethod
+    async def add_events(self, events: Sequence[NewInboxEvent]) -> int:
+        """Store events, ignoring keys already stored; return how many were new."""
+
+    @abc.abstractmethod
+    async def pending_phones(self, limit: int = 100) -> list[str]:
+        """Return phones with unprocessed events, the longest waiting first."""
+
+    @abc.abstractmethod
+    async def next_event(self, wa_id: str) -> InboxEvent | None:
+        """Return the oldest unprocessed event of a phone."""
+
+    @abc.abstractmethod
+    async def pending_count(self) -> int:
+        """Return how many inbox events wait to be processed."""
+
+    @contextlib.asynccontextmanager
+    async def claim(self, wa_id: str) -> AsyncIterator[bool]:
+        """Hold the right to process this phone's events; yield False if taken.
+
+        The embedded backend serves one process, whose dispatcher already
+        runs one task per phone; server backends lock in the database.
+        """
+        yield True
+
+    # Conversations
+
+    @abc.abstractmethod
+    async def load_conversation(self, wa_id: str) -> Conversation | None:
+        """Return a phone's conversation, or None if it has none."""
+
+    @abc.abstractmethod
+    async def commit_step(
+        self,
+        event_id: int,
+        conversation: Conversation | None,
+        replies: Sequence[NewOutbound],
+    ) -> list[int]:
+        """In one transaction: save the conversation, queue the replies and
+        mark the event done. Return the outbox ids of the replies."""
+
+    # Outbox
+
+    @abc.abstractmethod
+    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+        """Queue messages that no inbox event caused (notifications)."""
+
+    @abc.abstractmethod
+    async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
+        """Take queued items whose time has come and mark them `sending`."""
+
+    @abc.abstractmethod
+    async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
+        """Record that the Graph API accepted an item."""
+
+    @abc.abstractmethod
+    async def mark_retry(
+        self, item_id: int, next_attempt_at: datetime, error: str
+    ) -> None:
+        """Put an item back in the queue for a later attempt."""
+
+    @abc.abstractmethod
+    async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
+        """Record that an item will never be sent."""
+
+    @abc.abstractmethod
+    async def apply_status(
+        self,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        """Move a sent message's status forward; False if the wamid is unknown."""
+
+    @abc.abstractmethod
+    async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
+        """Return stored outbound items, oldest first (for tests and history)."""

@@ -1,0 +1,53 @@
+-- tracbot schema, version 1 (PostgreSQL through ODBC).
+-- Times are TIMESTAMP without zone holding UTC, written from the
+-- application's clock: ODBC has no zone-aware type, and a timestamptz would
+-- be read in the session's TimeZone. JSON is TEXT, as NVARCHAR(MAX) is on
+-- SQL Server, so both dialects share their queries.
+
+CREATE TABLE inbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    "key" TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    wa_id TEXT,
+    phone_number_id TEXT,
+    payload TEXT NOT NULL,
+    received_at TIMESTAMP NOT NULL,
+    done_at TIMESTAMP
+);
+CREATE INDEX inbox_pending ON inbox ((COALESCE(wa_id, '')), id)
+    WHERE done_at IS NULL;
+CREATE INDEX inbox_pending_order ON inbox (id) WHERE done_at IS NULL;
+
+CREATE TABLE conversations (
+    wa_id TEXT PRIMARY KEY,
+    flow TEXT,
+    state TEXT,
+    slots TEXT NOT NULL,
+    flow_version TEXT,
+    last_inbound_at TIMESTAMP,
+    deadline TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX conversations_deadline ON conversations (deadline)
+    WHERE deadline IS NOT NULL;
+
+CREATE TABLE outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    wa_id TEXT NOT NULL,
+    phone_number_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP NOT NULL,
+    wamid TEXT,
+    error_code INTEGER,
+    error_detail TEXT,
+    inbox_id BIGINT,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'queued';
+CREATE INDEX outbox_sending ON outbox (updated_at) WHERE status = 'sending';
+CREATE INDEX outbox_wamid ON outbox (wamid);
+CREATE INDEX outbox_wa_id ON outbox (wa_id, id);

@@ -1,0 +1,424 @@
+"""The embedded SQLite backend: `sqlite:///path/to/file.db`.
+
+Every store method runs as one synchronous function on a single database
+thread, so a method is one transaction and no two can interleave; the event
+loop only waits for the result. That is our async bridge: it costs one
+thread hop per call instead of one per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.base import (
+    STATUS_RANK,
+    Conversation,
+    InboxEvent,
+    NewInboxEvent,
+    NewOutbound,
+    OutboxItem,
+    Store,
+    utcnow,
+)
+from storage.errors import StorageError
+from storage.migrations import migrations
+
+log = logging.getLogger("tracbot.storage")
+
+T = TypeVar("T")
+
+# A `sending` item older than this was taken by a sender that died.
+SENDING_LEASE = timedelta(minutes=2)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _path_of(url: str) -> str:
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite url: {url!r}")
+    # sqlite:///var/x.db is relative, sqlite:////srv/x.db absolute.
+    path = url.removeprefix("sqlite://").removeprefix("/")
+    return path or ":memory:"
+
+
+class SqliteStore(Store):
+    """Storage in one SQLite file; see the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracbot-sqlite")
+        await self._run(self._connect)
+        log.info("storage open backend=sqlite path=%s", self.path)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await self._run(self._disconnect)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StorageError("the sqlite store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+
+        # WAL keeps readers and the writer apart; NORMAL sync survives a
+        # crash of the process, which is the failure we guard against.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        self._db = db
+        self._migrate(db)
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)"
+        )
+        done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+        for migration in migrations("sqlite"):
+            if migration.version in done:
+                continue
+            with _transaction(db):
+                for statement in migration.statements():
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (migration.version, migration.name, _ts(utcnow())),
+                )
+            log.info("migration applied backend=sqlite version=%s", migration.name)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store used before open()"
+        return self._db
+
+    # Inbox
+
+    async def add_events(self, events: Sequence[NewInboxEvent]) -> int:
+        return await self._run(self._add_events, events)
+
+    def _add_events(self, events: Sequence[NewInboxEvent]) -> int:
+        now = _ts(utcnow())
+        rows = [
+            (e.key, e.kind, e.wa_id, e.phone_number_id, _json(e.payload), now)
+            for e in events
+        ]
+        with _transaction(self.db):
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO inbox "
+                "(key, kind, wa_id, phone_number_id, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self.db.total_changes - before
+
+    async def pending_phones(self, limit: int = 100) -> list[str]:
+        return await self._run(self._pending_phones, limit)
+
+    def _pending_phones(self, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT COALESCE(wa_id, '') AS phone, MIN(id) AS first FROM inbox "
+            "WHERE done_at IS NULL GROUP BY phone ORDER BY first LIMIT ?",
+            (limit,),
+        )
+        return [row["phone"] for row in rows]
+
+    async def next_event(self, wa_id: str) -> InboxEvent | None:
+        return await self._run(self._next_event, wa_id)
+
+    def _next_event(self, wa_id: str) -> InboxEvent | None:
+        row = self.db.execute(
+            "SELECT * FROM inbox WHERE done_at IS NULL AND COALESCE(wa_id, '') = ? "
+            "ORDER BY id LIMIT 1",
+            (wa_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return InboxEvent(
+            id=row["id"],
+            key=row["key"],
+            kind=row["kind"],
+            wa_id=row["wa_id"],
+            phone_number_id=row["phone_number_id"],
+            payload=json.loads(row["payload"]),
+            received_at=_dt(row["received_at"]),
+        )
+
+    async def pending_count(self) -> int:
+        return await self._run(self._pending_count)
+
+    def _pending_count(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")
+        return row.fetchone()[0]
+
+    # Conversations
+
+    async def load_conversation(self, wa_id: str) -> Conversation | None:
+        return await self._run(self._load_conversation, wa_id)
+
+    def _load_conversation(self, wa_id: str) -> Conversation | None:
+        row = self.db.execute(
+            "SELECT * FROM conversations WHERE wa_id = ?", (wa_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Conversation(
+            wa_id=row["wa_id"],
+            flow=row["flow"],
+            state=row["state"],
+            slots=json.loads(row["slots"]),
+            flow_version=row["flow_version"],
+            last_inbound_at=_dt(row["last_inbound_at"]),
+            deadline=_dt(row["deadline"]),
+        )
+
+    async def commit_step(
+        self,
+        event_id: int,
+        conversation: Conversation | None,
+        replies: Sequence[NewOutbound],
+    ) -> list[int]:
+        return await self._run(self._commit_step, event_id, conversation, replies)
+
+    def _commit_step(
+        self,
+        event_id: int,
+        conversation: Conversation | None,
+        replies: Sequence[NewOutbound],
+    ) -> list[int]:
+        now = utcnow()
+        with _transaction(self.db):
+            if conversation is not None:
+                self._save_conversation(conversation, now)
+            ids = self._insert_outbound(replies, now, event_id)
+            self.db.execute(
+                "UPDATE inbox SET done_at = ? WHERE id = ?", (_ts(now), event_id)
+            )
+            return ids
+
+    def _save_conversation(self, c: Conversation, now: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO conversations (wa_id, flow, state, slots, flow_version, "
+            "last_inbound_at, deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (wa_id) DO UPDATE SET flow = excluded.flow, "
+            "state = excluded.state, slots = excluded.slots, "
+            "flow_version = excluded.flow_version, "
+            "last_inbound_at = excluded.last_inbound_at, "
+            "deadline = excluded.deadline, updated_at = excluded.updated_at",
+            (
+                c.wa_id,
+                c.flow,
+                c.state,
+                _json(c.slots),
+                c.flow_version,
+                _ts(c.last_inbound_at),
+                _ts(c.deadline),
+                _ts(now),
+            ),
+        )
+
+    def _insert_outbound(
+        self, replies: Sequence[NewOutbound], now: datetime, inbox_id: int | None
+    ) -> list[int]:
+        ids = []
+        for reply in replies:
+            cursor = self.db.execute(
+                "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
+                "next_attempt_at, inbox_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (
+                    reply.wa_id,
+                    reply.phone_number_id,
+                    reply.kind,
+                    _json(reply.body),
+                    _ts(now),
+                    inbox_id,
+                    _ts(now),
+                    _ts(now),
+                ),
+            )
+            ids.append(cursor.lastrowid)
+        return ids
+
+    # Outbox
+
+    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+        return await self._run(self._enqueue, replies)
+
+    def _enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+        with _transaction(self.db):
+            return self._insert_outbound(replies, utcnow(), None)
+
+    async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
+        return await self._run(self._due_outbox, limit)
+
+    def _due_outbox(self, limit: int) -> list[OutboxItem]:
+        now = utcnow()
+        with _transaction(self.db):
+            self.db.execute(
+                "UPDATE outbox SET status = 'queued' "
+                "WHERE status = 'sending' AND updated_at < ?",
+                (_ts(now - SENDING_LEASE),),
+            )
+            rows = self.db.execute(
+                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "
+                "ORDER BY id LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+            self.db.executemany(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, "
+                "updated_at = ? WHERE id = ?",
+                [(_ts(now), row["id"]) for row in rows],
+            )
+        return [_outbox_item(row, "sending", row["attempts"] + 1) for row in rows]
+
+    async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
+        await self._run(self._update_outbox, item_id, status, wamid, None, None)
+
+    async def mark_retry(
+        self, item_id: int, next_attempt_at: datetime, error: str
+    ) -> None:
+        await self._run(self._retry, item_id, next_attempt_at, error)
+
+    def _retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+        with _transaction(self.db):
+            self.db.execute(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
+                "error_detail = ?, updated_at = ? WHERE id = ?",
+                (_ts(next_attempt_at), error, _ts(utcnow()), item_id),
+            )
+
+    async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
+        await self._run(self._update_outbox, item_id, "failed", None, code, detail)
+
+    def _update_outbox(
+        self,
+        item_id: int,
+        status: str,
+        wamid: str | None,
+        code: int | None,
+        detail: str | None,
+    ) -> None:
+        with _transaction(self.db):
+            self.db.execute(
+                "UPDATE outbox SET status = ?, wamid = COALESCE(?, wamid), "
+                "error_code = COALESCE(?, error_code), "
+                "error_detail = COALESCE(?, error_detail), updated_at = ? "
+                "WHERE id = ?",
+                (status, wamid, code, detail, _ts(utcnow()), item_id),
+            )
+
+    async def apply_status(
+        self,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        return await self._run(
+            self._apply_status, wamid, status, error_code, error_detail
+        )
+
+    def _apply_status(
+        self, wamid: str, status: str, code: int | None, detail: str | None
+    ) -> bool:
+        with _transaction(self.db):
+            row = self.db.execute(
+                "SELECT id, status FROM outbox WHERE wamid = ?", (wamid,)
+            ).fetchone()
+            if row is None:
+                return False
+            if _advances(row["status"], status):
+                self.db.execute(
+                    "UPDATE outbox SET status = ?, error_code = COALESCE(?, "
+                    "error_code), error_detail = COALESCE(?, error_detail), "
+                    "updated_at = ? WHERE id = ?",
+                    (status, code, detail, _ts(utcnow()), row["id"]),
+                )
+            return True
+
+    async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
+        return await self._run(self._outbox_items, wa_id)
+
+    def _outbox_items(self, wa_id: str | None) -> list[OutboxItem]:
+        if wa_id is None:
+            rows = self.db.execute("SELECT * FROM outbox ORDER BY id")
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM outbox WHERE wa_id = ? ORDER BY id", (wa_id,)
+            )
+        return [_outbox_item(row) for row in rows]
+
+
+def _advances(current: str, new: str) -> bool:
+    """Whether a status webhook moves a message forward (CLOUD_API.md §3)."""
+    if current == "failed":
+        # A device may still report delivery after another reported failure.
+        return new in ("delivered", "read", "played")
+    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+
+
+def _outbox_item(
+    row: sqlite3.Row, status: str | None = None, attempts: int | None = None
+) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        wa_id=row["wa_id"],
+        phone_number_id=row["phone_number_id"],
+        kind=row["kind"],
+        body=json.loads(row["body"]),
+        status=status or row["status"],
+        attempts=row["attempts"] if attempts is None else attempts,
+        wamid=row["wamid"],
+        created_at=_dt(row["created_at"]),
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
