@@ -31,6 +31,8 @@ STATUS_RANK = {
     "read": 5,
     "played": 6,
     "failed": 7,
+    # Never reached Meta: its template fallback went out instead.
+    "replaced": 8,
 }
 
 
@@ -88,6 +90,9 @@ class NewOutbound:
     phone_number_id: str
     kind: str
     body: dict[str, Any]
+    # The template message body to send instead when the 24-hour window is
+    # closed (CLOUD_API.md §11); None sends `body` whatever the window.
+    fallback: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,45 @@ class OutboxItem:
     attempts: int
     wamid: str | None
     created_at: datetime
+    fallback: dict[str, Any] | None = None
+    fallback_of: int | None = None
+    error_code: int | None = None
+    error_detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One message of a phone's history, inbound or outbound."""
+
+    direction: str  # "in" or "out"
+    id: int  # inbox id or outbox id, by direction
+    body: dict[str, Any]  # the outbound body, or the inbound event's JSON
+    status: str
+    wamid: str | None
+    error_code: int | None
+    error_detail: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """Outbound messages created in a period, by how far they got."""
+
+    total: int = 0
+    queued: int = 0
+    sent: int = 0
+    delivered: int = 0
+    read: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The depth of the inbox and the outbox, for metrics and readiness."""
+
+    inbox_pending: int
+    inbox_oldest_at: datetime | None
+    outbox_queued: int
 
 
 class Store(abc.ABC):
@@ -205,3 +249,54 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
         """Return stored outbound items, oldest first (for tests and history)."""
+
+    # Delivery (sender, status webhooks, backend API). Not abstract so that
+    # a backend without them still serves the webhook and the engine.
+
+    async def record_attempt(
+        self,
+        item_id: int,
+        attempt: int,
+        outcome: str,
+        ms: int,
+        error_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Log one request of the sender for an item and its outcome."""
+        raise NotImplementedError(f"{type(self).__name__}: record_attempt")
+
+    async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
+        """Return the attempts log of an item, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__}: attempts_of")
+
+    async def last_inbound(self, wa_ids: Sequence[str]) -> dict[str, datetime]:
+        """Return when each phone last wrote (opens the 24-hour window)."""
+        raise NotImplementedError(f"{type(self).__name__}: last_inbound")
+
+    async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
+        """Return the outbound item Meta knows by this wamid, if any."""
+        raise NotImplementedError(f"{type(self).__name__}: outbox_by_wamid")
+
+    async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
+        """Queue an item's template fallback, once per item.
+
+        With `replace` the item never reached Meta: it becomes `replaced`
+        and the template is returned already taken (`sending`), to go out
+        in its place. Without, the item failed at Meta and the template is
+        queued. Returns None if the item has no fallback or already used it.
+        """
+        raise NotImplementedError(f"{type(self).__name__}: add_fallback")
+
+    async def history(
+        self, wa_id: str, limit: int, offset: int
+    ) -> tuple[int, list[HistoryEntry]]:
+        """Return a phone's message count and one page of it, newest first."""
+        raise NotImplementedError(f"{type(self).__name__}: history")
+
+    async def delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
+        """Count outbound messages created in [start, end) by status."""
+        raise NotImplementedError(f"{type(self).__name__}: delivery_counts")
+
+    async def queue_stats(self) -> QueueStats:
+        """Return the inbox and outbox depths."""
+        raise NotImplementedError(f"{type(self).__name__}: queue_stats")

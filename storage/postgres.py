@@ -139,8 +139,9 @@ class PostgresStore(Store):
                     migration.name,
                     utcnow(),
                 )
-                log.info("migration applied backend=postgresql version=%s",
-                         migration.name)  # fmt: skip
+                log.info(
+                    "migration applied backend=postgresql version=%s", migration.name
+                )
 
     # Connections
 
@@ -148,7 +149,7 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StorageError("the postgresql store is not open")
         try:
-            return await self._pool.acquire(timeout=self.acquire_timeout)
+            return await self._fresh_connection()
         except TimeoutError as exc:
             raise StorageUnavailable(
                 f"no database connection within {self.acquire_timeout}s "
@@ -156,6 +157,21 @@ class PostgresStore(Store):
             ) from exc
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    async def _fresh_connection(self) -> asyncpg.Connection:
+        # A server restart leaves its goodbye unread on idle connections
+        # until the loop polls their sockets: one pass of the loop lets
+        # asyncpg see them closed, so we skip them instead of failing.
+        assert self._pool is not None
+        deadline = asyncio.get_running_loop().time() + self.acquire_timeout
+        for _ in range(self.pool_max + 1):
+            remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
+            conn = await self._pool.acquire(timeout=remaining)
+            await asyncio.sleep(0)
+            if not conn.is_closed():
+                return conn
+            await self._release(conn)
+        return await self._pool.acquire(timeout=self.acquire_timeout)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -21,10 +21,13 @@ from typing import Any, TypeVar
 from storage.base import (
     STATUS_RANK,
     Conversation,
+    DeliveryCounts,
+    HistoryEntry,
     InboxEvent,
     NewInboxEvent,
     NewOutbound,
     OutboxItem,
+    QueueStats,
     Store,
     utcnow,
 )
@@ -257,8 +260,8 @@ class SqliteStore(Store):
         for reply in replies:
             cursor = self.db.execute(
                 "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
-                "next_attempt_at, inbox_id, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                "next_attempt_at, inbox_id, created_at, updated_at, fallback) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (
                     reply.wa_id,
                     reply.phone_number_id,
@@ -268,6 +271,7 @@ class SqliteStore(Store):
                     inbox_id,
                     _ts(now),
                     _ts(now),
+                    None if reply.fallback is None else _json(reply.fallback),
                 ),
             )
             ids.append(cursor.lastrowid)
@@ -293,9 +297,13 @@ class SqliteStore(Store):
                 "WHERE status = 'sending' AND updated_at < ?",
                 (_ts(now - SENDING_LEASE),),
             )
+            # An item waits while an older one of its phone is unfinished, so
+            # a phone's messages leave in order whatever their retries.
             rows = self.db.execute(
-                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "
-                "ORDER BY id LIMIT ?",
+                "SELECT * FROM outbox AS o WHERE status = 'queued' "
+                "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
+                "AS e WHERE e.wa_id = o.wa_id AND e.id < o.id "
+                "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
                 (_ts(now), limit),
             ).fetchall()
             self.db.executemany(
@@ -382,6 +390,171 @@ class SqliteStore(Store):
             )
         return [_outbox_item(row) for row in rows]
 
+    # Delivery
+
+    async def record_attempt(
+        self,
+        item_id: int,
+        attempt: int,
+        outcome: str,
+        ms: int,
+        error_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        row = (item_id, attempt, outcome, error_code, detail, ms, _ts(utcnow()))
+        await self._run(self._record_attempt, row)
+
+    def _record_attempt(self, row: tuple[Any, ...]) -> None:
+        with _transaction(self.db):
+            self.db.execute(
+                "INSERT INTO attempts (outbox_id, attempt, outcome, error_code, "
+                "detail, ms, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
+        return await self._run(self._attempts_of, item_id)
+
+    def _attempts_of(self, item_id: int) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT attempt, outcome, error_code, detail, ms, at FROM attempts "
+            "WHERE outbox_id = ? ORDER BY id",
+            (item_id,),
+        )
+        return [{**dict(row), "at": _dt(row["at"])} for row in rows]
+
+    async def last_inbound(self, wa_ids: Sequence[str]) -> dict[str, datetime]:
+        if not wa_ids:
+            return {}
+        return await self._run(self._last_inbound, list(wa_ids))
+
+    def _last_inbound(self, wa_ids: list[str]) -> dict[str, datetime]:
+        marks = ", ".join("?" * len(wa_ids))
+        rows = self.db.execute(
+            "SELECT wa_id, last_inbound_at FROM conversations "
+            f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL",
+            wa_ids,
+        )
+        return {row["wa_id"]: _dt(row["last_inbound_at"]) for row in rows}
+
+    async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
+        return await self._run(self._outbox_by_wamid, wamid)
+
+    def _outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
+        row = self.db.execute(
+            "SELECT * FROM outbox WHERE wamid = ? ORDER BY id LIMIT 1", (wamid,)
+        ).fetchone()
+        return None if row is None else _outbox_item(row)
+
+    async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
+        return await self._run(self._add_fallback, item_id, replace)
+
+    def _add_fallback(self, item_id: int, replace: bool) -> OutboxItem | None:
+        now = _ts(utcnow())
+        with _transaction(self.db):
+            row = self.db.execute(
+                "SELECT * FROM outbox AS o WHERE id = ? AND fallback IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM outbox WHERE fallback_of = o.id)",
+                (item_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            if replace:
+                self.db.execute(
+                    "UPDATE outbox SET status = 'replaced', updated_at = ? "
+                    "WHERE id = ?",
+                    (now, item_id),
+                )
+            status, attempts = ("sending", 1) if replace else ("queued", 0)
+            cursor = self.db.execute(
+                "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
+                "attempts, next_attempt_at, inbox_id, fallback_of, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row["wa_id"],
+                    row["phone_number_id"],
+                    row["kind"],
+                    row["fallback"],
+                    status,
+                    attempts,
+                    now,
+                    row["inbox_id"],
+                    item_id,
+                    now,
+                    now,
+                ),
+            )
+            added = self.db.execute(
+                "SELECT * FROM outbox WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+        return _outbox_item(added)
+
+    async def history(
+        self, wa_id: str, limit: int, offset: int
+    ) -> tuple[int, list[HistoryEntry]]:
+        return await self._run(self._history, wa_id, limit, offset)
+
+    def _history(
+        self, wa_id: str, limit: int, offset: int
+    ) -> tuple[int, list[HistoryEntry]]:
+        # Read marks are requests, not messages; inbox statuses are about
+        # our own messages, already in the outbox rows.
+        union = (
+            "SELECT 'out' AS direction, id, body, status, wamid, error_code, "
+            "error_detail, created_at AS at FROM outbox "
+            "WHERE wa_id = ? AND kind = 'message' UNION ALL "
+            "SELECT 'in', id, payload, 'received', key, NULL, NULL, received_at "
+            "FROM inbox WHERE wa_id = ? AND kind = 'message'"
+        )
+        total = self.db.execute(
+            f"SELECT COUNT(*) FROM ({union})", (wa_id, wa_id)
+        ).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT * FROM ({union}) ORDER BY at DESC, direction, id DESC "
+            "LIMIT ? OFFSET ?",
+            (wa_id, wa_id, limit, offset),
+        )
+        return total, [_history_entry(row) for row in rows]
+
+    async def delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
+        return await self._run(self._delivery_counts, start, end)
+
+    def _delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
+        rows = self.db.execute(
+            "SELECT status, wamid IS NOT NULL AS accepted, COUNT(*) AS n "
+            "FROM outbox WHERE kind = 'message' AND created_at >= ? "
+            "AND created_at < ? GROUP BY status, accepted",
+            (_ts(start), _ts(end)),
+        )
+        return DeliveryCounts.tally(
+            (row["status"], bool(row["accepted"]), row["n"]) for row in rows
+        )
+
+    async def queue_stats(self) -> QueueStats:
+        return await self._run(self._queue_stats)
+
+    def _queue_stats(self) -> QueueStats:
+        pending, oldest = self.db.execute(
+            "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE done_at IS NULL"
+        ).fetchone()
+        queued = self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')"
+        ).fetchone()[0]
+        return QueueStats(pending, _dt(oldest), queued)
+
+
+def _history_entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(
+        direction=row["direction"],
+        id=row["id"],
+        body=json.loads(row["body"]),
+        status=row["status"],
+        wamid=row["wamid"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+        at=_dt(row["at"]),
+    )
+
 
 def _advances(current: str, new: str) -> bool:
     """Whether a status webhook moves a message forward (CLOUD_API.md §3)."""
@@ -404,7 +577,15 @@ def _outbox_item(
         attempts=row["attempts"] if attempts is None else attempts,
         wamid=row["wamid"],
         created_at=_dt(row["created_at"]),
+        fallback=_json_or_none(row["fallback"]),
+        fallback_of=row["fallback_of"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
     )
+
+
+def _json_or_none(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 def _json(value: Any) -> str:

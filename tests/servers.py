@@ -88,10 +88,16 @@ def _system_user() -> pwd.struct_passwd:
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(SYSTEM_USER)
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-         SYSTEM_USER],
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SYSTEM_USER,
+        ],
         check=True,
-    )  # fmt: skip
+    )
     return pwd.getpwnam(SYSTEM_USER)
 
 
@@ -191,11 +197,30 @@ class PostgresServer:
         """Run one statement through psql and return its unaligned output."""
         env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"}
         result = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t",
-             "-h", HOST, "-p", str(self.port), "-U", SUPERUSER, "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-c", sql],
-            env=env, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-h",
+                HOST,
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if result.returncode != 0:
             raise ServerError(f"psql {sql!r}: {result.stderr.strip()}")
         return result.stdout.strip()
@@ -220,11 +245,20 @@ class PostgresServer:
         # --no-instructions and a fixed locale keep the output and the
         # collation the same on every machine.
         self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.root / "data"),
-             "-U", SUPERUSER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
-             "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
-             "--no-sync"],
-        )  # fmt: skip
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.root / "data"),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+                "--no-sync",
+            ],
+        )
         pwfile.unlink()
 
     def _launch(self) -> None:
@@ -232,16 +266,25 @@ class PostgresServer:
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115
         command = [
             str(self.bindir / "postgres"),
-            "-D", str(self.root / "data"),
-            "-p", str(self.port),
-            "-k", str(self.root),
-            "-c", f"listen_addresses={HOST}",
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-            "-c", "max_connections=200",
-            "-c", "timezone=UTC",
-        ]  # fmt: skip
+            "-D",
+            str(self.root / "data"),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "timezone=UTC",
+        ]
         with log:
             self._process = subprocess.Popen(
                 command,
@@ -258,9 +301,15 @@ class PostgresServer:
             if not self.running:
                 raise ServerError(f"postgres exited; log:\n{self._log_tail()}")
             ready = subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", HOST,
-                 "-p", str(self.port)],
-            )  # fmt: skip
+                [
+                    str(self.bindir / "pg_isready"),
+                    "-q",
+                    "-h",
+                    HOST,
+                    "-p",
+                    str(self.port),
+                ],
+            )
             if ready.returncode == 0:
                 return
             time.sleep(0.05)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bot.engine.source import Lines, line_of, load_yaml
 from bot.engine.text import normalize
 from bot.errors import FlowError
 
-INPUT_KINDS = ("any", "text", "location", "button", "media")
+INPUT_KINDS = ("any", "text", "location", "button", "list", "quick_reply", "media")
 AUDIENCES = ("anyone", "unlinked", "driver", "admin")
 
 
@@ -47,11 +46,20 @@ class StateSpec:
     on: tuple[TransitionSpec, ...] = ()
     always: tuple[TransitionSpec, ...] = ()
     otherwise: str | None = None
+    handover: str | None = None
 
     @property
     def final(self) -> bool:
         """A state with no way out ends the conversation once entered."""
         return not self.on and not self.always
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutSpec:
+    """How long a flow waits for the driver, and what it says when it gives up."""
+
+    seconds: float
+    reply: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,15 @@ class FlowSpec:
     command: str | None = None
     version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    timeout: TimeoutSpec | None = None
+    migrate: dict[str, str] = field(default_factory=dict)
+    migrate_reply: str | None = None
+    cancels: bool = False
+    lines: Lines = field(default_factory=dict, compare=False, repr=False)
+
+    def line(self, at: str) -> int | None:
+        """The line of a dotted key path in the flow file (for messages)."""
+        return line_of(self.lines, at)
 
 
 def load_flows(flows_dir: Path) -> dict[str, FlowSpec]:
@@ -94,13 +111,14 @@ def load_flow(path: Path) -> FlowSpec:
     """Read one flow file into a `FlowSpec`."""
     raw_bytes = path.read_bytes()
     try:
-        data = yaml.safe_load(raw_bytes.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise FlowError(f"{path}: invalid YAML: {exc}") from exc
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FlowError(f"{path}: the file is not UTF-8 text: {exc}") from exc
+    data, lines = load_yaml(text, path)
     if not isinstance(data, dict):
-        raise FlowError(f"{path}: a flow file must be a mapping")
+        raise FlowError(f"{path}:1: a flow file must be a mapping")
 
-    where = _Where(path)
+    where = _Where(path, lines)
     states_raw = where.mapping(data, "states")
     states = {
         str(name): _state(where, f"states.{name}", str(name), body)
@@ -109,7 +127,7 @@ def load_flow(path: Path) -> FlowSpec:
     name = where.text(data, "name")
     initial = where.text(data, "initial", default=next(iter(states), ""))
     if initial not in states:
-        raise FlowError(f"{path}: initial: unknown state {initial!r}")
+        raise where.fail("initial", f"unknown state {initial!r}")
 
     return FlowSpec(
         name=name,
@@ -124,6 +142,11 @@ def load_flow(path: Path) -> FlowSpec:
         command=data.get("command"),
         version=hashlib.sha256(raw_bytes).hexdigest()[:16],
         extra={k: v for k, v in data.items() if k not in _FLOW_KEYS},
+        timeout=_timeout(where, data.get("timeout")),
+        migrate={str(k): str(v) for k, v in where.optional_mapping(data, "migrate")},
+        migrate_reply=data.get("migrate_reply"),
+        cancels=bool(data.get("cancels", False)),
+        lines=lines,
     )
 
 
@@ -137,14 +160,43 @@ _FLOW_KEYS = {
     "fallback",
     "description",
     "command",
+    "timeout",
+    "migrate",
+    "migrate_reply",
+    "cancels",
 }
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _timeout(where: _Where, raw: Any) -> TimeoutSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise where.fail("timeout", "expected a mapping with `after` and `reply`")
+    seconds = parse_duration(raw.get("after"))
+    if seconds is None:
+        raise where.fail("timeout.after", "expected a duration like 90s, 10m or 2h")
+    return TimeoutSpec(seconds=seconds, reply=raw.get("reply"))
+
+
+def parse_duration(raw: Any) -> float | None:
+    """Seconds of `90`, `90s`, `10m` or `2h`; None when it is not one."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw) if raw > 0 else None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(raw or ""))
+    if found is None or float(found[1]) <= 0:
+        return None
+    return float(found[1]) * _UNITS[found[2] or "s"]
 
 
 def _state(where: _Where, at: str, name: str, body: Any) -> StateSpec:
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise FlowError(f"{where.path}: {at}: a state must be a mapping")
+        raise where.fail(at, "a state must be a mapping")
     return StateSpec(
         name=name,
         reply=body.get("reply"),
@@ -157,21 +209,22 @@ def _state(where: _Where, at: str, name: str, body: Any) -> StateSpec:
             for i, item in enumerate(where.list(body, "always"))
         ),
         otherwise=body.get("otherwise"),
+        handover=body.get("handover"),
     )
 
 
 def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
     if not isinstance(body, dict):
-        raise FlowError(f"{where.path}: {at}: a transition must be a mapping")
+        raise where.fail(at, "a transition must be a mapping")
     dest = body.get("to")
     if not isinstance(dest, str) or not dest:
-        raise FlowError(f"{where.path}: {at}.to: every transition needs a target")
+        raise where.fail(f"{at}.to", "every transition needs a target state")
 
     pattern = body.get("match")
     try:
         match = re.compile(pattern, re.IGNORECASE) if pattern else None
     except re.error as exc:
-        raise FlowError(f"{where.path}: {at}.match: invalid pattern: {exc}") from exc
+        raise where.fail(f"{at}.match", f"invalid pattern: {exc}") from exc
 
     return TransitionSpec(
         dest=dest,
@@ -190,11 +243,20 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
 class _Where:
     """Typed reads from a flow mapping, with errors naming file and key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lines: Lines | None = None) -> None:
         self.path = path
+        self.lines = lines or {}
 
     def fail(self, key: str, rule: str) -> FlowError:
-        return FlowError(f"{self.path}: {key}: {rule}")
+        line = line_of(self.lines, key)
+        place = f"{self.path}:{line}" if line else str(self.path)
+        return FlowError(f"{place}: {key}: {rule}")
+
+    def optional_mapping(self, data: dict[str, Any], key: str) -> list[Any]:
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a mapping")
+        return list(value.items())
 
     def text(self, data: dict[str, Any], key: str, default: str | None = None) -> str:
         value = data.get(key, default)

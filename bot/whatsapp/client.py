@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.logs import mask
 from bot.whatsapp.graph_errors import RETRY, GraphError, parse_graph_error
 
 log = logging.getLogger("tracbot.graph")
@@ -67,7 +68,7 @@ class GraphClient:
         log.debug(
             "send phone_number_id=%s to=%s type=%s body=%s",
             phone_number_id,
-            _mask(payload.get("to")),
+            mask(payload.get("to")),
             payload.get("type"),
             _body_text(payload),
         )
@@ -77,7 +78,7 @@ class GraphClient:
         result = _send_result(data)
         if result is None:
             raise GraphError("Send answered 2xx without a message id", action=RETRY)
-        log.debug("sent wamid=%s to=%s", result.wamid, _mask(result.wa_id))
+        log.debug("sent wamid=%s to=%s", result.wamid, mask(result.wa_id))
         return result
 
     async def send_text(
@@ -184,10 +185,3 @@ def _body_text(payload: dict[str, Any]) -> str | None:
     if isinstance(interactive, dict) and isinstance(interactive.get("body"), dict):
         return interactive["body"].get("text")
     return None
-
-
-def _mask(number: str | None) -> str:
-    """Mask a phone number for logs, keeping the last four digits."""
-    if not number:
-        return "-"
-    return "…" + number[-4:]

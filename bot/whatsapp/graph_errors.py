@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.errors import TracbotError
+
 RETRY = "retry"
 RETRY_RECIPIENT = "retry_recipient"
 AUTH = "auth"
@@ -33,7 +35,7 @@ _PERMANENT_CODES = frozenset(
 )
 
 
-class GraphError(Exception):
+class GraphError(TracbotError):
     """A failed Graph API call, with the action the caller should take."""
 
     def __init__(

@@ -109,7 +109,10 @@ class WebhookPoster:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a plain timeout reads best in tests
+    async def wait(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a plain timeout reads best in tests
+    ) -> None:
         """Wait until every scheduled post is done (for tests)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,7 +21,8 @@ from aiohttp import web
 
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.graph_errors import GraphError
-from bot.whatsapp.simulator import Simulator, make_app, serve
+from bot.whatsapp.simulator import Simulator, make_app, run_simulator, serve
+from tests.support import WEBHOOKS
 
 TOKEN = "test-token-0123456789"
 APP_SECRET = "test-app-secret"
@@ -33,18 +33,7 @@ BENJAMIN = "56911120016"
 MESSAGES = f"/{VERSION}/{PHONE_NUMBER_ID}/messages"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-# The corpus lives with the shared docs until it is copied into the repo.
-CORPUS = next(
-    (
-        path
-        for path in (
-            Path(__file__).resolve().parents[1] / "fixtures" / "webhooks",
-            Path("/work/shared/webhooks"),
-        )
-        if path.is_dir()
-    ),
-    Path("/work/shared/webhooks"),
-)
+CORPUS = WEBHOOKS
 
 
 def corpus(name: str) -> dict:
@@ -52,8 +41,12 @@ def corpus(name: str) -> dict:
 
 
 def text(to: str, body: str) -> dict:
-    return {"messaging_product": "whatsapp", "to": to, "type": "text",
-            "text": {"body": body}}  # fmt: skip
+    return {
+        "messaging_product": "whatsapp",
+        "to": to,
+        "type": "text",
+        "text": {"body": body},
+    }
 
 
 def buttons(*titles: str) -> dict:
@@ -117,11 +110,9 @@ async def session():
 async def webhook_inbox(aiohttp_server):
     """A webhook receiver keeping raw bodies and signatures, and its URL."""
     inbox: list[tuple[bytes, str | None]] = []
-    arrived = asyncio.Event()
 
     async def receive(request: web.Request) -> web.Response:
         inbox.append((await request.read(), request.headers.get("X-Hub-Signature-256")))
-        arrived.set()
         return web.Response(text="ok")
 
     app = web.Application()
@@ -326,7 +317,7 @@ async def test_wait_for_times_out_with_the_count(simulator):
 async def test_status_webhooks_are_posted_signed(http, simulator, webhook_inbox):
     inbox, url = webhook_inbox
     simulator.webhook_url, simulator.app_secret = url, APP_SECRET
-    send = {**text(CAMILA, "Ruta: A/B"), "biz_opaque_callback_data": "outbox:7"}
+    send = {**text(CAMILA, "Ruta: A/B"), "biz_opaque_callback_data": "outbox/7"}
 
     response = await http.post(MESSAGES, json=send, headers=AUTH)
     wamid = (await response.json())["messages"][0]["id"]
@@ -345,7 +336,8 @@ async def test_status_webhooks_are_posted_signed(http, simulator, webhook_inbox)
         [status] = change["value"]["statuses"]
         assert status["id"] == wamid
         assert status["recipient_id"] == CAMILA
-        assert status["biz_opaque_callback_data"] == "outbox:7"
+        assert status["biz_opaque_callback_data"] == "outbox/7"
+        assert b'"outbox\\/7"' in raw  # Meta's wire style escapes `/`
         assert isinstance(status["timestamp"], str) and status["timestamp"].isdigit()
         statuses.append(status["status"])
     assert statuses == ["sent", "delivered"]
@@ -379,21 +371,26 @@ async def test_no_webhooks_for_failed_sends(http, simulator, webhook_inbox):
     assert inbox == []
 
 
-async def test_unreachable_webhook_is_logged_not_raised(http, simulator, caplog):
+async def test_unreachable_webhook_is_logged_not_raised(http, simulator):
     simulator.webhook_url = f"http://127.0.0.1:{closed_port()}/webhook"
     simulator.app_secret = APP_SECRET
+    # A handler on the logger itself: `tracbot` may not propagate to root.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("tracbot.simulator").addHandler(handler)
 
     first = await http.post(MESSAGES, json=text(CAMILA, "Hola"), headers=AUTH)
     await simulator.webhooks.wait(timeout=5.0)
     second = await http.post(MESSAGES, json=text(CAMILA, "Hola"), headers=AUTH)
+    await simulator.webhooks.wait(timeout=5.0)
+    logging.getLogger("tracbot.simulator").removeHandler(handler)
 
     assert (first.status, second.status) == (200, 200)
-    warnings = [
-        r for r in caplog.records
-        if r.name == "tracbot.simulator" and r.levelno == logging.WARNING
-    ]  # fmt: skip
-    assert warnings
-    assert simulator.webhooks.pending <= 1
+    assert simulator.webhooks.pending == 0
+    # One warning per message: after a failed `sent`, `delivered` is not tried.
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert warnings == ["status webhook post failed error=ClientConnectorError"] * 2
 
 
 async def test_shutdown_cancels_stuck_webhook_posts(session, aiohttp_server):
@@ -418,6 +415,30 @@ async def test_shutdown_cancels_stuck_webhook_posts(session, aiohttp_server):
 
     assert simulator.webhooks.pending == 0
     assert time.monotonic() - started < 10
+
+
+async def test_run_simulator_serves_until_cancelled(session):
+    port = closed_port()
+    task = asyncio.create_task(run_simulator("127.0.0.1", port, token=TOKEN))
+    url = f"http://127.0.0.1:{port}"
+
+    for _ in range(100):
+        try:
+            async with session.get(url + "/_sim/messages") as response:
+                listed = await response.json()
+            break
+        except aiohttp.ClientConnectorError:
+            await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the simulator did not start")
+    client = GraphClient(session, base_url=url, version=VERSION, token=TOKEN)
+    result = await client.send_text(PHONE_NUMBER_ID, CAMILA, "Hola")
+    task.cancel()
+
+    assert listed == []
+    assert result.wa_id == CAMILA
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 # Control endpoints

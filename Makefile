@@ -1,0 +1,31 @@
+# tracbot: `make demo` runs the bot on the embedded default; `make test`
+# installs what the suite needs and runs all of it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint format
+
+$(BIN)/tracbot: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/tracbot
+
+demo: setup
+	$(BIN)/tracbot serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+
+test: setup
+	bash scripts/install-system-deps.sh
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -q

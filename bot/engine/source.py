@@ -1,0 +1,89 @@
+"""Reading YAML written by people: line numbers, no tabs, no duplicate keys.
+
+PyYAML silently keeps the last of two equal keys and reports a tab as a
+puzzling token error. Product staff edit these files by hand, so this loader
+rejects both with the line, and records the line of every mapping key under
+a dotted path (`states.pedir_rut.on[1].to`) so that later checks can point
+at the line of what they found wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import FlowError
+
+Lines = dict[str, int]
+
+
+def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
+    """Parse YAML text; return the data and the line of every key path.
+
+    Raises:
+        FlowError: tabs, a syntax error or a duplicate key, as `file:line: …`.
+    """
+    _reject_tabs(text, path)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FlowError(f"{path}:{line}: invalid YAML: {problem}") from exc
+    if node is None:
+        return None, {}
+
+    lines: Lines = {"": node.start_mark.line + 1}
+    _walk(node, "", lines, path)
+    data = yaml.SafeLoader(text).construct_document(node)
+    return data, lines
+
+
+def line_of(lines: Lines, at: str) -> int | None:
+    """The line of a dotted path, or of its nearest recorded parent."""
+    while True:
+        if at in lines:
+            return lines[at]
+        if not at:
+            return None
+        at = _parent(at)
+
+
+def _parent(at: str) -> str:
+    cut = max(at.rfind("."), at.rfind("["))
+    return at[:cut] if cut > 0 else ""
+
+
+def _reject_tabs(text: str, path: Path | str) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            raise FlowError(
+                f"{path}:{number}: a tab is used for indentation; "
+                "YAML needs spaces"
+            )
+
+
+def _walk(node: yaml.Node, at: str, lines: Lines, path: Path | str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise FlowError(
+                    f"{path}:{line}: duplicate key {key!r} "
+                    f"(first on line {seen[key]})"
+                )
+            seen[key] = line
+            child = f"{at}.{key}" if at else key
+            lines[child] = line
+            _walk(value_node, child, lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = f"{at}[{index}]"
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines, path)

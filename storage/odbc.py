@@ -1,0 +1,600 @@
+"""The ODBC backend through aioodbc: `odbc:<ODBC connection string>`.
+
+It serves Tracmin's SQL Server in production and runs against PostgreSQL
+through psqlODBC in our tests. Statements both databases accept are written
+here; the others come from the connection's `Dialect` (storage/dialects.py),
+detected from the DBMS name the driver reports or named by `dialect=`.
+
+aioodbc runs each call in a worker thread, which a cancelled task cannot
+stop; every operation therefore runs as a task of its own that finishes
+(commits or rolls back, and returns its connection) even when its caller is
+cancelled. Times are stored as naive UTC and read back as aware UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aioodbc
+import pyodbc
+from aioodbc.connection import Connection
+from aioodbc.cursor import Cursor
+
+from storage.base import (
+    Conversation,
+    InboxEvent,
+    NewInboxEvent,
+    NewOutbound,
+    OutboxItem,
+    Store,
+    utcnow,
+)
+from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
+from storage.errors import StorageError, StorageUnavailable
+from storage.migrations import migrations
+from storage.status import advances
+
+log = logging.getLogger("tracbot.storage")
+
+T = TypeVar("T")
+Work = Callable[[Cursor], Awaitable[T]]
+
+# A `sending` item older than this was taken by a sender that died.
+SENDING_LEASE = timedelta(minutes=2)
+
+OUTBOX_COLUMNS = (
+    "wa_id",
+    "phone_number_id",
+    "kind",
+    "body",
+    "status",
+    "next_attempt_at",
+    "inbox_id",
+    "created_at",
+    "updated_at",
+)
+
+
+class _Retry(Exception):
+    """A pooled connection was dead before the transaction did anything."""
+
+
+class OdbcStore(Store):
+    """Storage through an ODBC driver; see the module docstring.
+
+    Args:
+        url: `odbc:` followed by an ODBC connection string.
+        dialect: `postgresql` or `mssql`; detected from the DBMS if None.
+        pool_min: connections opened by `open()` and kept.
+        pool_max: connections at most; each held `claim` uses one.
+        acquire_timeout: seconds to wait for a connection, pooled or new.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        dialect: str | None = None,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        acquire_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self.acquire_timeout = acquire_timeout
+        self.dialect: Dialect = dialect_named(dialect) if dialect else Dialect()
+        self._detect = dialect is None
+        self._connection_string = _connection_string(url)
+        self._pool: aioodbc.Pool | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Lifecycle
+
+    async def open(self) -> None:
+        try:
+            self._pool = await aioodbc.create_pool(
+                dsn=self._connection_string,
+                minsize=self.pool_min,
+                maxsize=self.pool_max,
+                autocommit=False,
+                timeout=max(1, round(self.acquire_timeout)),
+            )
+        except pyodbc.Error as exc:
+            raise self._translated(exc) from exc
+
+        if self._detect:
+            self.dialect = await self._detect_dialect()
+        await self._run(self._migrate)
+        log.info("storage open backend=odbc dialect=%s", self.dialect.name)
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+
+        # Operations whose callers were cancelled still finish first.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout=30)
+        except TimeoutError:
+            log.warning("storage close timed out with connections in use")
+
+    async def _detect_dialect(self) -> Dialect:
+        conn = await self._acquire()
+        try:
+            dbms = await conn.getinfo(pyodbc.SQL_DBMS_NAME)
+        finally:
+            await self._pool_release(conn)
+        try:
+            return dialect_for_dbms(dbms)
+        except ValueError as exc:
+            raise StorageError(str(exc)) from None
+
+    async def _migrate(self, cursor: Cursor) -> None:
+        lock = self.dialect.migration_lock()
+        await cursor.execute(lock.sql, *lock.params)
+        await cursor.execute(self.dialect.create_migrations_table().sql)
+        await cursor.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in await cursor.fetchall()}
+
+        for migration in migrations(self.dialect.migrations):
+            if migration.version in done:
+                continue
+            for statement in migration.statements():
+                await cursor.execute(statement)
+            await cursor.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) "
+                "VALUES (?, ?, ?)",
+                migration.version,
+                migration.name,
+                _naive(utcnow()),
+            )
+            log.info("migration applied backend=odbc version=%s", migration.name)
+
+    # Running work
+
+    async def _run(self, work: Work[T]) -> T:
+        """Run `work` in one transaction, to its end even if we are cancelled."""
+        task = asyncio.ensure_future(self._transaction(work))
+        self._tasks.add(task)
+        task.add_done_callback(_forget(self._tasks))
+        return await asyncio.shield(task)
+
+    async def _transaction(self, work: Work[T]) -> T:
+        # A connection that died while idle in the pool (a server restart)
+        # fails on its first statement, before anything was sent: one retry
+        # on a fresh connection is safe then, and only then.
+        try:
+            return await self._attempt(work)
+        except _Retry:
+            return await self._attempt(work, retry=False)
+
+    async def _attempt(self, work: Work[T], retry: bool = True) -> T:
+        conn = await self._acquire()
+        started = False
+        try:
+            cursor = await conn.cursor()
+            try:
+                result = await work(_Tracked(cursor))
+                started = True
+                await conn.commit()
+                return result
+            except BaseException:
+                await _rollback(conn)
+                raise
+            finally:
+                with contextlib.suppress(pyodbc.Error):
+                    await cursor.close()
+        except pyodbc.Error as exc:
+            error = self._translated(exc)
+            if isinstance(error, StorageUnavailable):
+                await _close(conn)
+                if retry and not started and getattr(exc, "_first", False):
+                    raise _Retry from exc
+            raise error from exc
+        finally:
+            await self._pool_release(conn)
+
+    async def _acquire(self) -> Connection:
+        if self._pool is None:
+            raise StorageError("the odbc store is not open")
+        try:
+            return await asyncio.wait_for(
+                self._pool.acquire(), timeout=self.acquire_timeout
+            )
+        except TimeoutError as exc:
+            raise StorageUnavailable(
+                f"no database connection within {self.acquire_timeout}s "
+                f"(pool_max={self.pool_max})"
+            ) from exc
+        except pyodbc.Error as exc:
+            raise self._translated(exc) from exc
+
+    async def _pool_release(self, conn: Connection) -> None:
+        assert self._pool is not None or conn.closed
+        if self._pool is not None:
+            await self._pool.release(conn)
+        else:
+            await _close(conn)
+
+    def _translated(self, exc: pyodbc.Error) -> StorageError:
+        sqlstate = exc.args[0] if exc.args else ""
+        message = str(exc.args[1] if len(exc.args) > 1 else exc)
+        if self.dialect.is_unavailable(str(sqlstate), message):
+            return StorageUnavailable(f"database unavailable: {message}")
+        return StorageError(f"database error [{sqlstate}]: {message}")
+
+    @contextlib.asynccontextmanager
+    async def claim(self, wa_id: str) -> AsyncIterator[bool]:
+        """Hold this phone's lock in the database; yield False if taken.
+
+        The lock belongs to a connection held for the whole block.
+        """
+        name = f"tracbot.claim:{wa_id}"
+        conn = await self._acquire()
+        try:
+            if not await self._on(conn, self.dialect.try_claim(name)):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                await self._release_claim(conn, name)
+        finally:
+            await self._pool_release(conn)
+
+    async def _on(self, conn: Connection, statement: Statement) -> bool:
+        """Run a claim statement on the claim's own connection."""
+
+        async def execute() -> bool:
+            cursor = await conn.execute(statement.sql, *statement.params)
+            row = await cursor.fetchone()
+            await cursor.close()
+            await conn.commit()
+            return row is not None and int(row[0]) == 1
+
+        task = asyncio.ensure_future(execute())
+        self._tasks.add(task)
+        task.add_done_callback(_forget(self._tasks))
+        try:
+            return await asyncio.shield(task)
+        except pyodbc.Error as exc:
+            await _close(conn)
+            raise self._translated(exc) from exc
+
+    async def _release_claim(self, conn: Connection, name: str) -> None:
+        # The lock dies with its session, so a connection that cannot say
+        # unlock is closed instead.
+        try:
+            await self._on(conn, self.dialect.release_claim(name))
+        except StorageError as exc:
+            log.warning("claim release failed, connection dropped: %s", exc)
+            await _close(conn)
+
+    # Inbox
+
+    async def add_events(self, events: Sequence[NewInboxEvent]) -> int:
+        now = _naive(utcnow())
+        rows = [
+            (e.key, e.kind, e.wa_id, e.phone_number_id, _json(e.payload), now)
+            for e in events
+        ]
+
+        async def work(cursor: Cursor) -> int:
+            added = 0
+            for row in rows:
+                statement = self.dialect.insert_event(row)
+                await cursor.execute(statement.sql, *statement.params)
+                added += cursor.rowcount == 1
+            return added
+
+        return await self._run(work) if rows else 0
+
+    async def pending_phones(self, limit: int = 100) -> list[str]:
+        statement = self.dialect.pending_phones(limit)
+        rows = await self._run(_fetch_all(statement.sql, statement.params))
+        return [row["phone"] for row in rows]
+
+    async def next_event(self, wa_id: str) -> InboxEvent | None:
+        statement = self.dialect.next_event(wa_id)
+        rows = await self._run(_fetch_all(statement.sql, statement.params))
+        return _inbox_event(rows[0]) if rows else None
+
+    async def pending_count(self) -> int:
+        rows = await self._run(
+            _fetch_all("SELECT COUNT(*) AS n FROM inbox WHERE done_at IS NULL")
+        )
+        return int(rows[0]["n"])
+
+    # Conversations
+
+    async def load_conversation(self, wa_id: str) -> Conversation | None:
+        rows = await self._run(
+            _fetch_all("SELECT * FROM conversations WHERE wa_id = ?", (wa_id,))
+        )
+        return _conversation(rows[0]) if rows else None
+
+    async def commit_step(
+        self,
+        event_id: int,
+        conversation: Conversation | None,
+        replies: Sequence[NewOutbound],
+    ) -> list[int]:
+        now = _naive(utcnow())
+
+        async def work(cursor: Cursor) -> list[int]:
+            # The done mark comes first: its row lock makes a process that
+            # replays the same event wait, then find it done and roll back.
+            await cursor.execute(
+                "UPDATE inbox SET done_at = ? WHERE id = ? AND done_at IS NULL",
+                now,
+                event_id,
+            )
+            if cursor.rowcount != 1:
+                raise StorageError(f"inbox event {event_id} is not pending")
+
+            if conversation is not None:
+                statement = self.dialect.save_conversation(
+                    _conversation_row(conversation, now)
+                )
+                await cursor.execute(statement.sql, *statement.params)
+            return await self._insert_outbound(cursor, replies, now, event_id)
+
+        return await self._run(work)
+
+    # Outbox
+
+    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+        now = _naive(utcnow())
+
+        async def work(cursor: Cursor) -> list[int]:
+            return await self._insert_outbound(cursor, replies, now, None)
+
+        return await self._run(work)
+
+    async def _insert_outbound(
+        self,
+        cursor: Cursor,
+        replies: Sequence[NewOutbound],
+        now: datetime,
+        inbox_id: int | None,
+    ) -> list[int]:
+        ids = []
+        for reply in replies:
+            row = (
+                reply.wa_id,
+                reply.phone_number_id,
+                reply.kind,
+                _json(reply.body),
+                "queued",
+                now,
+                inbox_id,
+                now,
+                now,
+            )
+            statement = self.dialect.insert_returning_id("outbox", OUTBOX_COLUMNS, row)
+            await cursor.execute(statement.sql, *statement.params)
+            ids.append(int((await cursor.fetchone())[0]))
+        return ids
+
+    async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
+        now = utcnow()
+        statement = self.dialect.due_outbox(
+            _naive(now), _naive(now - SENDING_LEASE), limit
+        )
+        rows = await self._run(_fetch_all(statement.sql, statement.params))
+        return sorted((_outbox_item(row) for row in rows), key=lambda i: i.id)
+
+    async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
+        await self._run(
+            _execute(
+                "UPDATE outbox SET status = ?, wamid = COALESCE(?, wamid), "
+                "updated_at = ? WHERE id = ?",
+                (status, wamid, _naive(utcnow()), item_id),
+            )
+        )
+
+    async def mark_retry(
+        self, item_id: int, next_attempt_at: datetime, error: str
+    ) -> None:
+        await self._run(
+            _execute(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
+                "error_detail = ?, updated_at = ? WHERE id = ?",
+                (_naive(next_attempt_at), error, _naive(utcnow()), item_id),
+            )
+        )
+
+    async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
+        await self._run(
+            _execute(
+                "UPDATE outbox SET status = 'failed', "
+                "error_code = COALESCE(?, error_code), "
+                "error_detail = COALESCE(?, error_detail), updated_at = ? "
+                "WHERE id = ?",
+                (code, detail, _naive(utcnow()), item_id),
+            )
+        )
+
+    async def apply_status(
+        self,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        lock = self.dialect.lock_by_wamid(wamid)
+
+        # The row lock orders two webhooks of one message, so that the
+        # later-ranked status wins whichever commits first.
+        async def work(cursor: Cursor) -> bool:
+            await cursor.execute(lock.sql, *lock.params)
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            item_id, current = row
+            if advances(current, status):
+                await cursor.execute(
+                    "UPDATE outbox SET status = ?, "
+                    "error_code = COALESCE(?, error_code), "
+                    "error_detail = COALESCE(?, error_detail), updated_at = ? "
+                    "WHERE id = ?",
+                    status,
+                    error_code,
+                    error_detail,
+                    _naive(utcnow()),
+                    item_id,
+                )
+            return True
+
+        return await self._run(work)
+
+    async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
+        if wa_id is None:
+            work = _fetch_all("SELECT * FROM outbox ORDER BY id")
+        else:
+            work = _fetch_all(
+                "SELECT * FROM outbox WHERE wa_id = ? ORDER BY id", (wa_id,)
+            )
+        return [_outbox_item(row) for row in await self._run(work)]
+
+
+class _Tracked:
+    """A cursor that marks errors of its first statement (see `_Retry`)."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        self._executed = 0
+
+    async def execute(self, sql: str, *params: Any) -> Cursor:
+        try:
+            await self._cursor.execute(sql, *params)
+        except pyodbc.Error as exc:
+            exc._first = self._executed == 0  # type: ignore[attr-defined]
+            raise
+        self._executed += 1
+        return self._cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _fetch_all(sql: str, params: Sequence[Any] = ()) -> Work[list[dict[str, Any]]]:
+    async def work(cursor: Cursor) -> list[dict[str, Any]]:
+        await cursor.execute(sql, *params)
+        # psqlODBC describes no columns when `UPDATE … RETURNING` hit no row.
+        if cursor.description is None:
+            return []
+        names = [column[0].lower() for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    return work
+
+
+def _execute(sql: str, params: Sequence[Any]) -> Work[None]:
+    async def work(cursor: Cursor) -> None:
+        await cursor.execute(sql, *params)
+
+    return work
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        # Its caller may be gone; the error was logged by whoever saw it.
+        if not task.cancelled():
+            task.exception()
+
+    return done
+
+
+async def _rollback(conn: Connection) -> None:
+    if not conn.closed:
+        with contextlib.suppress(pyodbc.Error):
+            await conn.rollback()
+
+
+async def _close(conn: Connection) -> None:
+    if not conn.closed:
+        with contextlib.suppress(pyodbc.Error):
+            await conn.close()
+
+
+def _connection_string(url: str) -> str:
+    if not url.lower().startswith("odbc:"):
+        raise ValueError("an odbc storage url starts with 'odbc:'")
+    rest = url[len("odbc:") :]
+    return rest.removeprefix("//")
+
+
+def _conversation_row(c: Conversation, now: datetime) -> tuple[Any, ...]:
+    return (
+        c.wa_id,
+        c.flow,
+        c.state,
+        _json(c.slots),
+        c.flow_version,
+        _naive(c.last_inbound_at),
+        _naive(c.deadline),
+        now,
+    )
+
+
+def _inbox_event(row: dict[str, Any]) -> InboxEvent:
+    return InboxEvent(
+        id=int(row["id"]),
+        key=row["key"],
+        kind=row["kind"],
+        wa_id=row["wa_id"],
+        phone_number_id=row["phone_number_id"],
+        payload=json.loads(row["payload"]),
+        received_at=_aware(row["received_at"]),
+    )
+
+
+def _conversation(row: dict[str, Any]) -> Conversation:
+    return Conversation(
+        wa_id=row["wa_id"],
+        flow=row["flow"],
+        state=row["state"],
+        slots=json.loads(row["slots"]),
+        flow_version=row["flow_version"],
+        last_inbound_at=_aware(row["last_inbound_at"]),
+        deadline=_aware(row["deadline"]),
+    )
+
+
+def _outbox_item(row: dict[str, Any]) -> OutboxItem:
+    return OutboxItem(
+        id=int(row["id"]),
+        wa_id=row["wa_id"],
+        phone_number_id=row["phone_number_id"],
+        kind=row["kind"],
+        body=json.loads(row["body"]),
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        wamid=row["wamid"],
+        created_at=_aware(row["created_at"]),
+    )
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """Return a time as naive UTC, the form the columns hold."""
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,72 @@
+"""Helpers shared by the tests: settings, signed posts, waiting for quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from bot.app import RUNTIME, Runtime
+from bot.config import Settings, load_settings
+from bot.whatsapp.signature import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOKS = ROOT.parent / "shared" / "webhooks"
+APP_SECRET = "test-app-secret"
+VERIFY_TOKEN = "test-verify-token"
+
+
+def corpus(name: str) -> bytes:
+    """The exact bytes of a body from shared/webhooks/."""
+    return (WEBHOOKS / name).read_bytes()
+
+
+def demo_settings(tmp_path: Path, **env: str) -> Settings:
+    """Demo-mode settings (in-process simulator) on a fresh SQLite file."""
+    values = {
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TRACBOT_STORAGE_URL": f"sqlite:///{tmp_path}/tracbot.db",
+        **env,
+    }
+    return load_settings(ROOT / "config.yaml", env=values)
+
+
+def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": sign(secret, body),
+    }
+
+
+async def settle(runtime: Runtime, seconds: float = 10.0) -> None:
+    """Wait until the inbox is processed and the outbox is drained."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = await runtime.store.pending_count()
+        busy = [
+            item
+            for item in await runtime.store.outbox_items()
+            if item.status in ("queued", "sending")
+        ]
+        if pending == 0 and not busy:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"not settled: pending={pending} outbox busy={len(busy)}")
+
+
+def runtime_of(client) -> Runtime:  # type: ignore[no-untyped-def]
+    return client.server.app[RUNTIME]
+
+
+def sent_texts(runtime: Runtime, wa_id: str | None = None) -> list[str]:
+    """Text bodies the Graph API simulator received, in order."""
+    assert runtime.simulator is not None
+    texts = []
+    for request in runtime.simulator.received:
+        body = request["body"] or {}
+        if request["status"] != 200 or body.get("type") != "text":
+            continue
+        if wa_id is None or body.get("to") == wa_id:
+            texts.append(body["text"]["body"])
+    return texts

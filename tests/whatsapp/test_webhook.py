@@ -1,0 +1,160 @@
+"""The webhook over real HTTP: handshake, signatures, redelivery, restart."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from aiohttp import web
+
+from bot.app import create_app
+from tests.support import (
+    VERIFY_TOKEN,
+    corpus,
+    demo_settings,
+    runtime_of,
+    sent_texts,
+    settle,
+    signed_headers,
+)
+
+CAMILA = "56911120011"
+
+
+async def test_handshake_echoes_the_challenge_with_the_right_token(
+    aiohttp_client, tmp_path
+):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    params = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": VERIFY_TOKEN,
+        "hub.challenge": "1158201444",
+    }
+    response = await client.get("/webhook", params=params)
+    assert response.status == 200
+    assert await response.text() == "1158201444"
+    assert response.content_type == "text/plain"
+
+
+async def test_handshake_refuses_a_wrong_token(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    params = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": "not-the-token",
+        "hub.challenge": "1158201444",
+    }
+    response = await client.get("/webhook", params=params)
+    assert response.status == 403
+    assert "1158201444" not in await response.text()
+
+
+async def test_tampered_body_is_refused_and_not_stored(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    body = corpus("text_simple.json")
+    headers = signed_headers(body)
+    tampered = body.replace(b"Ayuda", b"Ayudo")
+
+    response = await client.post("/webhook", data=tampered, headers=headers)
+
+    assert response.status == 401
+    runtime = runtime_of(client)
+    assert await runtime.store.pending_count() == 0
+    assert await runtime.store.outbox_items() == []
+
+
+async def test_missing_signature_is_refused(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    response = await client.post(
+        "/webhook",
+        data=corpus("text_simple.json"),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 401
+    assert await runtime_of(client).store.pending_count() == 0
+
+
+async def test_signature_with_another_secret_is_refused(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    body = corpus("text_simple.json")
+    response = await client.post(
+        "/webhook", data=body, headers=signed_headers(body, "another-secret")
+    )
+    assert response.status == 401
+
+
+async def test_redelivered_message_gets_one_reply(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("text_simple.json")
+
+    for _ in range(3):
+        response = await client.post(
+            "/webhook", data=body, headers=signed_headers(body)
+        )
+        assert response.status == 200
+        await settle(runtime)
+
+    assert len(sent_texts(runtime, CAMILA)) == 1
+    messages = [i for i in await runtime.store.outbox_items(CAMILA)]
+    assert [i.kind for i in messages] == ["read", "message"]
+
+
+async def test_ayuda_is_answered_and_marked_read(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("text_simple.json")
+
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    [reply] = sent_texts(runtime, CAMILA)
+    assert reply.startswith("📱 *Comandos Disponibles:*")
+    assert "AYUDA" in reply
+    reads = [
+        r["body"]
+        for r in runtime.simulator.received
+        if r["body"] and r["body"].get("status") == "read"
+    ]
+    inbound = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert [r["message_id"] for r in reads] == [inbound["id"]]
+
+
+async def test_event_stored_before_a_crash_is_processed_after_restart(
+    aiohttp_client, tmp_path
+):
+    settings = demo_settings(tmp_path)
+    body = corpus("text_simple.json")
+
+    # First life: the webhook stores the event, but nothing processes it
+    # before the process goes away.
+    first = await aiohttp_client(create_app(settings, background=False))
+    response = await first.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+    assert await runtime_of(first).store.pending_count() == 1
+    await first.close()
+
+    # Second life on the same database: the stored event is answered once.
+    second = await aiohttp_client(create_app(settings))
+    runtime = runtime_of(second)
+    await settle(runtime)
+    assert len(sent_texts(runtime, CAMILA)) == 1
+    assert await runtime.store.pending_count() == 0
+
+
+async def test_body_over_the_limit_is_refused(aiohttp_client, tmp_path):
+    app: web.Application = create_app(demo_settings(tmp_path))
+    client = await aiohttp_client(app)
+    body = b'{"object": "whatsapp_business_account", "pad": "' + b"x" * (5 * 1024**2)
+    body += b'"}'
+    headers = signed_headers(body)
+    response = await client.post("/webhook", data=io.BytesIO(body), headers=headers)
+    assert response.status == 413
+
+
+async def test_three_megabyte_body_is_accepted(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    body = b'{"object": "whatsapp_business_account", "pad": "' + b"x" * (3 * 1024**2)
+    body += b'"}'
+    headers = signed_headers(body)
+    response = await client.post("/webhook", data=io.BytesIO(body), headers=headers)
+    assert response.status == 200

@@ -1,0 +1,139 @@
+"""Every body of shared/webhooks/, posted signed as its exact bytes.
+
+For each: 200, every event recorded, no error logged, and the replies a
+driver may read: one per user message to our number, none for statuses,
+reactions, system messages or other fields, and never an empty, `None`,
+templated or over-long text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bot.app import create_app
+from bot.whatsapp.events import InboundMessage, to_json
+from bot.whatsapp.limits import MAX_TEXT
+from bot.whatsapp.payloads import parse_body
+from storage.base import NewInboxEvent
+from tests.support import (
+    WEBHOOKS,
+    corpus,
+    demo_settings,
+    runtime_of,
+    sent_texts,
+    settle,
+    signed_headers,
+)
+
+BODIES = sorted(
+    p.name for p in WEBHOOKS.glob("*.json") if not p.name.startswith("graph_")
+)
+OUR_NUMBER = "200000000000002"
+SILENT_TYPES = {"reaction", "system"}
+
+
+def expected_replies(name: str) -> int:
+    """One reply per user message sent to our number; nothing else."""
+    events = parse_body(json.loads(corpus(name))).events
+    return sum(
+        1
+        for e in events
+        if isinstance(e, InboundMessage)
+        and e.type not in SILENT_TYPES
+        and e.phone_number_id == OUR_NUMBER
+    )
+
+
+def test_the_corpus_is_there():
+    # Without the shared corpus every parametrized test below would vanish.
+    assert len(BODIES) >= 29
+
+
+@pytest.mark.parametrize("name", BODIES)
+async def test_corpus_body(name, aiohttp_client, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="tracbot")
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus(name)
+
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+    await settle(runtime)
+
+    # Every event is in the inbox: storing them again adds nothing.
+    events = parse_body(json.loads(body)).events
+    assert events, f"{name} parsed into no events"
+    again = [
+        NewInboxEvent(e.key, e.kind, e.wa_id, e.phone_number_id, to_json(e))
+        for e in events
+    ]
+    assert await runtime.store.add_events(again) == 0
+
+    texts = sent_texts(runtime)
+    assert len(texts) == expected_replies(name)
+    for text in texts:
+        assert text.strip()
+        assert len(text) <= MAX_TEXT
+        for leak in ("None", "{{", "}}", "Traceback", "{%"):
+            assert leak not in text
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == []
+
+
+async def test_very_long_text_is_stored_whole_and_not_echoed(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("text_very_long.json")
+    original = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]
+
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    [event] = parse_body(json.loads(body)).events
+    assert len(event.text) == len(original["text"]["body"]) > MAX_TEXT
+    [reply] = sent_texts(runtime)
+    assert original["text"]["body"][:200] not in reply
+
+
+async def test_batch_is_processed_in_timestamp_order(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("batch_two_messages_one_post.json")
+
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    messages = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"]
+    wa_id = messages[0]["from"]
+    reads = [
+        r["body"]["message_id"]
+        for r in runtime.simulator.received
+        if r["body"] and r["body"].get("status") == "read"
+    ]
+    ordered = sorted(messages, key=lambda m: int(m["timestamp"]))
+    assert reads == [m["id"] for m in ordered]
+    assert len(sent_texts(runtime, wa_id)) == 2
+
+
+async def test_second_business_number_is_recorded_but_not_answered(
+    aiohttp_client, tmp_path
+):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("two_entries.json")
+
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    senders = {r["phone_number_id"] for r in runtime.simulator.received}
+    assert senders == {OUR_NUMBER}
+    recipients = {
+        r["body"]["to"] for r in runtime.simulator.received if "to" in r["body"]
+    }
+    entries = json.loads(body)["entry"]
+    second = entries[1]["changes"][0]["value"]["messages"][0]["from"]
+    assert second not in recipients
