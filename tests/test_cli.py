@@ -1,0 +1,94 @@
+"""The command line as a user runs it: real processes, loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.support import ROOT
+
+
+def run_bot(*args: str, stdin: str = "", env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(ROOT / "config.yaml"), *args],
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def demo_env(tmp_path) -> dict[str, str]:
+    env = {"TRACBOT_STORAGE_URL": f"sqlite:///{tmp_path}/chat.db"}
+    for name in ("WHATSAPP_API_TOKEN", "WHATSAPP_API_BASE_URL"):
+        env[name] = ""
+    return env
+
+
+def test_chat_answers_ayuda_and_an_unknown_text(tmp_path):
+    result = run_bot(
+        "chat", "+56911112222", stdin="ayuda\nqwerty zxcv\n", env=demo_env(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    replies = result.stdout.split("bot> ")[1:]
+    assert len(replies) == 2
+    assert "Comandos Disponibles" in replies[0]
+    assert "AYUDA" in replies[1]
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_rejects_something_that_is_not_a_number(tmp_path):
+    result = run_bot("chat", "abc", env=demo_env(tmp_path))
+    assert result.returncode == 2
+    assert "not a phone number" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_simulator_runs_by_hand_and_keeps_what_it_received():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "simulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        body = {"to": "56911112222", "type": "text", "text": {"body": "hola"}}
+        request = urllib.request.Request(
+            f"{base}/v23.0/200000000000002/messages",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
+        )
+        with _retry(lambda: urllib.request.urlopen(request, timeout=5)) as answer:
+            sent = json.load(answer)
+        assert sent["messages"][0]["id"].startswith("wamid.")
+        assert sent["contacts"][0]["wa_id"] == "56911112222"
+
+        with urllib.request.urlopen(f"{base}/_sim/messages", timeout=5) as response:
+            received = json.load(response)
+        assert [r["body"]["text"]["body"] for r in received] == ["hola"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _retry(call, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

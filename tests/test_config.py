@@ -1,0 +1,77 @@
+"""Settings from config.yaml and the environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import load_settings
+from bot.errors import ConfigError
+from tests.support import ROOT
+
+CONFIG = ROOT / "config.yaml"
+
+
+def test_no_token_means_demo_mode_with_demo_secrets():
+    settings = load_settings(CONFIG, env={})
+    assert settings.demo
+    assert settings.whatsapp.app_secret
+    assert settings.whatsapp.api_base_url == "https://graph.facebook.com"
+
+
+def test_base_url_is_overridden_by_the_environment():
+    settings = load_settings(
+        CONFIG, env={"WHATSAPP_API_BASE_URL": "http://127.0.0.1:9"}
+    )
+    assert settings.whatsapp.api_base_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN",
+        "WHATSAPP_PHONE_NUMBER_ID",
+    ],
+)
+def test_with_a_token_each_missing_secret_is_named(missing):
+    env = {
+        "WHATSAPP_API_TOKEN": "t",
+        "WHATSAPP_APP_SECRET": "s",
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN": "v",
+        "WHATSAPP_PHONE_NUMBER_ID": "1",
+    }
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        load_settings(CONFIG, env=env)
+
+
+def test_sqlite_path_is_relative_to_the_config_file():
+    settings = load_settings(CONFIG, env={})
+    assert settings.storage_url == f"sqlite:///{ROOT / 'var' / 'tracbot.db'}"
+
+
+def test_a_wrong_type_names_the_file_and_the_setting(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  port: ochenta\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert str(path) in str(caught.value)
+    assert "server.port" in str(caught.value)
+
+
+def test_serve_refuses_to_start_without_a_required_secret(tmp_path):
+    env = {"WHATSAPP_API_TOKEN": "t", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(CONFIG), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "WHATSAPP_PHONE_NUMBER_ID" in result.stderr
+    assert "Traceback" not in result.stderr
