@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup lint format
+.PHONY: demo test setup lint format bench
 
 $(BIN)/tracbot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,8 @@ test: setup
 	bash scripts/install-system-deps.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q
+
+# The benchmark against the bare handler and the reference bot (minutes);
+# `make bench ARGS=--quick` for a small run.
+bench: setup
+	$(BIN)/python -m bench $(ARGS)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -169,16 +170,10 @@ def tracbot_env(graph_url: str, storage_url: str) -> dict[str, str]:
 def write_config(folder: Path, overrides: Mapping[str, object]) -> Path:
     """Copy config.yaml into `folder`, with dotted-path overrides applied.
 
-    Flow and template folders are made absolute, since the copy lives
-    elsewhere and relative paths are read from the config file's folder.
+    Paths are read relative to the config file's folder, so every value
+    that names a file or folder of the project is made absolute in the copy.
     """
-    data = yaml.safe_load((ROOT / "config.yaml").read_text("utf-8"))
-    engine = data.setdefault("engine", {})
-    engine["flows_dir"] = str(ROOT / engine.get("flows_dir", "flows"))
-    engine["templates_dir"] = str(
-        ROOT / engine.get("templates_dir", "message_templates")
-    )
-
+    data = _absolute(yaml.safe_load((ROOT / "config.yaml").read_text("utf-8")))
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
@@ -189,6 +184,16 @@ def write_config(folder: Path, overrides: Mapping[str, object]) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
     return path
+
+
+def _absolute(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _absolute(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_absolute(value) for value in node]
+    if isinstance(node, str) and "/" not in node[:1] and (ROOT / node).exists():
+        return str(ROOT / node)
+    return node
 
 
 def tracbot(

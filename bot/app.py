@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from bot.api import service as api_service
+from bot.business.services import Services
+from bot.business.settings import business_settings
 from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.engine import Engine
+from bot.engine.timeouts import run_sweeper
 from bot.whatsapp import simulator as graph_simulator
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.sender import OnSent, Sender
@@ -68,12 +72,16 @@ def create_app(
     engine = engine or Engine.from_dirs(
         settings.engine.flows_dir, settings.engine.templates_dir
     )
-    store = create_store(settings.storage_url)
+    store = create_store(settings.storage_url, **settings.storage.options())
+    services = Services.create(business_settings(settings), store)
+    if engine.services is None:
+        engine.services = services
     runtime = Runtime(settings=settings, engine=engine, store=store)
 
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_storage(runtime))
+    app.cleanup_ctx.append(_business(services))
     app.cleanup_ctx.append(_graph(runtime, on_sent))
     if background:
         app.cleanup_ctx.append(_background(runtime))
@@ -85,12 +93,8 @@ def create_app(
         on_stored=lambda: runtime.dispatcher and runtime.dispatcher.wake(),
     )
     app.router.add_routes(webhook.routes())
-    app.router.add_get("/healthz", _healthz)
+    api_service.mount(app, runtime, webhook)
     return app
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 def _storage(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -98,6 +102,15 @@ def _storage(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None
         await runtime.store.open()
         yield
         await runtime.store.close()
+
+    return ctx
+
+
+def _business(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await services.open()
+        yield
+        await services.close()
 
     return ctx
 
@@ -153,6 +166,14 @@ def _background(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[N
         runtime.tasks = [
             asyncio.create_task(dispatcher.run(), name="dispatcher"),
             asyncio.create_task(sender.run(), name="sender"),
+            asyncio.create_task(
+                run_sweeper(
+                    runtime.store,
+                    runtime.settings.whatsapp.phone_number_id,
+                    dispatcher.wake,
+                ),
+                name="timeouts",
+            ),
         ]
         yield
         for task in runtime.tasks:

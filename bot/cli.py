@@ -45,9 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: from config)")
     serve.set_defaults(run=_serve)
 
+    migrate = sub.add_parser(
+        "migrate", help="create or upgrade the storage database schema"
+    )
+    migrate.set_defaults(run=_migrate)
+
     chat = sub.add_parser("chat", help="talk to the bot as a driver, in a terminal")
     chat.add_argument("phone", help="the driver's number, e.g. +56911112222")
     chat.set_defaults(run=_chat)
+
+    _flow_tools(sub)
 
     sim = sub.add_parser("simulator", help="run the Graph API simulator")
     sim.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
@@ -60,15 +67,57 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flow_tools(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check", help="validate every flow and template")
+    check.set_defaults(run=_check)
+
+    graph = sub.add_parser("graph", help="print a flow as a Mermaid diagram")
+    graph.add_argument("flow", nargs="?", help="the flow's name")
+    graph.add_argument("--all", metavar="DIR", help="write one .mmd file per flow")
+    graph.set_defaults(run=_graph)
+
+    test = sub.add_parser("test", help="run the conversation tests")
+    test.add_argument(
+        "files", nargs="*", help="test files (default: tests/conversations/*.yaml)"
+    )
+    test.set_defaults(run=_test)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from bot.serve import serve
+    from storage.errors import StorageError
 
     settings = _settings(args)
-    asyncio.run(serve(settings, host=args.host, port=args.port))
+    try:
+        asyncio.run(serve(settings, host=args.host, port=args.port))
+    except StorageError as exc:
+        # An unreachable database or a schema `tracbot migrate` must
+        # upgrade first (storage.migrate: refuse): a message, no traceback.
+        print(f"tracbot: storage: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from storage import migrate
+    from storage.errors import StorageError
+
+    settings = _settings(args)
+    options = settings.storage.options()
+    try:
+        applied = asyncio.run(migrate(settings.storage_url, **options))
+    except StorageError as exc:
+        print(f"tracbot migrate: {exc}", file=sys.stderr)
+        return 1
+    backend = settings.storage_url.split(":", 1)[0]
+    if applied:
+        print(f"{backend}: applied {', '.join(applied)}")
+    else:
+        print(f"{backend}: schema up to date")
     return 0
 
 
@@ -93,3 +142,47 @@ def _simulator(args: argparse.Namespace) -> int:
         app_secret=args.app_secret,
     )
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bot.engine.check import check_project, format_problems
+
+    engine = _settings(args).engine
+    problems = check_project(engine.flows_dir, engine.templates_dir)
+    print(format_problems(problems), file=sys.stderr if problems else sys.stdout)
+    return 1 if problems else 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.engine.flows import load_flows
+    from bot.engine.graph import mermaid, write_all
+
+    flows = load_flows(_settings(args).engine.flows_dir)
+    if args.all:
+        for path in write_all(flows, Path(args.all)):
+            print(path)
+        return 0
+    if args.flow not in flows:
+        known = ", ".join(sorted(flows))
+        print(f"tracbot graph: unknown flow {args.flow!r} ({known})", file=sys.stderr)
+        return 2
+    print(mermaid(flows[args.flow]))
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.engine.convtest import run_files
+
+    paths = [Path(f) for f in args.files]
+    if not paths:
+        paths = sorted(Path(args.config).parent.glob("tests/conversations/*.yaml"))
+    if not paths:
+        print("tracbot test: no conversation tests found", file=sys.stderr)
+        return 2
+    report = asyncio.run(run_files(paths, args.config))
+    print(report.text())
+    return 0 if report.passed else 1

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from bot.api.settings import ApiSettings, parse_api
 from bot.errors import ConfigError
+from bot.whatsapp.templates import TemplateSpec, parse_templates
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEMO_SECRETS = {
@@ -71,6 +73,23 @@ class SenderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Pool and schema settings of the storage (`storage.url` is apart)."""
+
+    pool_max: int = 20
+    acquire_timeout_seconds: float = 5.0
+    migrate: str = "auto"
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `storage.create_store`."""
+        return {
+            "pool_max": self.pool_max,
+            "acquire_timeout": self.acquire_timeout_seconds,
+            "migrate": self.migrate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything tracbot reads from config.yaml and the environment."""
 
@@ -81,6 +100,9 @@ class Settings:
     engine: EngineSettings
     sender: SenderSettings
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    templates: Mapping[str, TemplateSpec] = field(default_factory=dict)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def demo(self) -> bool:
@@ -141,6 +163,23 @@ def load_settings(
         engine=engine,
         sender=sender,
         raw=raw,
+        api=parse_api(path, raw.get("api"), env, not secrets["access_token"]),
+        templates=parse_templates(path, raw.get("templates")),
+        storage=_storage(reader),
+    )
+
+
+def _storage(reader: _Reader) -> StorageSettings:
+    pool_max = int(reader.number("storage.pool_max", 20))
+    if pool_max < 2:
+        reader._fail("storage.pool_max", "expected at least 2", pool_max)
+    migrate = reader.str("storage.migrate", "auto")
+    if migrate not in ("auto", "refuse"):
+        reader._fail("storage.migrate", "expected auto or refuse", migrate)
+    return StorageSettings(
+        pool_max=pool_max,
+        acquire_timeout_seconds=reader.number("storage.acquire_timeout_seconds", 5.0),
+        migrate=migrate,
     )
 
 

@@ -8,9 +8,12 @@ import signal
 
 from aiohttp import web
 
-from bot.app import create_app
+from bot.app import RUNTIME, create_app
 from bot.config import Settings
 from bot.console import banner
+from bot.engine.check import check_project, format_problems
+from bot.engine.reload import Reloader
+from bot.errors import FlowError
 from bot.whatsapp.client import SendResult
 from storage.base import OutboxItem
 
@@ -22,7 +25,15 @@ LOOPBACK = "127.0.0.1"
 async def serve(
     settings: Settings, host: str | None = None, port: int | None = None
 ) -> None:
-    """Serve the webhook and run the bot until a stop signal."""
+    """Serve the webhook and run the bot until a stop signal.
+
+    Raises:
+        FlowError: a flow or template is invalid (the checker's report).
+    """
+    engine_dirs = (settings.engine.flows_dir, settings.engine.templates_dir)
+    problems = check_project(*engine_dirs)
+    if problems:
+        raise FlowError("invalid flows, not starting:\n" + format_problems(problems))
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     if settings.demo and host != LOOPBACK:
@@ -31,20 +42,27 @@ async def serve(
         host = LOOPBACK
 
     on_sent = _print_message if settings.demo else None
-    runner = web.AppRunner(create_app(settings, on_sent=on_sent))
+    app = create_app(settings, on_sent=on_sent)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     _announce(settings, host, port)
 
+    # Edited flows and templates are picked up by polling, or at once on HUP.
+    reloader = Reloader(app[RUNTIME].engine, *engine_dirs)
+    watcher = asyncio.create_task(reloader.run(), name="reload")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         await runner.cleanup()
 
 

@@ -24,11 +24,20 @@ __all__ = [
     "OutboxItem",
     "Store",
     "create_store",
+    "migrate",
 ]
+
+
+# Options only the server backends have: a pool of connections.
+POOL_OPTIONS = frozenset({"pool_min", "pool_max", "acquire_timeout"})
 
 
 def create_store(url: str, **options: object) -> Store:
     """Return an unopened store for a storage URL.
+
+    `options` are the backend's keyword arguments (`migrate`, and for the
+    server backends `pool_min`, `pool_max`, `acquire_timeout`); the embedded
+    backend has no pool, so it ignores the pool options.
 
     Raises:
         ValueError: the URL's scheme names no backend.
@@ -39,7 +48,8 @@ def create_store(url: str, **options: object) -> Store:
     if scheme == "sqlite":
         from storage.sqlite import SqliteStore
 
-        return SqliteStore(url, **options)
+        own = {k: v for k, v in options.items() if k not in POOL_OPTIONS}
+        return SqliteStore(url, **own)
     if scheme in ("postgres", "postgresql"):
         from storage.postgres import PostgresStore
 
@@ -52,3 +62,15 @@ def create_store(url: str, **options: object) -> Store:
         f"storage url {url!r}: unknown scheme {scheme!r} "
         "(expected sqlite, postgresql or odbc)"
     )
+
+
+async def migrate(url: str, **options: object) -> list[str]:
+    """Apply a database's pending migrations; return the names applied.
+
+    Raises:
+        StorageError: the database cannot be reached or a migration failed
+            (a failed migration is rolled back whole).
+    """
+    store = create_store(url, **{**options, "migrate": "auto"})
+    async with store:
+        return list(store.applied)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +115,19 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """A phone linked to a driver account of the business data."""
+
+    wa_id: str
+    driver_id: str
+    rut: str
+    name: str
+    role: str
+    method: str  # "rut" (the driver confirmed it) or "phone" (on file)
+    linked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One message of a phone's history, inbound or outbound."""
 
@@ -138,6 +151,24 @@ class DeliveryCounts:
     delivered: int = 0
     read: int = 0
     failed: int = 0
+
+    @classmethod
+    def tally(cls, rows: Iterable[tuple[str, bool, int]]) -> DeliveryCounts:
+        """Count `(status, accepted by Meta, how many)` rows.
+
+        Statuses only move forward, so a read message was delivered and a
+        delivered one sent: each count includes the later statuses.
+        """
+        counts = dict.fromkeys(("total", "queued", "sent", "delivered"), 0)
+        counts.update(read=0, failed=0)
+        for status, accepted, n in rows:
+            counts["total"] += n
+            counts["queued"] += n if status in ("queued", "sending") else 0
+            counts["sent"] += n if accepted else 0
+            counts["delivered"] += n if status in ("delivered", "read", "played") else 0
+            counts["read"] += n if status in ("read", "played") else 0
+            counts["failed"] += n if status == "failed" else 0
+        return cls(**counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +218,16 @@ class Store(abc.ABC):
     async def pending_count(self) -> int:
         """Return how many inbox events wait to be processed."""
 
+    @property
+    def max_claims(self) -> int | None:
+        """How many claims the store can hold at once, None if no limit.
+
+        A server backend holds a pooled connection per claim; the dispatcher
+        runs no more phones at once than this, so that no claim waits for a
+        connection that other claims hold.
+        """
+        return None
+
     @contextlib.asynccontextmanager
     async def claim(self, wa_id: str) -> AsyncIterator[bool]:
         """Hold the right to process this phone's events; yield False if taken.
@@ -203,6 +244,13 @@ class Store(abc.ABC):
         """Return a phone's conversation, or None if it has none."""
 
     @abc.abstractmethod
+    async def expired_conversations(
+        self, now: datetime, limit: int = 100
+    ) -> list[Conversation]:
+        """Return conversations whose `deadline` is at or before `now`,
+        the earliest deadline first (the timeout sweeper's query)."""
+
+    @abc.abstractmethod
     async def commit_step(
         self,
         event_id: int,
@@ -210,7 +258,12 @@ class Store(abc.ABC):
         replies: Sequence[NewOutbound],
     ) -> list[int]:
         """In one transaction: save the conversation, queue the replies and
-        mark the event done. Return the outbox ids of the replies."""
+        mark the event done. Return the outbox ids of the replies.
+
+        Raises:
+            StorageError: the event is not pending (already done by another
+                process or an earlier replay); nothing was written.
+        """
 
     # Outbox
 
@@ -220,7 +273,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Take queued items whose time has come and mark them `sending`."""
+        """Take queued items whose time has come and mark them `sending`.
+
+        Per-recipient order: an item is not taken while an older item of
+        the same `wa_id` is still `queued` or `sending` (a retry keeps the
+        later ones waiting), so at most one item per phone is taken at a
+        time. Concurrent callers (other processes) never take one item
+        twice; a `sending` item whose sender died is taken again after a
+        lease. Returned oldest first.
+        """
 
     @abc.abstractmethod
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
@@ -300,3 +361,33 @@ class Store(abc.ABC):
     async def queue_stats(self) -> QueueStats:
         """Return the inbox and outbox depths."""
         raise NotImplementedError(f"{type(self).__name__}: queue_stats")
+
+    # Account links (issue 4). Not abstract, like the delivery methods.
+
+    async def get_link(self, wa_id: str) -> Link | None:
+        """Return the driver account a phone is linked to, if any."""
+        raise NotImplementedError(f"{type(self).__name__}: get_link")
+
+    async def link_of_driver(self, driver_id: str) -> Link | None:
+        """Return the link of a driver account, whatever phone holds it."""
+        raise NotImplementedError(f"{type(self).__name__}: link_of_driver")
+
+    async def save_link(self, link: Link) -> None:
+        """Link a phone to a driver, replacing that phone's previous link."""
+        raise NotImplementedError(f"{type(self).__name__}: save_link")
+
+    async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
+        """Move a link to a phone's new number; False if it had none."""
+        raise NotImplementedError(f"{type(self).__name__}: move_link")
+
+    async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
+        """Record one linking attempt (`ok`, `invalid`, `unknown`, `denied`…)."""
+        raise NotImplementedError(f"{type(self).__name__}: add_link_attempt")
+
+    async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
+        """Count a phone's attempts since a time whose outcome was not `ok`."""
+        raise NotImplementedError(f"{type(self).__name__}: failed_link_attempts")
+
+    async def inbound_count(self, start: datetime, end: datetime) -> int:
+        """Count user messages received in [start, end)."""
+        raise NotImplementedError(f"{type(self).__name__}: inbound_count")

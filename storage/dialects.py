@@ -14,7 +14,8 @@ and SQL Server second:
 - upsert: `ON CONFLICT (wa_id) DO UPDATE` / `MERGE … WITH (HOLDLOCK)`;
 - take due outbox rows: `FOR UPDATE SKIP LOCKED` /
   `WITH (UPDLOCK, READPAST, ROWLOCK)`;
-- lock one row: `FOR UPDATE` / `WITH (UPDLOCK, ROWLOCK)`;
+- lock rows read: `FOR UPDATE` / `WITH (UPDLOCK, ROWLOCK)`;
+- a page of rows: `LIMIT ? OFFSET ?` / `OFFSET ? ROWS FETCH NEXT ? ROWS ONLY`;
 - claim a phone: `pg_try_advisory_lock` / `sp_getapplock` owned by the session;
 - text and JSON: `TEXT` / `NVARCHAR(MAX)`, so accents and emoji survive;
 - times: `TIMESTAMP` / `DATETIME2`, both holding UTC.
@@ -48,6 +49,13 @@ CONVERSATION_COLUMNS = (
     "last_inbound_at",
     "deadline",
     "updated_at",
+)
+
+# An outbox item waits while an older item of its phone is unfinished, so a
+# phone's messages leave in order whatever their retries (storage.base).
+EARLIER_UNFINISHED = (
+    "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
+    "AND e.id < o.id AND e.status IN ('queued', 'sending'))"
 )
 
 # SQLSTATEs meaning "the server, not the statement": connection errors of
@@ -116,6 +124,31 @@ class Dialect:
     def lock_by_wamid(self, wamid: str) -> Statement:
         raise NotImplementedError
 
+    def first_rows(self, select: str, params: Sequence[Any], limit: int) -> Statement:
+        """`SELECT` + `select` (columns, FROM, WHERE, ORDER BY), first rows."""
+        raise NotImplementedError
+
+    def page(
+        self, query: str, params: Sequence[Any], limit: int, offset: int
+    ) -> Statement:
+        """One page of an ordered query (it must end in ORDER BY)."""
+        raise NotImplementedError
+
+    def select_for_update(
+        self, table: str, where: str, params: Sequence[Any]
+    ) -> Statement:
+        """`SELECT *` of rows locked until the transaction ends."""
+        raise NotImplementedError
+
+    def upsert(
+        self, table: str, key: str, columns: Sequence[str], row: Sequence[Any]
+    ) -> Statement:
+        """Insert a row, or update every other column where `key` matches.
+
+        `key` is the first of `columns`.
+        """
+        raise NotImplementedError
+
     def try_claim(self, name: str) -> Statement:
         """Return a statement whose one row is 1 if the claim was granted."""
         raise NotImplementedError
@@ -175,11 +208,16 @@ class PostgresDialect(Dialect):
         )
 
     def save_conversation(self, row: Sequence[Any]) -> Statement:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in CONVERSATION_COLUMNS[1:])
+        return self.upsert("conversations", "wa_id", CONVERSATION_COLUMNS, row)
+
+    def upsert(
+        self, table: str, key: str, columns: Sequence[str], row: Sequence[Any]
+    ) -> Statement:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
         return Statement(
-            f"INSERT INTO conversations ({', '.join(CONVERSATION_COLUMNS)}) "
+            f"INSERT INTO {table} ({', '.join(columns)}) "
             f"VALUES ({_markers(len(row))}) "
-            f"ON CONFLICT (wa_id) DO UPDATE SET {updates}",
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
             tuple(row),
         )
 
@@ -196,9 +234,10 @@ class PostgresDialect(Dialect):
         self, now: datetime, stale_before: datetime, limit: int
     ) -> Statement:
         return Statement(
-            "WITH due AS (SELECT id FROM outbox "
-            "WHERE (status = 'queued' AND next_attempt_at <= ?) "
-            "OR (status = 'sending' AND updated_at < ?) "
+            "WITH due AS (SELECT id FROM outbox o "
+            "WHERE ((status = 'queued' AND next_attempt_at <= ?) "
+            "OR (status = 'sending' AND updated_at < ?)) "
+            f"AND {EARLIER_UNFINISHED} "
             "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) "
             "UPDATE outbox SET status = 'sending', "
             "attempts = outbox.attempts + 1, updated_at = ? "
@@ -211,6 +250,21 @@ class PostgresDialect(Dialect):
             "SELECT id, status FROM outbox WHERE wamid = ? "
             "ORDER BY id LIMIT 1 FOR UPDATE",
             (wamid,),
+        )
+
+    def first_rows(self, select: str, params: Sequence[Any], limit: int) -> Statement:
+        return Statement(f"SELECT {select} LIMIT ?", (*params, limit))
+
+    def page(
+        self, query: str, params: Sequence[Any], limit: int, offset: int
+    ) -> Statement:
+        return Statement(f"{query} LIMIT ? OFFSET ?", (*params, limit, offset))
+
+    def select_for_update(
+        self, table: str, where: str, params: Sequence[Any]
+    ) -> Statement:
+        return Statement(
+            f"SELECT * FROM {table} WHERE {where} FOR UPDATE", tuple(params)
         )
 
     # psqlODBC returns booleans as '1'/'0' text by default; CASE gives an int.
@@ -279,14 +333,20 @@ class SqlServerDialect(Dialect):
         )
 
     def save_conversation(self, row: Sequence[Any]) -> Statement:
-        source = ", ".join(f"? AS {c}" for c in CONVERSATION_COLUMNS)
-        updates = ", ".join(f"{c} = s.{c}" for c in CONVERSATION_COLUMNS[1:])
-        values = ", ".join(f"s.{c}" for c in CONVERSATION_COLUMNS)
+        return self.upsert("conversations", "wa_id", CONVERSATION_COLUMNS, row)
+
+    def upsert(
+        self, table: str, key: str, columns: Sequence[str], row: Sequence[Any]
+    ) -> Statement:
+        # HOLDLOCK: without it two MERGEs of a new key can both insert.
+        source = ", ".join(f"? AS {c}" for c in columns)
+        updates = ", ".join(f"{c} = s.{c}" for c in columns if c != key)
+        values = ", ".join(f"s.{c}" for c in columns)
         return Statement(
-            f"MERGE conversations WITH (HOLDLOCK) AS t USING (SELECT {source}) "
-            "AS s ON t.wa_id = s.wa_id "
+            f"MERGE {table} WITH (HOLDLOCK) AS t USING (SELECT {source}) "
+            f"AS s ON t.{key} = s.{key} "
             f"WHEN MATCHED THEN UPDATE SET {updates} "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(CONVERSATION_COLUMNS)}) "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
             f"VALUES ({values});",
             tuple(row),
         )
@@ -303,12 +363,15 @@ class SqlServerDialect(Dialect):
     def due_outbox(
         self, now: datetime, stale_before: datetime, limit: int
     ) -> Statement:
-        # READPAST skips rows another sender holds, as SKIP LOCKED does.
+        # READPAST skips rows another sender holds, as SKIP LOCKED does;
+        # the check of earlier items has no READPAST, so it waits for a row
+        # another sender holds instead of seeing past it.
         return Statement(
-            "WITH due AS (SELECT TOP (?) * FROM outbox "
+            "WITH due AS (SELECT TOP (?) * FROM outbox AS o "
             "WITH (UPDLOCK, READPAST, ROWLOCK) "
-            "WHERE (status = 'queued' AND next_attempt_at <= ?) "
-            "OR (status = 'sending' AND updated_at < ?) ORDER BY id) "
+            "WHERE ((status = 'queued' AND next_attempt_at <= ?) "
+            "OR (status = 'sending' AND updated_at < ?)) "
+            f"AND {EARLIER_UNFINISHED} ORDER BY id) "
             "UPDATE due SET status = 'sending', attempts = attempts + 1, "
             "updated_at = ? OUTPUT INSERTED.*",
             (limit, now, stale_before, now),
@@ -319,6 +382,24 @@ class SqlServerDialect(Dialect):
             "SELECT TOP (1) id, status FROM outbox WITH (UPDLOCK, ROWLOCK) "
             "WHERE wamid = ? ORDER BY id",
             (wamid,),
+        )
+
+    def first_rows(self, select: str, params: Sequence[Any], limit: int) -> Statement:
+        return Statement(f"SELECT TOP (?) {select}", (limit, *params))
+
+    def page(
+        self, query: str, params: Sequence[Any], limit: int, offset: int
+    ) -> Statement:
+        return Statement(
+            f"{query} OFFSET ? ROWS FETCH NEXT ? ROWS ONLY", (*params, offset, limit)
+        )
+
+    def select_for_update(
+        self, table: str, where: str, params: Sequence[Any]
+    ) -> Statement:
+        return Statement(
+            f"SELECT * FROM {table} WITH (UPDLOCK, ROWLOCK) WHERE {where}",
+            tuple(params),
         )
 
     def try_claim(self, name: str) -> Statement:

@@ -28,16 +28,20 @@ from aioodbc.cursor import Cursor
 
 from storage.base import (
     Conversation,
+    DeliveryCounts,
+    HistoryEntry,
     InboxEvent,
+    Link,
     NewInboxEvent,
     NewOutbound,
     OutboxItem,
+    QueueStats,
     Store,
     utcnow,
 )
 from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
 from storage.errors import StorageError, StorageUnavailable
-from storage.migrations import migrations
+from storage.migrations import check_migrate_mode, migrations, refuse_pending
 from storage.status import advances
 
 log = logging.getLogger("tracbot.storage")
@@ -58,7 +62,16 @@ OUTBOX_COLUMNS = (
     "inbox_id",
     "created_at",
     "updated_at",
+    "fallback",
 )
+LINK_COLUMNS = ("wa_id", "driver_id", "rut", "name", "role", "method", "linked_at")
+
+# Connections of the pool kept for the webhook, the sender and the sweeper,
+# whatever the dispatcher's claims hold (see `max_claims`).
+RESERVED_CONNECTIONS = 2
+
+# Markers per statement of `last_inbound`; SQL Server takes 2100 at most.
+IN_CHUNK = 500
 
 
 class _Retry(Exception):
@@ -74,6 +87,8 @@ class OdbcStore(Store):
         pool_min: connections opened by `open()` and kept.
         pool_max: connections at most; each held `claim` uses one.
         acquire_timeout: seconds to wait for a connection, pooled or new.
+        migrate: `auto` applies pending migrations on open; `refuse` raises
+            StorageError naming them (run `tracbot migrate` first).
     """
 
     def __init__(
@@ -84,9 +99,13 @@ class OdbcStore(Store):
         pool_min: int = 1,
         pool_max: int = 10,
         acquire_timeout: float = 5.0,
+        migrate: str = "auto",
     ) -> None:
         self.url = url
-        self.pool_min = pool_min
+        self.migrate = check_migrate_mode(migrate)
+        # Names of the migrations the last `open()` applied.
+        self.applied: list[str] = []
+        self.pool_min = min(pool_min, pool_max)
         self.pool_max = pool_max
         self.acquire_timeout = acquire_timeout
         self.dialect: Dialect = dialect_named(dialect) if dialect else Dialect()
@@ -94,6 +113,12 @@ class OdbcStore(Store):
         self._connection_string = _connection_string(url)
         self._pool: aioodbc.Pool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def max_claims(self) -> int:
+        """Claims held at once: each holds a connection and its step needs
+        another, and a few stay free for the webhook and the sender."""
+        return max(1, (self.pool_max - RESERVED_CONNECTIONS) // 2)
 
     # Lifecycle
 
@@ -109,9 +134,13 @@ class OdbcStore(Store):
         except pyodbc.Error as exc:
             raise self._translated(exc) from exc
 
-        if self._detect:
-            self.dialect = await self._detect_dialect()
-        await self._run(self._migrate)
+        try:
+            if self._detect:
+                self.dialect = await self._detect_dialect()
+            await self._run(self._migrate)
+        except BaseException:
+            await self.close()
+            raise
         log.info("storage open backend=odbc dialect=%s", self.dialect.name)
 
     async def close(self) -> None:
@@ -145,10 +174,13 @@ class OdbcStore(Store):
         await cursor.execute(self.dialect.create_migrations_table().sql)
         await cursor.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in await cursor.fetchall()}
+        pending = [
+            m for m in migrations(self.dialect.migrations) if m.version not in done
+        ]
+        if pending and self.migrate == "refuse":
+            refuse_pending(f"odbc ({self.dialect.name})", pending)
 
-        for migration in migrations(self.dialect.migrations):
-            if migration.version in done:
-                continue
+        for migration in pending:
             for statement in migration.statements():
                 await cursor.execute(statement)
             await cursor.execute(
@@ -159,6 +191,7 @@ class OdbcStore(Store):
                 _naive(utcnow()),
             )
             log.info("migration applied backend=odbc version=%s", migration.name)
+        self.applied = [m.name for m in pending]
 
     # Running work
 
@@ -171,12 +204,13 @@ class OdbcStore(Store):
 
     async def _transaction(self, work: Work[T]) -> T:
         # A connection that died while idle in the pool (a server restart)
-        # fails on its first statement, before anything was sent: one retry
-        # on a fresh connection is safe then, and only then.
-        try:
-            return await self._attempt(work)
-        except _Retry:
-            return await self._attempt(work, retry=False)
+        # fails on its first statement, before anything was sent: a retry
+        # on another connection is safe then, and only then. After a
+        # restart every idle connection is dead; each retry drops one.
+        for _ in range(self.pool_max):
+            with contextlib.suppress(_Retry):
+                return await self._attempt(work)
+        return await self._attempt(work, retry=False)
 
     async def _attempt(self, work: Work[T], retry: bool = True) -> T:
         conn = await self._acquire()
@@ -240,17 +274,36 @@ class OdbcStore(Store):
         The lock belongs to a connection held for the whole block.
         """
         name = f"tracbot.claim:{wa_id}"
-        conn = await self._acquire()
+        conn = await self._lock(name)
+        if conn is None:
+            yield False
+            return
         try:
-            if not await self._on(conn, self.dialect.try_claim(name)):
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                await self._release_claim(conn, name)
+            yield True
         finally:
+            await self._release_claim(conn, name)
             await self._pool_release(conn)
+
+    async def _lock(self, name: str) -> Connection | None:
+        # Pooled connections that died idle fail here first; each failure
+        # drops one (`_on` closes it) and another is tried.
+        for attempt in range(self.pool_max + 1):
+            conn = await self._acquire()
+            try:
+                held = await self._on(conn, self.dialect.try_claim(name))
+            except StorageUnavailable:
+                await self._pool_release(conn)
+                if attempt == self.pool_max:
+                    raise
+                continue
+            except BaseException:
+                await self._pool_release(conn)
+                raise
+            if held:
+                return conn
+            await self._pool_release(conn)
+            return None
+        raise AssertionError("unreachable")
 
     async def _on(self, conn: Connection, statement: Statement) -> bool:
         """Run a claim statement on the claim's own connection."""
@@ -323,6 +376,17 @@ class OdbcStore(Store):
         )
         return _conversation(rows[0]) if rows else None
 
+    async def expired_conversations(
+        self, now: datetime, limit: int = 100
+    ) -> list[Conversation]:
+        statement = self.dialect.first_rows(
+            "* FROM conversations WHERE deadline <= ? ORDER BY deadline",
+            (_naive(now),),
+            limit,
+        )
+        rows = await self._run(_fetch_all(statement.sql, statement.params))
+        return [_conversation(row) for row in rows]
+
     async def commit_step(
         self,
         event_id: int,
@@ -380,6 +444,7 @@ class OdbcStore(Store):
                 inbox_id,
                 now,
                 now,
+                None if reply.fallback is None else _json(reply.fallback),
             )
             statement = self.dialect.insert_returning_id("outbox", OUTBOX_COLUMNS, row)
             await cursor.execute(statement.sql, *statement.params)
@@ -466,6 +531,235 @@ class OdbcStore(Store):
                 "SELECT * FROM outbox WHERE wa_id = ? ORDER BY id", (wa_id,)
             )
         return [_outbox_item(row) for row in await self._run(work)]
+
+    # Delivery
+
+    async def record_attempt(
+        self,
+        item_id: int,
+        attempt: int,
+        outcome: str,
+        ms: int,
+        error_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await self._run(
+            _execute(
+                "INSERT INTO attempts (outbox_id, attempt, outcome, error_code, "
+                "detail, ms, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (item_id, attempt, outcome, error_code, detail, ms, _naive(utcnow())),
+            )
+        )
+
+    async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
+        rows = await self._run(
+            _fetch_all(
+                "SELECT attempt, outcome, error_code, detail, ms, at FROM attempts "
+                "WHERE outbox_id = ? ORDER BY id",
+                (item_id,),
+            )
+        )
+        return [{**row, "at": _aware(row["at"])} for row in rows]
+
+    async def last_inbound(self, wa_ids: Sequence[str]) -> dict[str, datetime]:
+        phones = list(dict.fromkeys(wa_ids))
+        chunks = [phones[i : i + IN_CHUNK] for i in range(0, len(phones), IN_CHUNK)]
+
+        async def work(cursor: Cursor) -> dict[str, datetime]:
+            found = {}
+            for chunk in chunks:
+                marks = ", ".join("?" * len(chunk))
+                await cursor.execute(
+                    "SELECT wa_id, last_inbound_at FROM conversations "
+                    f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL",
+                    *chunk,
+                )
+                found.update(
+                    (wa_id, _aware(at)) for wa_id, at in await cursor.fetchall()
+                )
+            return found
+
+        return await self._run(work) if chunks else {}
+
+    async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
+        statement = self.dialect.first_rows(
+            "* FROM outbox WHERE wamid = ? ORDER BY id", (wamid,), 1
+        )
+        rows = await self._run(_fetch_all(statement.sql, statement.params))
+        return _outbox_item(rows[0]) if rows else None
+
+    async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
+        now = _naive(utcnow())
+        lock = self.dialect.select_for_update(
+            "outbox o",
+            "id = ? AND fallback IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.fallback_of = o.id)",
+            (item_id,),
+        )
+
+        # The row lock makes a second caller wait, then find the fallback
+        # already there; the unique index on fallback_of backs it up.
+        async def work(cursor: Cursor) -> OutboxItem | None:
+            rows = await _fetch_all(lock.sql, lock.params)(cursor)
+            if not rows:
+                return None
+            row = rows[0]
+            if replace:
+                await cursor.execute(
+                    "UPDATE outbox SET status = 'replaced', updated_at = ? "
+                    "WHERE id = ?",
+                    now,
+                    item_id,
+                )
+            status, attempts = ("sending", 1) if replace else ("queued", 0)
+            values = {
+                "wa_id": row["wa_id"],
+                "phone_number_id": row["phone_number_id"],
+                "kind": row["kind"],
+                "body": row["fallback"],
+                "status": status,
+                "attempts": attempts,
+                "next_attempt_at": now,
+                "inbox_id": row["inbox_id"],
+                "fallback_of": item_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            insert = self.dialect.insert_returning_id(
+                "outbox", tuple(values), tuple(values.values())
+            )
+            await cursor.execute(insert.sql, *insert.params)
+            added = int((await cursor.fetchone())[0])
+            found = await _fetch_all("SELECT * FROM outbox WHERE id = ?", (added,))(
+                cursor
+            )
+            return _outbox_item(found[0])
+
+        return await self._run(work)
+
+    async def history(
+        self, wa_id: str, limit: int, offset: int
+    ) -> tuple[int, list[HistoryEntry]]:
+        # Read marks are requests, not messages; inbound statuses are about
+        # our own messages, already in the outbox rows.
+        union = (
+            "SELECT 'out' AS direction, id, body, status, wamid, error_code, "
+            "error_detail, created_at AS at FROM outbox "
+            "WHERE wa_id = ? AND kind = 'message' UNION ALL "
+            "SELECT 'in', id, payload, 'received', \"key\", NULL, NULL, "
+            "received_at FROM inbox WHERE wa_id = ? AND kind = 'message'"
+        )
+        page = self.dialect.page(
+            f"SELECT * FROM ({union}) h ORDER BY at DESC, direction, id DESC",
+            (wa_id, wa_id),
+            limit,
+            offset,
+        )
+
+        async def work(cursor: Cursor) -> tuple[int, list[HistoryEntry]]:
+            count = _fetch_all(f"SELECT COUNT(*) AS n FROM ({union}) h", (wa_id,) * 2)
+            total = (await count(cursor))[0]["n"]
+            rows = await _fetch_all(page.sql, page.params)(cursor)
+            return int(total), [_history_entry(row) for row in rows]
+
+        return await self._run(work)
+
+    async def delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
+        accepted = "CASE WHEN wamid IS NULL THEN 0 ELSE 1 END"
+        rows = await self._run(
+            _fetch_all(
+                f"SELECT status, {accepted} AS accepted, COUNT(*) AS n "
+                "FROM outbox WHERE kind = 'message' AND created_at >= ? "
+                f"AND created_at < ? GROUP BY status, {accepted}",
+                (_naive(start), _naive(end)),
+            )
+        )
+        return DeliveryCounts.tally(
+            (row["status"], bool(int(row["accepted"])), int(row["n"])) for row in rows
+        )
+
+    async def queue_stats(self) -> QueueStats:
+        async def work(cursor: Cursor) -> QueueStats:
+            [inbox] = await _fetch_all(
+                "SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM inbox "
+                "WHERE done_at IS NULL"
+            )(cursor)
+            [outbox] = await _fetch_all(
+                "SELECT COUNT(*) AS n FROM outbox WHERE status IN ('queued', 'sending')"
+            )(cursor)
+            return QueueStats(
+                int(inbox["n"]), _aware(inbox["oldest"]), int(outbox["n"])
+            )
+
+        return await self._run(work)
+
+    # Account links
+
+    async def get_link(self, wa_id: str) -> Link | None:
+        rows = await self._run(
+            _fetch_all("SELECT * FROM links WHERE wa_id = ?", (wa_id,))
+        )
+        return _link(rows[0]) if rows else None
+
+    async def link_of_driver(self, driver_id: str) -> Link | None:
+        rows = await self._run(
+            _fetch_all("SELECT * FROM links WHERE driver_id = ?", (driver_id,))
+        )
+        return _link(rows[0]) if rows else None
+
+    async def save_link(self, link: Link) -> None:
+        row = (
+            link.wa_id,
+            link.driver_id,
+            link.rut,
+            link.name,
+            link.role,
+            link.method,
+            _naive(link.linked_at),
+        )
+        statement = self.dialect.upsert("links", "wa_id", LINK_COLUMNS, row)
+        await self._run(_execute(statement.sql, statement.params))
+
+    async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
+        async def work(cursor: Cursor) -> bool:
+            # The new number may have been linked (by phone) meanwhile; the
+            # account that moved there is the one that counts.
+            await cursor.execute("DELETE FROM links WHERE wa_id = ?", new_wa_id)
+            await cursor.execute(
+                "UPDATE links SET wa_id = ? WHERE wa_id = ?", new_wa_id, old_wa_id
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(work)
+
+    async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
+        await self._run(
+            _execute(
+                "INSERT INTO link_attempts (wa_id, rut, outcome, at) "
+                "VALUES (?, ?, ?, ?)",
+                (wa_id, rut, outcome, _naive(utcnow())),
+            )
+        )
+
+    async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
+        rows = await self._run(
+            _fetch_all(
+                "SELECT COUNT(*) AS n FROM link_attempts "
+                "WHERE wa_id = ? AND at >= ? AND outcome <> 'ok'",
+                (wa_id, _naive(since)),
+            )
+        )
+        return int(rows[0]["n"])
+
+    async def inbound_count(self, start: datetime, end: datetime) -> int:
+        rows = await self._run(
+            _fetch_all(
+                "SELECT COUNT(*) AS n FROM inbox WHERE kind = 'message' "
+                "AND received_at >= ? AND received_at < ?",
+                (_naive(start), _naive(end)),
+            )
+        )
+        return int(rows[0]["n"])
 
 
 class _Tracked:
@@ -584,6 +878,35 @@ def _outbox_item(row: dict[str, Any]) -> OutboxItem:
         attempts=int(row["attempts"]),
         wamid=row["wamid"],
         created_at=_aware(row["created_at"]),
+        fallback=None if row["fallback"] is None else json.loads(row["fallback"]),
+        fallback_of=None if row["fallback_of"] is None else int(row["fallback_of"]),
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+    )
+
+
+def _history_entry(row: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        direction=row["direction"],
+        id=int(row["id"]),
+        body=json.loads(row["body"]),
+        status=row["status"],
+        wamid=row["wamid"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+        at=_aware(row["at"]),
+    )
+
+
+def _link(row: dict[str, Any]) -> Link:
+    return Link(
+        wa_id=row["wa_id"],
+        driver_id=row["driver_id"],
+        rut=row["rut"],
+        name=row["name"],
+        role=row["role"],
+        method=row["method"],
+        linked_at=_aware(row["linked_at"]),
     )
 
 

@@ -10,6 +10,9 @@ back as aware UTC datetimes whatever the server's TimeZone.
 
 A server that cannot be reached raises `StorageUnavailable` (the webhook
 answers 503 and Meta retries); any other database failure `StorageError`.
+A pooled connection that died while idle (a server restart nobody saw)
+fails on its first statement; that one failure is retried once on a fresh
+connection, since nothing of the operation reached the server.
 """
 
 from __future__ import annotations
@@ -18,33 +21,43 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from storage.base import (
     Conversation,
+    DeliveryCounts,
+    HistoryEntry,
     InboxEvent,
+    Link,
     NewInboxEvent,
     NewOutbound,
     OutboxItem,
+    QueueStats,
     Store,
     utcnow,
 )
 from storage.dialects import advisory_lock_key
 from storage.errors import StorageError, StorageUnavailable
-from storage.migrations import migrations
+from storage.migrations import check_migrate_mode, migrations, refuse_pending
 from storage.status import advances
 
 log = logging.getLogger("tracbot.storage")
+
+T = TypeVar("T")
 
 # A `sending` item older than this was taken by a sender that died.
 SENDING_LEASE = timedelta(minutes=2)
 
 # Serialises `open()` of several processes so a migration applies once.
 MIGRATION_LOCK = advisory_lock_key("tracbot.migrations")
+
+# Connections of the pool kept for the webhook, the sender and the sweeper,
+# whatever the dispatcher's claims hold (see `max_claims`).
+RESERVED_CONNECTIONS = 2
 
 # Errors after which the server, not the statement, is the problem.
 _UNAVAILABLE = (
@@ -55,7 +68,21 @@ _UNAVAILABLE = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
+# A dead pooled connection says so with one of these on its first use (the
+# internal error: the server's goodbye arrived while it was idle).
+_DEAD = (*_UNAVAILABLE, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+OUTBOX_INSERT = (
+    "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
+    "next_attempt_at, inbox_id, created_at, updated_at, fallback) "
+    "VALUES ($1, $2, $3, $4::json, 'queued', $5, $6, $5, $5, $7::json) "
+    "RETURNING id"
+)
+
+
+class _Retry(Exception):
+    """A pooled connection was dead before the operation did anything."""
 
 
 class PostgresStore(Store):
@@ -67,6 +94,8 @@ class PostgresStore(Store):
         pool_max: connections at most; each held `claim` uses one.
         acquire_timeout: seconds to wait for a connection, pooled or new.
         command_timeout: seconds a statement may run.
+        migrate: `auto` applies pending migrations on open; `refuse` raises
+            StorageError naming them (run `tracbot migrate` first).
     """
 
     def __init__(
@@ -77,13 +106,23 @@ class PostgresStore(Store):
         pool_max: int = 10,
         acquire_timeout: float = 5.0,
         command_timeout: float = 30.0,
+        migrate: str = "auto",
     ) -> None:
         self.url = url
-        self.pool_min = pool_min
+        self.pool_min = min(pool_min, pool_max)
         self.pool_max = pool_max
         self.acquire_timeout = acquire_timeout
         self.command_timeout = command_timeout
+        self.migrate = check_migrate_mode(migrate)
         self._pool: asyncpg.Pool | None = None
+        # Names of the migrations the last `open()` applied.
+        self.applied: list[str] = []
+
+    @property
+    def max_claims(self) -> int:
+        """Claims held at once: each holds a connection and its step needs
+        another, and a few stay free for the webhook and the sender."""
+        return max(1, (self.pool_max - RESERVED_CONNECTIONS) // 2)
 
     # Lifecycle
 
@@ -102,7 +141,11 @@ class PostgresStore(Store):
         except _FAILED as exc:
             raise StorageError(f"cannot open PostgreSQL storage: {exc}") from exc
 
-        await self._migrate()
+        try:
+            await self._run(self._migrate, transaction=True)
+        except BaseException:
+            await self.close()
+            raise
         log.info("storage open backend=postgresql pool_max=%s", self.pool_max)
 
     async def close(self) -> None:
@@ -118,38 +161,75 @@ class PostgresStore(Store):
             log.warning("storage close timed out; terminating connections")
             pool.terminate()
 
-    async def _migrate(self) -> None:
-        async with self._transaction() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+            "PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        done = {row["version"] for row in rows}
+        pending = [m for m in migrations("postgres") if m.version not in done]
+        if pending and self.migrate == "refuse":
+            refuse_pending("postgresql", pending)
+
+        for migration in pending:
+            for statement in migration.statements():
+                await conn.execute(statement)
             await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
-                "PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+                "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                utcnow(),
             )
-            rows = await conn.fetch("SELECT version FROM schema_migrations")
-            done = {row["version"] for row in rows}
+            log.info("migration applied backend=postgresql version=%s", migration.name)
+        self.applied = [m.name for m in pending]
 
-            for migration in migrations("postgres"):
-                if migration.version in done:
-                    continue
-                for statement in migration.statements():
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    utcnow(),
-                )
-                log.info(
-                    "migration applied backend=postgresql version=%s", migration.name
-                )
+    # Running work
 
-    # Connections
+    async def _run(
+        self,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        transaction: bool = False,
+    ) -> T:
+        """Run `work` on a pooled connection, in a transaction if asked.
+
+        After a restart every idle connection of the pool is dead, so each
+        retry drops one; there are at most `pool_max` of them.
+        """
+        for _ in range(self.pool_max):
+            with contextlib.suppress(_Retry):
+                return await self._attempt(work, transaction, retry=True)
+        return await self._attempt(work, transaction, retry=False)
+
+    async def _attempt(
+        self, work: Callable[[Any], Awaitable[T]], transaction: bool, retry: bool
+    ) -> T:
+        conn = await self._acquire()
+        tracked = _Tracked(conn)
+        try:
+            if transaction:
+                async with conn.transaction():
+                    return await work(tracked)
+            return await work(tracked)
+        except _DEAD as exc:
+            # Nothing succeeded on this connection: it was dead in the pool.
+            if retry and tracked.calls == 0 and not _is_statement_error(exc):
+                log.info("dead pooled connection dropped, retrying: %s", exc)
+                _terminate(conn)
+                raise _Retry from exc
+            raise _translate(exc) from exc
+        except TimeoutError as exc:
+            raise StorageError("PostgreSQL statement timed out") from exc
+        finally:
+            await self._release(conn)
 
     async def _acquire(self) -> asyncpg.Connection:
         if self._pool is None:
             raise StorageError("the postgresql store is not open")
         try:
-            return await self._fresh_connection()
+            return await self._pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError as exc:
             raise StorageUnavailable(
                 f"no database connection within {self.acquire_timeout}s "
@@ -158,34 +238,16 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
 
-    async def _fresh_connection(self) -> asyncpg.Connection:
-        # A server restart leaves its goodbye unread on idle connections
-        # until the loop polls their sockets: one pass of the loop lets
-        # asyncpg see them closed, so we skip them instead of failing.
-        assert self._pool is not None
-        deadline = asyncio.get_running_loop().time() + self.acquire_timeout
-        for _ in range(self.pool_max + 1):
-            remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
-            conn = await self._pool.acquire(timeout=remaining)
-            await asyncio.sleep(0)
-            if not conn.is_closed():
-                return conn
-            await self._release(conn)
-        return await self._pool.acquire(timeout=self.acquire_timeout)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = await self._acquire()
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # Release resets the connection, which fails on a dead one; that
+        # must not hide the error that killed it.
+        if self._pool is None:
+            _terminate(conn)
+            return
         try:
-            with _translated():
-                yield conn
-        finally:
-            await self._release(conn)
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._connection() as conn, conn.transaction():
-            yield conn
+            await self._pool.release(conn)
+        except (*_UNAVAILABLE, *_FAILED, TimeoutError) as exc:
+            log.warning("connection dropped on release: %s", exc)
 
     @contextlib.asynccontextmanager
     async def claim(self, wa_id: str) -> AsyncIterator[bool]:
@@ -195,28 +257,33 @@ class PostgresStore(Store):
         a session lock would be released by the pool's reset otherwise.
         """
         key = advisory_lock_key(f"tracbot.claim:{wa_id}")
-        conn = await self._acquire()
+        conn = await self._lock(key, retry=True)
+        if conn is None:
+            yield False
+            return
         try:
-            with _translated():
-                held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-            if not held:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                await _unlock(conn, key)
+            yield True
         finally:
+            await _unlock(conn, key)
             await self._release(conn)
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
-        # Release resets the connection, which fails on a dead one; that
-        # must not hide the error that killed it.
-        assert self._pool is not None
+    async def _lock(self, key: int, retry: bool) -> asyncpg.Connection | None:
+        conn = await self._acquire()
         try:
-            await self._pool.release(conn)
-        except (*_UNAVAILABLE, *_FAILED, TimeoutError) as exc:
-            log.warning("connection dropped on release: %s", exc)
+            held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except _DEAD as exc:
+            _terminate(conn)
+            await self._release(conn)
+            if retry:
+                return await self._lock(key, retry=False)
+            raise _translate(exc) from exc
+        except BaseException:
+            await self._release(conn)
+            raise
+        if not held:
+            await self._release(conn)
+            return None
+        return conn
 
     # Inbox
 
@@ -227,7 +294,7 @@ class PostgresStore(Store):
 
         # One statement for the whole batch; ORDINALITY keeps the ids in the
         # order Meta sent the events.
-        async with self._connection() as conn:
+        async def work(conn: asyncpg.Connection) -> int:
             rows = await conn.fetch(
                 "INSERT INTO inbox (key, kind, wa_id, phone_number_id, payload, "
                 "received_at) SELECT k, kd, w, p, j::json, $6 FROM unnest("
@@ -237,40 +304,58 @@ class PostgresStore(Store):
                 *columns,
                 utcnow(),
             )
-        return len(rows)
+            return len(rows)
+
+        return await self._run(work)
 
     async def pending_phones(self, limit: int = 100) -> list[str]:
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                "SELECT COALESCE(wa_id, '') AS phone FROM inbox "
-                "WHERE done_at IS NULL GROUP BY 1 ORDER BY MIN(id) LIMIT $1",
-                limit,
-            )
+        rows = await self._fetch(
+            "SELECT COALESCE(wa_id, '') AS phone FROM inbox "
+            "WHERE done_at IS NULL GROUP BY 1 ORDER BY MIN(id) LIMIT $1",
+            limit,
+        )
         return [row["phone"] for row in rows]
 
     async def next_event(self, wa_id: str) -> InboxEvent | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM inbox WHERE done_at IS NULL "
-                "AND COALESCE(wa_id, '') = $1 ORDER BY id LIMIT 1",
-                wa_id,
-            )
-        return None if row is None else _inbox_event(row)
+        rows = await self._fetch(
+            "SELECT * FROM inbox WHERE done_at IS NULL "
+            "AND COALESCE(wa_id, '') = $1 ORDER BY id LIMIT 1",
+            wa_id,
+        )
+        return _inbox_event(rows[0]) if rows else None
 
     async def pending_count(self) -> int:
-        async with self._connection() as conn:
-            return await conn.fetchval(
-                "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL"
-            )
+        rows = await self._fetch("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")
+        return rows[0][0]
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(sql, *args)
+
+        return await self._run(work)
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async def work(conn: asyncpg.Connection) -> str:
+            return await conn.execute(sql, *args)
+
+        return await self._run(work)
 
     # Conversations
 
     async def load_conversation(self, wa_id: str) -> Conversation | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM conversations WHERE wa_id = $1", wa_id
-            )
-        return None if row is None else _conversation(row)
+        rows = await self._fetch("SELECT * FROM conversations WHERE wa_id = $1", wa_id)
+        return _conversation(rows[0]) if rows else None
+
+    async def expired_conversations(
+        self, now: datetime, limit: int = 100
+    ) -> list[Conversation]:
+        rows = await self._fetch(
+            "SELECT * FROM conversations WHERE deadline <= $1 "
+            "ORDER BY deadline LIMIT $2",
+            _utc(now),
+            limit,
+        )
+        return [_conversation(row) for row in rows]
 
     async def commit_step(
         self,
@@ -279,7 +364,8 @@ class PostgresStore(Store):
         replies: Sequence[NewOutbound],
     ) -> list[int]:
         now = utcnow()
-        async with self._transaction() as conn:
+
+        async def work(conn: asyncpg.Connection) -> list[int]:
             # The done mark comes first: its row lock makes a second process
             # that replays the same event wait here, then find it done and
             # roll back instead of queueing the replies twice.
@@ -295,68 +381,73 @@ class PostgresStore(Store):
                 await _save_conversation(conn, conversation, now)
             return await _insert_outbound(conn, replies, now, event_id)
 
+        return await self._run(work, transaction=True)
+
     # Outbox
 
     async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
-        async with self._transaction() as conn:
+        async def work(conn: asyncpg.Connection) -> list[int]:
             return await _insert_outbound(conn, replies, utcnow(), None)
+
+        return await self._run(work, transaction=True)
 
     async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
         now = utcnow()
 
         # SKIP LOCKED lets concurrent senders each take other rows instead
         # of waiting on, and then taking again, the rows another one took.
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                "WITH due AS (SELECT id FROM outbox "
-                "WHERE (status = 'queued' AND next_attempt_at <= $1) "
-                "OR (status = 'sending' AND updated_at < $2) "
-                "ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
-                "UPDATE outbox o SET status = 'sending', "
-                "attempts = o.attempts + 1, updated_at = $1 "
-                "FROM due WHERE o.id = due.id RETURNING o.*",
-                now,
-                now - SENDING_LEASE,
-                limit,
-            )
+        # An item waits while an older one of its phone is unfinished, so a
+        # phone's messages leave in order whatever their retries; a row
+        # another sender just took is still unfinished to this snapshot.
+        rows = await self._fetch(
+            "WITH due AS (SELECT id FROM outbox o "
+            "WHERE ((status = 'queued' AND next_attempt_at <= $1) "
+            "OR (status = 'sending' AND updated_at < $2)) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
+            "AND e.id < o.id AND e.status IN ('queued', 'sending')) "
+            "ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            "UPDATE outbox o SET status = 'sending', "
+            "attempts = o.attempts + 1, updated_at = $1 "
+            "FROM due WHERE o.id = due.id RETURNING o.*",
+            now,
+            now - SENDING_LEASE,
+            limit,
+        )
         return sorted((_outbox_item(row) for row in rows), key=lambda i: i.id)
 
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
-        async with self._connection() as conn:
-            await conn.execute(
-                "UPDATE outbox SET status = $2, wamid = COALESCE($3, wamid), "
-                "updated_at = $4 WHERE id = $1",
-                item_id,
-                status,
-                wamid,
-                utcnow(),
-            )
+        await self._execute(
+            "UPDATE outbox SET status = $2, wamid = COALESCE($3, wamid), "
+            "updated_at = $4 WHERE id = $1",
+            item_id,
+            status,
+            wamid,
+            utcnow(),
+        )
 
     async def mark_retry(
         self, item_id: int, next_attempt_at: datetime, error: str
     ) -> None:
-        async with self._connection() as conn:
-            await conn.execute(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = $2, "
-                "error_detail = $3, updated_at = $4 WHERE id = $1",
-                item_id,
-                _utc(next_attempt_at),
-                error,
-                utcnow(),
-            )
+        await self._execute(
+            "UPDATE outbox SET status = 'queued', next_attempt_at = $2, "
+            "error_detail = $3, updated_at = $4 WHERE id = $1",
+            item_id,
+            _utc(next_attempt_at),
+            error,
+            utcnow(),
+        )
 
     async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
-        async with self._connection() as conn:
-            await conn.execute(
-                "UPDATE outbox SET status = 'failed', "
-                "error_code = COALESCE($2, error_code), "
-                "error_detail = COALESCE($3, error_detail), updated_at = $4 "
-                "WHERE id = $1",
-                item_id,
-                code,
-                detail,
-                utcnow(),
-            )
+        await self._execute(
+            "UPDATE outbox SET status = 'failed', "
+            "error_code = COALESCE($2, error_code), "
+            "error_detail = COALESCE($3, error_detail), updated_at = $4 "
+            "WHERE id = $1",
+            item_id,
+            code,
+            detail,
+            utcnow(),
+        )
 
     async def apply_status(
         self,
@@ -367,7 +458,7 @@ class PostgresStore(Store):
     ) -> bool:
         # The row lock orders two webhooks of one message, so that the
         # later-ranked status wins whichever commits first.
-        async with self._transaction() as conn:
+        async def work(conn: asyncpg.Connection) -> bool:
             row = await conn.fetchrow(
                 "SELECT id, status FROM outbox WHERE wamid = $1 "
                 "ORDER BY id LIMIT 1 FOR UPDATE",
@@ -389,26 +480,256 @@ class PostgresStore(Store):
                 )
             return True
 
+        return await self._run(work, transaction=True)
+
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                "SELECT * FROM outbox WHERE $1::text IS NULL OR wa_id = $1 ORDER BY id",
-                wa_id,
-            )
+        rows = await self._fetch(
+            "SELECT * FROM outbox WHERE $1::text IS NULL OR wa_id = $1 ORDER BY id",
+            wa_id,
+        )
         return [_outbox_item(row) for row in rows]
 
+    # Delivery
 
-@contextlib.contextmanager
-def _translated() -> Any:
-    """Turn driver errors into StorageUnavailable or StorageError."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StorageUnavailable(f"PostgreSQL unavailable: {exc}") from exc
-    except TimeoutError as exc:
-        raise StorageError("PostgreSQL statement timed out") from exc
-    except _FAILED as exc:
-        raise StorageError(f"PostgreSQL error: {exc}") from exc
+    async def record_attempt(
+        self,
+        item_id: int,
+        attempt: int,
+        outcome: str,
+        ms: int,
+        error_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await self._execute(
+            "INSERT INTO attempts (outbox_id, attempt, outcome, error_code, "
+            "detail, ms, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            item_id,
+            attempt,
+            outcome,
+            error_code,
+            detail,
+            ms,
+            utcnow(),
+        )
+
+    async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT attempt, outcome, error_code, detail, ms, at FROM attempts "
+            "WHERE outbox_id = $1 ORDER BY id",
+            item_id,
+        )
+        return [dict(row) for row in rows]
+
+    async def last_inbound(self, wa_ids: Sequence[str]) -> dict[str, datetime]:
+        if not wa_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT wa_id, last_inbound_at FROM conversations "
+            "WHERE wa_id = ANY($1::text[]) AND last_inbound_at IS NOT NULL",
+            list(wa_ids),
+        )
+        return {row["wa_id"]: row["last_inbound_at"] for row in rows}
+
+    async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
+        rows = await self._fetch(
+            "SELECT * FROM outbox WHERE wamid = $1 ORDER BY id LIMIT 1", wamid
+        )
+        return _outbox_item(rows[0]) if rows else None
+
+    async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
+        now = utcnow()
+
+        # The row lock makes a second caller wait, then find the fallback
+        # already there; the unique index on fallback_of backs it up.
+        async def work(conn: asyncpg.Connection) -> OutboxItem | None:
+            row = await conn.fetchrow(
+                "SELECT * FROM outbox o WHERE id = $1 AND fallback IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM outbox WHERE fallback_of = o.id) "
+                "FOR UPDATE",
+                item_id,
+            )
+            if row is None:
+                return None
+            if replace:
+                await conn.execute(
+                    "UPDATE outbox SET status = 'replaced', updated_at = $2 "
+                    "WHERE id = $1",
+                    item_id,
+                    now,
+                )
+            status, attempts = ("sending", 1) if replace else ("queued", 0)
+            added = await conn.fetchrow(
+                "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
+                "attempts, next_attempt_at, inbox_id, fallback_of, created_at, "
+                "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7, $7) "
+                "RETURNING *",
+                row["wa_id"],
+                row["phone_number_id"],
+                row["kind"],
+                row["fallback"],
+                status,
+                attempts,
+                now,
+                row["inbox_id"],
+                item_id,
+            )
+            return _outbox_item(added)
+
+        return await self._run(work, transaction=True)
+
+    async def history(
+        self, wa_id: str, limit: int, offset: int
+    ) -> tuple[int, list[HistoryEntry]]:
+        # Read marks are requests, not messages; inbound statuses are about
+        # our own messages, already in the outbox rows.
+        union = (
+            "SELECT 'out' AS direction, id, body::text AS body, status, wamid, "
+            "error_code, error_detail, created_at AS at FROM outbox "
+            "WHERE wa_id = $1 AND kind = 'message' UNION ALL "
+            "SELECT 'in', id, payload::text, 'received', key, NULL, NULL, "
+            "received_at FROM inbox WHERE wa_id = $1 AND kind = 'message'"
+        )
+
+        async def work(conn: asyncpg.Connection) -> tuple[int, list[HistoryEntry]]:
+            total = await conn.fetchval(f"SELECT COUNT(*) FROM ({union}) h", wa_id)
+            rows = await conn.fetch(
+                f"SELECT * FROM ({union}) h ORDER BY at DESC, direction, id DESC "
+                "LIMIT $2 OFFSET $3",
+                wa_id,
+                limit,
+                offset,
+            )
+            return total, [_history_entry(row) for row in rows]
+
+        return await self._run(work, transaction=True)
+
+    async def delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
+        rows = await self._fetch(
+            "SELECT status, wamid IS NOT NULL AS accepted, COUNT(*) AS n "
+            "FROM outbox WHERE kind = 'message' AND created_at >= $1 "
+            "AND created_at < $2 GROUP BY 1, 2",
+            _utc(start),
+            _utc(end),
+        )
+        return DeliveryCounts.tally(
+            (row["status"], row["accepted"], row["n"]) for row in rows
+        )
+
+    async def queue_stats(self) -> QueueStats:
+        async def work(conn: asyncpg.Connection) -> QueueStats:
+            pending, oldest = await conn.fetchrow(
+                "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE done_at IS NULL"
+            )
+            queued = await conn.fetchval(
+                "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')"
+            )
+            return QueueStats(pending, oldest, queued)
+
+        return await self._run(work)
+
+    # Account links
+
+    async def get_link(self, wa_id: str) -> Link | None:
+        rows = await self._fetch("SELECT * FROM links WHERE wa_id = $1", wa_id)
+        return _link(rows[0]) if rows else None
+
+    async def link_of_driver(self, driver_id: str) -> Link | None:
+        rows = await self._fetch("SELECT * FROM links WHERE driver_id = $1", driver_id)
+        return _link(rows[0]) if rows else None
+
+    async def save_link(self, link: Link) -> None:
+        await self._execute(
+            "INSERT INTO links (wa_id, driver_id, rut, name, role, method, "
+            "linked_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (wa_id) DO UPDATE SET driver_id = excluded.driver_id, "
+            "rut = excluded.rut, name = excluded.name, role = excluded.role, "
+            "method = excluded.method, linked_at = excluded.linked_at",
+            link.wa_id,
+            link.driver_id,
+            link.rut,
+            link.name,
+            link.role,
+            link.method,
+            _utc(link.linked_at),
+        )
+
+    async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
+        async def work(conn: asyncpg.Connection) -> bool:
+            # The new number may have been linked (by phone) meanwhile; the
+            # account that moved there is the one that counts.
+            await conn.execute("DELETE FROM links WHERE wa_id = $1", new_wa_id)
+            moved = await conn.execute(
+                "UPDATE links SET wa_id = $2 WHERE wa_id = $1", old_wa_id, new_wa_id
+            )
+            return moved != "UPDATE 0"
+
+        return await self._run(work, transaction=True)
+
+    async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
+        await self._execute(
+            "INSERT INTO link_attempts (wa_id, rut, outcome, at) "
+            "VALUES ($1, $2, $3, $4)",
+            wa_id,
+            rut,
+            outcome,
+            utcnow(),
+        )
+
+    async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM link_attempts "
+            "WHERE wa_id = $1 AND at >= $2 AND outcome <> 'ok'",
+            wa_id,
+            _utc(since),
+        )
+        return rows[0][0]
+
+    async def inbound_count(self, start: datetime, end: datetime) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM inbox WHERE kind = 'message' "
+            "AND received_at >= $1 AND received_at < $2",
+            _utc(start),
+            _utc(end),
+        )
+        return rows[0][0]
+
+
+class _Tracked:
+    """A connection that counts the calls that succeeded (see `_Retry`)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._conn, name)
+        if name not in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            self.calls += 1
+            return result
+
+        return call
+
+
+def _is_statement_error(exc: BaseException) -> bool:
+    # An InterfaceError may also be our own misuse (a bad argument type),
+    # which a retry would only repeat; only a closed connection is retried.
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" not in str(exc).lower()
+    return False
+
+
+def _translate(exc: BaseException) -> StorageError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StorageUnavailable(f"PostgreSQL unavailable: {exc}")
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower():
+        return StorageUnavailable(f"PostgreSQL unavailable: {exc}")
+    if isinstance(exc, asyncpg.InternalClientError):
+        return StorageUnavailable(f"PostgreSQL connection broken: {exc}")
+    return StorageError(f"PostgreSQL error: {exc}")
 
 
 async def _unlock(conn: asyncpg.Connection, key: int) -> None:
@@ -418,6 +739,12 @@ async def _unlock(conn: asyncpg.Connection, key: int) -> None:
         await conn.execute("SELECT pg_advisory_unlock($1)", key)
     except (*_UNAVAILABLE, *_FAILED, TimeoutError) as exc:
         log.warning("claim unlock failed, dropping connection: %s", exc)
+        _terminate(conn)
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    # A connection the server closed may already be detached from the pool.
+    with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
 
 
@@ -453,15 +780,14 @@ async def _insert_outbound(
     ids = []
     for reply in replies:
         item_id = await conn.fetchval(
-            "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
-            "next_attempt_at, inbox_id, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4::json, 'queued', $5, $6, $5, $5) RETURNING id",
+            OUTBOX_INSERT,
             reply.wa_id,
             reply.phone_number_id,
             reply.kind,
             _json(reply.body),
             now,
             inbox_id,
+            None if reply.fallback is None else _json(reply.fallback),
         )
         ids.append(item_id)
     return ids
@@ -506,6 +832,35 @@ def _outbox_item(row: asyncpg.Record) -> OutboxItem:
         attempts=row["attempts"],
         wamid=row["wamid"],
         created_at=row["created_at"],
+        fallback=None if row["fallback"] is None else json.loads(row["fallback"]),
+        fallback_of=row["fallback_of"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+    )
+
+
+def _history_entry(row: asyncpg.Record) -> HistoryEntry:
+    return HistoryEntry(
+        direction=row["direction"],
+        id=row["id"],
+        body=json.loads(row["body"]),
+        status=row["status"],
+        wamid=row["wamid"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+        at=row["at"],
+    )
+
+
+def _link(row: asyncpg.Record) -> Link:
+    return Link(
+        wa_id=row["wa_id"],
+        driver_id=row["driver_id"],
+        rut=row["rut"],
+        name=row["name"],
+        role=row["role"],
+        method=row["method"],
+        linked_at=row["linked_at"],
     )
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from storage.base import (
-    STATUS_RANK,
     Conversation,
     DeliveryCounts,
     HistoryEntry,
@@ -31,8 +30,10 @@ from storage.base import (
     Store,
     utcnow,
 )
-from storage.errors import StorageError
-from storage.migrations import migrations
+from storage.errors import StorageError, StorageUnavailable
+from storage.migrations import check_migrate_mode, migrations, refuse_pending
+from storage.sqlite_links import LinksMixin
+from storage.status import advances
 
 log = logging.getLogger("tracbot.storage")
 
@@ -40,6 +41,9 @@ T = TypeVar("T")
 
 # A `sending` item older than this was taken by a sender that died.
 SENDING_LEASE = timedelta(minutes=2)
+
+# OperationalError messages that mean "not now" rather than "never".
+UNAVAILABLE_MESSAGES = ("locked", "busy", "unable to open", "disk", "readonly")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -58,11 +62,14 @@ def _path_of(url: str) -> str:
     return path or ":memory:"
 
 
-class SqliteStore(Store):
+class SqliteStore(LinksMixin, Store):
     """Storage in one SQLite file; see the module docstring."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: str = "auto") -> None:
         self.url = url
+        self.migrate = check_migrate_mode(migrate)
+        # Names of the migrations the last `open()` applied.
+        self.applied: list[str] = []
         self.path = _path_of(url)
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -71,7 +78,11 @@ class SqliteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracbot-sqlite")
-        await self._run(self._connect)
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            await self.close()
+            raise
         log.info("storage open backend=sqlite path=%s", self.path)
 
     async def close(self) -> None:
@@ -85,7 +96,10 @@ class SqliteStore(Store):
         if self._executor is None:
             raise StorageError("the sqlite store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise _translated(exc) from exc
 
     def _connect(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -110,9 +124,11 @@ class SqliteStore(Store):
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)"
         )
         done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-        for migration in migrations("sqlite"):
-            if migration.version in done:
-                continue
+        pending = [m for m in migrations("sqlite") if m.version not in done]
+        if pending and self.migrate == "refuse":
+            refuse_pending("sqlite", pending)
+        self.applied = [m.name for m in pending]
+        for migration in pending:
             with _transaction(db):
                 for statement in migration.statements():
                     db.execute(statement)
@@ -208,6 +224,21 @@ class SqliteStore(Store):
             deadline=_dt(row["deadline"]),
         )
 
+    async def expired_conversations(
+        self, now: datetime, limit: int = 100
+    ) -> list[Conversation]:
+        return await self._run(self._expired_conversations, now, limit)
+
+    def _expired_conversations(self, now: datetime, limit: int) -> list[Conversation]:
+        # ISO-8601 UTC text sorts like the times it holds.
+        rows = self.db.execute(
+            "SELECT wa_id FROM conversations WHERE deadline IS NOT NULL "
+            "AND deadline <= ? ORDER BY deadline LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
+        found = (self._load_conversation(row["wa_id"]) for row in rows)
+        return [c for c in found if c is not None]
+
     async def commit_step(
         self,
         event_id: int,
@@ -224,13 +255,16 @@ class SqliteStore(Store):
     ) -> list[int]:
         now = utcnow()
         with _transaction(self.db):
+            # A replayed event must not queue its replies a second time.
+            marked = self.db.execute(
+                "UPDATE inbox SET done_at = ? WHERE id = ? AND done_at IS NULL",
+                (_ts(now), event_id),
+            )
+            if marked.rowcount != 1:
+                raise StorageError(f"inbox event {event_id} is not pending")
             if conversation is not None:
                 self._save_conversation(conversation, now)
-            ids = self._insert_outbound(replies, now, event_id)
-            self.db.execute(
-                "UPDATE inbox SET done_at = ? WHERE id = ?", (_ts(now), event_id)
-            )
-            return ids
+            return self._insert_outbound(replies, now, event_id)
 
     def _save_conversation(self, c: Conversation, now: datetime) -> None:
         self.db.execute(
@@ -369,7 +403,7 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None:
                 return False
-            if _advances(row["status"], status):
+            if advances(row["status"], status):
                 self.db.execute(
                     "UPDATE outbox SET status = ?, error_code = COALESCE(?, "
                     "error_code), error_detail = COALESCE(?, error_detail), "
@@ -543,6 +577,18 @@ class SqliteStore(Store):
         return QueueStats(pending, _dt(oldest), queued)
 
 
+def _translated(exc: sqlite3.Error) -> StorageError:
+    # Locked past busy_timeout, or a file that cannot be opened or written
+    # (disk full, permissions) is worth trying again later; a bad statement
+    # or a broken constraint is not.
+    message = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(
+        text in message for text in UNAVAILABLE_MESSAGES
+    ):
+        return StorageUnavailable(f"SQLite unavailable: {exc}")
+    return StorageError(f"SQLite error: {exc}")
+
+
 def _history_entry(row: sqlite3.Row) -> HistoryEntry:
     return HistoryEntry(
         direction=row["direction"],
@@ -554,14 +600,6 @@ def _history_entry(row: sqlite3.Row) -> HistoryEntry:
         error_detail=row["error_detail"],
         at=_dt(row["at"]),
     )
-
-
-def _advances(current: str, new: str) -> bool:
-    """Whether a status webhook moves a message forward (CLOUD_API.md §3)."""
-    if current == "failed":
-        # A device may still report delivery after another reported failure.
-        return new in ("delivered", "read", "played")
-    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
 
 
 def _outbox_item(

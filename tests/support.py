@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,7 +30,12 @@ def demo_settings(tmp_path: Path, **env: str) -> Settings:
         "TRACBOT_STORAGE_URL": f"sqlite:///{tmp_path}/tracbot.db",
         **env,
     }
-    return load_settings(ROOT / "config.yaml", env=values)
+    settings = load_settings(ROOT / "config.yaml", env=values)
+    # A fresh business database too (built from demo/business.yaml), since
+    # flows write to it (locations, arrivals).
+    business = dict(settings.raw.get("business") or {})
+    business["url"] = f"sqlite:///{tmp_path}/business.db"
+    return dataclasses.replace(settings, raw={**settings.raw, "business": business})
 
 
 def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
@@ -60,13 +66,23 @@ def runtime_of(client) -> Runtime:  # type: ignore[no-untyped-def]
 
 
 def sent_texts(runtime: Runtime, wa_id: str | None = None) -> list[str]:
-    """Text bodies the Graph API simulator received, in order."""
+    """Texts the Graph API simulator received, in order: text bodies and the
+    body text of interactive messages (buttons, lists, location requests)."""
     assert runtime.simulator is not None
     texts = []
     for request in runtime.simulator.received:
         body = request["body"] or {}
-        if request["status"] != 200 or body.get("type") != "text":
+        if request["status"] != 200 or body.get("type") not in TEXT_TYPES:
             continue
         if wa_id is None or body.get("to") == wa_id:
-            texts.append(body["text"]["body"])
+            texts.append(_text_of(body))
     return texts
+
+
+TEXT_TYPES = ("text", "interactive")
+
+
+def _text_of(body: dict) -> str:
+    if body["type"] == "interactive":
+        return body["interactive"]["body"]["text"]
+    return body["text"]["body"]

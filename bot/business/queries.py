@@ -54,6 +54,9 @@ class BusinessDriver(abc.ABC):
     async def execute(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a statement in its own transaction; return the rows changed."""
 
+    def interrupt(self) -> None:
+        """Stop the statement running now (after a timeout), if the driver can."""
+
 
 class SqliteDriver(BusinessDriver):
     """`sqlite:///path.db`, through the stdlib on a single thread."""
@@ -96,6 +99,11 @@ class SqliteDriver(BusinessDriver):
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout=5000")
         self._db = db
+
+    def interrupt(self) -> None:
+        # sqlite3's interrupt is the one call safe from another thread.
+        if self._db is not None:
+            self._db.interrupt()
 
     def _disconnect(self) -> None:
         if self._db is not None:
@@ -161,16 +169,16 @@ class BusinessData:
         """Whether the deployment configured a query of this name."""
         return name in self.queries
 
-    async def rows(self, name: str, **params: Any) -> list[Row]:
+    async def rows(self, name: str, /, **params: Any) -> list[Row]:
         """Run a named query and return all its rows."""
         return await self._timed(name, self.driver.fetch, params)
 
-    async def row(self, name: str, **params: Any) -> Row | None:
+    async def row(self, name: str, /, **params: Any) -> Row | None:
         """Run a named query and return its first row, or None."""
         found = await self.rows(name, **params)
         return found[0] if found else None
 
-    async def execute(self, name: str, **params: Any) -> int:
+    async def execute(self, name: str, /, **params: Any) -> int:
         """Run a named statement (an insert, an update); return rows changed."""
         return await self._timed(name, self.driver.execute, params)
 
@@ -185,6 +193,8 @@ class BusinessData:
         try:
             result = await asyncio.wait_for(run(sql, params), self.timeout)
         except TimeoutError:
+            # The thread would go on running it, holding up every later query.
+            self.driver.interrupt()
             raise BusinessError(
                 f"business query {name!r} took more than {self.timeout}s"
             ) from None

@@ -17,7 +17,7 @@ from stdnum.cl import rut as stdnum_rut
 
 # What a RUT may contain besides digits and K: dots, a dash, spaces, and an
 # optional "CL" prefix, which stdnum strips. Anything else is not a RUT.
-_RUT_CHARS = re.compile(r"^(cl)?[\d.\-\s]+[\dk]$", re.IGNORECASE)
+_RUT_CHARS = re.compile(r"^(cl)?[0-9.\-\s]+[0-9k]$", re.IGNORECASE | re.ASCII)
 _DIGITS = re.compile(r"\d")
 
 # Reasons, in the words the `rut_invalido` template switches on.

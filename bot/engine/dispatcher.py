@@ -14,11 +14,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection
 
+from bot.engine import timeouts
 from bot.engine.engine import Engine
 from bot.engine.outbound import read_mark, text_messages
 from bot.engine.replies import APOLOGY
 from bot.logs import mask
-from bot.whatsapp.events import InboundMessage, StatusUpdate, from_json
+from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
+from bot.whatsapp.statuses import record_status
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.errors import StorageError
 
@@ -45,7 +47,7 @@ class Dispatcher:
         self.phone_number_ids = set(phone_number_ids or ())
         self.mark_read = mark_read
         self.typing_indicator = typing_indicator
-        self.max_concurrent = max_concurrent
+        self.max_concurrent = _capped(max_concurrent, store)
         self.poll_seconds = poll_seconds
         self.on_step = on_step
         self._wake = asyncio.Event()
@@ -121,6 +123,8 @@ class Dispatcher:
             await self._message(event, item)
         elif isinstance(item, StatusUpdate):
             await self._status(event, item)
+        elif isinstance(item, Notice) and timeouts.is_timeout(item) and event.wa_id:
+            await self._timeout(event, item, event.wa_id)
         else:
             log.info("notice recorded topic=%s", item.topic)
             await self.store.commit_step(event.id, None, [])
@@ -176,13 +180,33 @@ class Dispatcher:
             conversation.flow, conversation.state, conversation.slots = before
             return [APOLOGY]
 
+    async def _timeout(self, event: InboxEvent, notice: Notice, wa_id: str) -> None:
+        conversation = await self.store.load_conversation(wa_id)
+        if conversation is None or not timeouts.still_due(notice, conversation):
+            await self.store.commit_step(event.id, None, [])
+            return
+        replies = timeouts.expire(self.engine, conversation)
+        phone_number_id = notice.phone_number_id or event.phone_number_id or ""
+        outbound = text_messages(wa_id, phone_number_id, replies)
+        await self.store.commit_step(event.id, conversation, outbound)
+
     async def _status(self, event: InboxEvent, status: StatusUpdate) -> None:
-        error = status.errors[0] if status.errors else {}
-        detail = (error.get("error_data") or {}).get("details") or error.get("title")
-        known = await self.store.apply_status(
-            status.wamid, status.status, status.error_code, detail
-        )
-        if not known:
-            # Normal when other tools share the number (CLOUD_API.md §3).
-            log.info("status for an unknown message skipped status=%s", status.status)
+        # Forward-only status, and the template fallback of a 131047.
+        await record_status(self.store, status)
         await self.store.commit_step(event.id, None, [])
+
+
+def _capped(wanted: int, store: Store) -> int:
+    # Each phone's task holds a claim, which on a server backend is a pooled
+    # connection: more tasks than the pool can serve would only wait for
+    # connections and time out.
+    limit = store.max_claims
+    if limit is None or wanted <= limit:
+        return wanted
+    log.warning(
+        "engine.max_concurrent_phones=%d lowered to %d: each phone in progress "
+        "holds a database connection (raise storage.pool_max for more)",
+        wanted,
+        limit,
+    )
+    return limit

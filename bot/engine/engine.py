@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bot.engine.actions  # noqa: F401  (registers the hooks flows name)
+from bot.engine import audience, timeouts
 from bot.engine.flows import FlowSpec, load_flows
 from bot.engine.machine import CompiledFlow, Turn, compile_flow
 from bot.engine.replies import Renderer
@@ -23,8 +25,17 @@ from storage.base import Conversation
 
 log = logging.getLogger("tracbot.engine")
 
+# The reply to a command that exists but is not for this number.
+UNAVAILABLE = "no_disponible"
 # Message types that never start or advance a conversation.
 SILENT_TYPES = frozenset({"reaction", "system"})
+# Bound on flows handing over to each other in one turn; the checker rejects
+# cycles, this keeps one that slipped through from spinning.
+MAX_HANDOVERS = 4
+RESET_TEXT = (
+    "Actualizamos esta conversación y tuvimos que empezar de nuevo. "
+    "Escribe *AYUDA* para ver los comandos disponibles."
+)
 
 
 @dataclass(slots=True)
@@ -42,10 +53,22 @@ class Engine:
     def __init__(
         self, flows: dict[str, FlowSpec], renderer: Renderer, services: Any = None
     ) -> None:
-        self.flows = {name: compile_flow(spec) for name, spec in flows.items()}
-        self.renderer = renderer
         self.services = services
-        self.fallback = self._fallback()
+        self.swap(flows, renderer)
+
+    def swap(self, flows: dict[str, FlowSpec], renderer: Renderer) -> None:
+        """Serve new flows and templates from the next message on.
+
+        Everything is compiled before anything is replaced, so a failure
+        leaves the old version serving, and the replacement itself happens
+        between two awaits: no message sees half of each.
+
+        Raises:
+            FlowError: the new flows do not compile.
+        """
+        compiled = {name: compile_flow(spec) for name, spec in flows.items()}
+        fallback = _fallback(compiled)
+        self.flows, self.renderer, self.fallback = compiled, renderer, fallback
 
     @classmethod
     def from_dirs(
@@ -54,20 +77,47 @@ class Engine:
         """Load and compile every flow of a folder."""
         return cls(load_flows(flows_dir), Renderer(templates_dir), services)
 
-    def _fallback(self) -> CompiledFlow:
-        found = [f for f in self.flows.values() if f.spec.fallback]
-        if len(found) != 1:
-            names = ", ".join(f.spec.name for f in found) or "none"
-            raise FlowError(f"exactly one flow must say `fallback: true` ({names})")
-        return found[0]
-
     async def handle(
         self, message: InboundMessage, conversation: Conversation
     ) -> Outcome:
         """Route one message and run it through its flow."""
+        if message.type == "system" and message.new_wa_id:
+            await self._number_changed(message)
+        identify = getattr(self.services, "identify", None)
+        who = None
+        if identify is not None and message.type not in SILENT_TYPES:
+            who = await identify(message.wa_id)
+        token = audience.WHO.set(who)
+        try:
+            return await self._handle(message, conversation)
+        finally:
+            audience.WHO.reset(token)
+
+    async def _number_changed(self, message: InboundMessage) -> None:
+        moved = getattr(self.services, "number_changed", None)
+        if moved is not None and message.new_wa_id:
+            await moved(message.wa_id, message.new_wa_id)
+
+    async def _handle(
+        self, message: InboundMessage, conversation: Conversation
+    ) -> Outcome:
         if message.type in SILENT_TYPES:
             return Outcome(flow=conversation.flow, state=conversation.state)
 
+        # A deadline that passed before the sweeper saw it still counts: the
+        # driver reads the timeout reply, then the answer to a fresh start.
+        early: list[str] = []
+        if timeouts.expired(conversation):
+            early = timeouts.expire(self, conversation)
+        early += self._update_version(conversation)
+        outcome = await self._route(message, conversation)
+        outcome.replies[:0] = early
+        return outcome
+
+    async def _route(
+        self, message: InboundMessage, conversation: Conversation
+    ) -> Outcome:
+        """Pick the flow that takes the message (DESIGN.md, step 4)."""
         typed = normalize(message.text)
         chosen = self._global(typed)
         if chosen is not None:
@@ -78,13 +128,13 @@ class Engine:
             turn = self._turn(active, message, conversation)
             await active.run(turn, start=False)
             if not turn.context.get("rejected"):
-                return self._finish(turn, conversation)
-            other = self._starting(typed, exclude=active)
+                return await self._settle(turn, message, conversation)
+            other = self._starting(typed, exclude=active, message=message)
             if other is not None:
                 return await self._start(other, message, conversation)
             return await self._reprompt(active, turn, conversation)
 
-        chosen = self._starting(typed) or self.fallback
+        chosen = self._starting(typed, message=message) or self._fallback_for()
         return await self._start(chosen, message, conversation)
 
     def _global(self, typed: str) -> CompiledFlow | None:
@@ -94,12 +144,53 @@ class Engine:
         return None
 
     def _starting(
-        self, typed: str, exclude: CompiledFlow | None = None
+        self,
+        typed: str,
+        exclude: CompiledFlow | None = None,
+        message: InboundMessage | None = None,
     ) -> CompiledFlow | None:
         for flow in self.flows.values():
-            if flow is not exclude and _starts(flow.spec, typed):
+            if flow is exclude:
+                continue
+            if _starts(flow.spec, typed) or (
+                message is not None and audience.started_by(flow.spec, message)
+            ):
                 return flow
         return None
+
+    def _fallback_for(self) -> CompiledFlow:
+        # Unlinked numbers may have a fallback of their own (the offer to
+        # link the account); everyone else gets the general one.
+        name = audience.fallback_for(f.spec for f in self.flows.values())
+        return self.flows[name] if name else self.fallback
+
+    def _update_version(self, conversation: Conversation) -> list[str]:
+        """Move a conversation left in an older version of its flow.
+
+        Its state still exists: carry on. Else the new version's `migrate`
+        map names where it went, or the driver starts over, told politely.
+        """
+        if conversation.flow is None:
+            return []
+        flow = self.flows.get(conversation.flow)
+        spec = flow.spec if flow is not None else None
+        if spec is not None and conversation.flow_version == spec.version:
+            return []
+        if spec is not None and conversation.state in spec.states:
+            conversation.flow_version = spec.version
+            return []
+        moved = spec.migrate.get(conversation.state or "") if spec else None
+        if spec is not None and moved in spec.states:
+            log.info("conversation migrated flow=%s to=%s", spec.name, moved)
+            conversation.state, conversation.flow_version = moved, spec.version
+            return []
+
+        log.info("conversation reset by a flow change flow=%s", conversation.flow)
+        conversation.flow = conversation.state = conversation.flow_version = None
+        conversation.slots, conversation.deadline = {}, None
+        if spec is not None and spec.migrate_reply:
+            return [self.renderer.render_or_apologise(spec.migrate_reply, {})]
+        return [RESET_TEXT]
 
     def _active(self, conversation: Conversation) -> CompiledFlow | None:
         flow = self.flows.get(conversation.flow or "")
@@ -128,6 +219,7 @@ class Engine:
             "message_type": message.type,
             "voice_note": bool(message.media and message.media.voice),
             "wa_id": message.wa_id,
+            **audience.context(f.spec for f in self.flows.values()),
         }
 
     async def _start(
@@ -137,23 +229,73 @@ class Engine:
         conversation: Conversation,
         keep: bool = False,
     ) -> Outcome:
+        if not audience.allowed(flow.spec):
+            return self._unavailable(flow, message, conversation)
         turn = self._turn(flow, message, conversation)
         await flow.run(turn, start=True)
-        if keep and turn.ended and self._active(conversation) is not None:
+        if (
+            keep
+            and turn.ended
+            and not flow.spec.cancels
+            and self._active(conversation) is not None
+        ):
             # A one-step global command (AYUDA) answers without abandoning the
-            # flow the driver was in the middle of.
+            # flow the driver was in the middle of; CANCELAR does abandon it.
             return Outcome(turn.replies, conversation.flow, conversation.state)
-        return self._finish(turn, conversation)
+        return await self._settle(turn, message, conversation)
+
+    async def _settle(
+        self, turn: Turn, message: InboundMessage, conversation: Conversation
+    ) -> Outcome:
+        """Finish a turn, following `handover` states into the next flow."""
+        replies: list[str] = []
+        for _ in range(MAX_HANDOVERS):
+            target = self._handover(turn)
+            if target is None:
+                break
+            replies += turn.replies
+            slots = turn.slots
+            turn = self._turn(target, message, conversation)
+            turn.slots.update(slots)
+            await target.run(turn, start=True)
+        outcome = self._finish(turn, conversation)
+        outcome.replies[:0] = replies
+        return outcome
+
+    def _handover(self, turn: Turn) -> CompiledFlow | None:
+        if not turn.ended:
+            return None
+        name = turn.flow.states[turn.state].handover
+        target = self.flows.get(name or "")
+        if name and target is None:
+            log.error("handover to unknown flow=%s from=%s", name, turn.flow.name)
+        return target
+
+    def _unavailable(
+        self, flow: CompiledFlow, message: InboundMessage, conversation: Conversation
+    ) -> Outcome:
+        # The command exists but not for this number: say so, and leave the
+        # driver where they were.
+        context = {
+            **self._context(message),
+            "command": flow.spec.command or flow.spec.name.upper(),
+            "audience": flow.spec.audience,
+        }
+        text = self.renderer.render_or_apologise(UNAVAILABLE, context)
+        log.info("flow not available flow=%s role=%s", flow.spec.name, audience.role())
+        return Outcome([text], conversation.flow, conversation.state)
 
     def _finish(self, turn: Turn, conversation: Conversation) -> Outcome:
         if turn.ended:
             conversation.flow = conversation.state = conversation.flow_version = None
             conversation.slots = {}
+            conversation.deadline = None
         else:
             conversation.flow = turn.flow.name
             conversation.state = turn.state
             conversation.flow_version = turn.flow.version
             conversation.slots = turn.slots
+            conversation.deadline = timeouts.deadline_for(turn.flow)
         log.debug(
             "turn done flow=%s state=%s replies=%d",
             turn.flow.name,
@@ -176,6 +318,17 @@ class Engine:
         fallback = self._turn(self.fallback, turn.message, conversation)
         await self.fallback.run(fallback, start=True)
         return Outcome(fallback.replies, conversation.flow, conversation.state)
+
+
+def _fallback(flows: dict[str, CompiledFlow]) -> CompiledFlow:
+    # Fallbacks for one audience (`unlinked`) may exist beside the general one.
+    found = [
+        f for f in flows.values() if f.spec.fallback and f.spec.audience == "anyone"
+    ]
+    if len(found) != 1:
+        names = ", ".join(f.spec.name for f in found) or "none"
+        raise FlowError(f"exactly one flow must say `fallback: true` ({names})")
+    return found[0]
 
 
 def _starts(spec: FlowSpec, typed: str) -> bool:

@@ -82,6 +82,11 @@ class FlowSpec:
     migrate: dict[str, str] = field(default_factory=dict)
     migrate_reply: str | None = None
     cancels: bool = False
+    # Button, list-row or quick-reply ids that start the flow; `PREFIX:`
+    # matches `PREFIX:anything` (a template payload like TRIP_STATUS:VJ-1).
+    start_ids: tuple[str, ...] = ()
+    # Message types that start the flow by themselves (a `location` pin).
+    start_types: tuple[str, ...] = ()
     lines: Lines = field(default_factory=dict, compare=False, repr=False)
 
     def line(self, at: str) -> int | None:
@@ -146,6 +151,8 @@ def load_flow(path: Path) -> FlowSpec:
         migrate={str(k): str(v) for k, v in where.optional_mapping(data, "migrate")},
         migrate_reply=data.get("migrate_reply"),
         cancels=bool(data.get("cancels", False)),
+        start_ids=tuple(where.words(data, "start_ids")),
+        start_types=tuple(where.words(data, "start_types")),
         lines=lines,
     )
 
@@ -164,6 +171,8 @@ _FLOW_KEYS = {
     "migrate",
     "migrate_reply",
     "cancels",
+    "start_ids",
+    "start_types",
 }
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}

@@ -44,7 +44,12 @@ def demo_settings(config: str | Path, workdir: Path) -> Settings:
     env = {k: v for k, v in os.environ.items() if k not in _ISOLATE}
     settings = load_settings(config, env=env)
     url = f"sqlite:///{(workdir / 'convtest.db').resolve()}"
-    return dataclasses.replace(settings, storage_url=url)
+    # The business data too, built fresh from its fixture: a case may store
+    # a location or confirm an arrival, and the next case must not see it.
+    business = dict(settings.raw.get("business") or {})
+    business["url"] = f"sqlite:///{(workdir / 'business.db').resolve()}"
+    raw = {**settings.raw, "business": business}
+    return dataclasses.replace(settings, storage_url=url, raw=raw)
 
 
 class Harness:
@@ -112,9 +117,12 @@ class Harness:
         store = self.runtime.store
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
+            # Inbox first: a step committed between the two reads then shows
+            # its replies as busy, instead of slipping between them.
+            pending = await store.pending_count()
             items = await store.outbox_items(wa_id)
             busy = [i for i in items if i.status in ("queued", "sending")]
-            if not busy and await store.pending_count() == 0:
+            if not busy and pending == 0:
                 break
             await asyncio.sleep(0.01)
         else:

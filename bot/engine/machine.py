@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from transitions.extensions.asyncio import AsyncMachine
 
 from bot.engine import registry
 from bot.engine.flows import FlowSpec, StateSpec, TransitionSpec
+from bot.engine.interactive import render_reply
 from bot.engine.text import normalize
 from bot.errors import FlowError
 from bot.whatsapp.events import InboundMessage
@@ -32,6 +34,15 @@ ADVANCE = "advance"
 # Bound on `always` hops in one turn; the checker rejects cycles, this keeps
 # a flow that slipped through from spinning.
 MAX_HOPS = 16
+
+# Where conversation tests collect the states entered and the transitions
+# taken, as (flow, label) pairs; None (the default) records nothing.
+TRACE: ContextVar[list[tuple[str, str]] | None] = ContextVar("trace", default=None)
+
+
+def transition_label(source: str, kind: str, index: int) -> str:
+    """How reports name a transition: `pedir_rut.on[1]`."""
+    return f"{source}.{kind}[{index}]"
 
 
 @dataclass(eq=False)
@@ -52,9 +63,11 @@ class Turn:
         """The values a reply template can read."""
         return {**self.context, **self.slots, "slots": dict(self.slots)}
 
-    def say(self, template: str) -> None:
-        """Queue the rendered text of a template as a reply."""
-        self.replies.append(self.render(template, self.template_context()))
+    def say(self, reply: str | Mapping[str, Any]) -> None:
+        """Queue a rendered reply: a template name, or a mapping that adds
+        buttons, a list or a location request (`bot.engine.interactive`)."""
+        context = self.template_context()
+        self.replies.append(render_reply(reply, self.render, context))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +110,12 @@ def compile_flow(spec: FlowSpec) -> CompiledFlow:
     states = [_state(state) for state in spec.states.values()]
     transitions = []
     for state in spec.states.values():
-        for item in state.on:
-            transitions.append(_transition(spec, RECEIVE, state.name, item))
-        for item in state.always:
-            transitions.append(_transition(spec, ADVANCE, state.name, item))
+        for i, item in enumerate(state.on):
+            label = transition_label(state.name, "on", i)
+            transitions.append(_transition(spec, RECEIVE, state.name, item, label))
+        for i, item in enumerate(state.always):
+            label = transition_label(state.name, "always", i)
+            transitions.append(_transition(spec, ADVANCE, state.name, item, label))
 
     machine = AsyncMachine(
         model=None,
@@ -123,12 +138,19 @@ def _state(state: StateSpec) -> dict[str, Any]:
 
 
 def _enter(state: StateSpec, turn: Turn) -> None:
+    _note(turn.flow.name, state.name)
     if state.reply:
         turn.say(state.reply)
 
 
+def _note(flow: str, label: str) -> None:
+    trace = TRACE.get()
+    if trace is not None:
+        trace.append((flow, label))
+
+
 def _transition(
-    spec: FlowSpec, trigger: str, source: str, item: TransitionSpec
+    spec: FlowSpec, trigger: str, source: str, item: TransitionSpec, label: str
 ) -> dict[str, Any]:
     if item.dest not in spec.states:
         raise FlowError(f"{spec.path}: states.{source}: unknown state {item.dest!r}")
@@ -138,14 +160,27 @@ def _transition(
     before = [_saver(item)] + [_hook(spec, registry.ACTIONS, n) for n in item.actions]
     if item.reply:
         before.append(_sayer(item.reply))
+    before.append(lambda event: _note(spec.name, label))
     return {
         "trigger": trigger,
         "source": source,
         "dest": item.dest,
         "conditions": conditions,
         "unless": unless,
-        "before": before,
+        "before": [_in_order(before)],
     }
+
+
+def _in_order(callbacks: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    # AsyncMachine runs a transition's callbacks concurrently (await_all);
+    # a reply must see the slots its actions set, so they run one by one.
+    async def run(event: Any) -> None:
+        for callback in callbacks:
+            result = callback(event)
+            if inspect.isawaitable(result):
+                await result
+
+    return run
 
 
 def _hook(spec: FlowSpec, table: dict[str, Any], name: str) -> Callable[..., Any]:
@@ -207,14 +242,31 @@ def _accepts(item: TransitionSpec) -> Callable[[Any], bool]:
     return accepts
 
 
+# Which replies each input kind takes: `button` stays the catch-all it was.
+REPLY_KINDS = {
+    "button": {"button_reply", "list_reply", "quick_reply", "other"},
+    "list": {"list_reply"},
+    "quick_reply": {"quick_reply"},
+}
+
+
+def _reply_kind(message: InboundMessage) -> str | None:
+    if message.reply_id is None:
+        return None
+    if message.type == "button":
+        return "quick_reply"
+    kind = (message.raw.get("interactive") or {}).get("type")
+    return kind if kind in ("button_reply", "list_reply") else "other"
+
+
 def input_matches(item: TransitionSpec, message: InboundMessage) -> bool:
     """Whether a message is the kind of input a transition accepts."""
     if item.input == "location":
         return message.location is not None
     if item.input == "media":
         return message.media is not None
-    if item.input == "button":
-        return message.reply_id is not None and (
+    if item.input in ("button", "list", "quick_reply"):
+        return _reply_kind(message) in REPLY_KINDS[item.input] and (
             not item.ids or message.reply_id in item.ids
         )
     if item.input == "text" and message.type != "text":

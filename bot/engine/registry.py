@@ -14,7 +14,7 @@ nothing and change `turn.slots` or call services.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ Hook = Callable[["Turn"], Any | Awaitable[Any]]
 
 CONDITIONS: dict[str, Hook] = {}
 ACTIONS: dict[str, Hook] = {}
+# The slots each action may set, so the checker knows what templates can use.
+PROVIDES: dict[str, tuple[str, ...]] = {}
 
 
 def condition(name: str) -> Callable[[Hook], Hook]:
@@ -31,8 +33,13 @@ def condition(name: str) -> Callable[[Hook], Hook]:
     return _register(CONDITIONS, name)
 
 
-def action(name: str) -> Callable[[Hook], Hook]:
-    """Register an action under the name flows use for it."""
+def action(name: str, provides: Iterable[str] = ()) -> Callable[[Hook], Hook]:
+    """Register an action under the name flows use for it.
+
+    Args:
+        provides: the slots the action sets, for `tracbot check`.
+    """
+    PROVIDES[name] = tuple(provides)
     return _register(ACTIONS, name)
 
 

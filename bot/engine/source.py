@@ -9,6 +9,7 @@ at the line of what they found wrong.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,28 @@ from bot.errors import FlowError
 Lines = dict[str, int]
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true and false.
+
+    YAML 1.1 reads `on`, `off`, `yes`, `no`, `y` and `n` as booleans, which
+    turns the `on:` key of every state into `True` and a `one_of: [si, no]`
+    answer into `False`.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
     """Parse YAML text; return the data and the line of every key path.
 
@@ -27,7 +50,7 @@ def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
     """
     _reject_tabs(text, path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -38,7 +61,7 @@ def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
 
     lines: Lines = {"": node.start_mark.line + 1}
     _walk(node, "", lines, path)
-    data = yaml.SafeLoader(text).construct_document(node)
+    data = _Loader(text).construct_document(node)
     return data, lines
 
 
@@ -62,8 +85,7 @@ def _reject_tabs(text: str, path: Path | str) -> None:
         indent = line[: len(line) - len(line.lstrip(" \t"))]
         if "\t" in indent:
             raise FlowError(
-                f"{path}:{number}: a tab is used for indentation; "
-                "YAML needs spaces"
+                f"{path}:{number}: a tab is used for indentation; YAML needs spaces"
             )
 
 
@@ -75,8 +97,7 @@ def _walk(node: yaml.Node, at: str, lines: Lines, path: Path | str) -> None:
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise FlowError(
-                    f"{path}:{line}: duplicate key {key!r} "
-                    f"(first on line {seen[key]})"
+                    f"{path}:{line}: duplicate key {key!r} (first on line {seen[key]})"
                 )
             seen[key] = line
             child = f"{at}.{key}" if at else key

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from bot.logs import mask
+from bot.whatsapp import messages
 from bot.whatsapp.graph_errors import RETRY, GraphError, parse_graph_error
 
 log = logging.getLogger("tracbot.graph")
@@ -99,6 +101,48 @@ class GraphClient:
         if reply_to:
             message["context"] = {"message_id": reply_to}
         return await self.send(phone_number_id, message)
+
+    async def send_template(
+        self,
+        phone_number_id: str,
+        to: str,
+        name: str,
+        language: str,
+        parameters: Sequence[str] = (),
+    ) -> SendResult:
+        """Send an approved template with positional body parameters."""
+        body = messages.template_body(to, name, language, parameters)
+        return await self.send(phone_number_id, body)
+
+    async def send_buttons(
+        self,
+        phone_number_id: str,
+        to: str,
+        text: str,
+        buttons: Sequence[tuple[str, str]],
+    ) -> SendResult:
+        """Send up to three reply buttons, given as (id, title) pairs."""
+        body = messages.buttons_body(to, text, buttons)
+        return await self.send(phone_number_id, body)
+
+    async def send_list(
+        self,
+        phone_number_id: str,
+        to: str,
+        text: str,
+        button: str,
+        rows: Sequence[messages.Row],
+    ) -> SendResult:
+        """Send a one-section list menu of at most ten rows."""
+        body = messages.list_body(to, text, button, [(None, rows)])
+        return await self.send(phone_number_id, body)
+
+    async def request_location(
+        self, phone_number_id: str, to: str, text: str
+    ) -> SendResult:
+        """Ask the user to share their location."""
+        body = messages.location_request_body(to, text)
+        return await self.send(phone_number_id, body)
 
     async def mark_read(
         self, phone_number_id: str, wamid: str, *, typing: bool = False

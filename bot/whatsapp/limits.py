@@ -1,15 +1,36 @@
 """Cloud API limits on what we send (CLOUD_API.md §8, §10), applied before
-a request leaves, so Meta never has to refuse one of ours."""
+a request leaves, so Meta never has to refuse one of ours.
+
+`split_text` makes a long reply fit; `check` refuses a message body that no
+split can fix (a fourth button, a title too long) with a `LimitError` that
+names the rule, the way Meta's 131009 details would.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from bot.errors import TracbotError
 
 MAX_TEXT = 4096
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20
+MAX_BUTTON_ID = 256
+MAX_LIST_BUTTON = 20
+MAX_LIST_SECTIONS = 10
 MAX_LIST_ROWS = 10
+MAX_SECTION_TITLE = 24
 MAX_ROW_TITLE = 24
+MAX_ROW_ID = 200
 MAX_ROW_DESCRIPTION = 72
 MAX_INTERACTIVE_BODY = 1024
+MAX_LIST_BODY = 4096
+MAX_HEADER = 60
+MAX_FOOTER = 60
+
+
+class LimitError(TracbotError):
+    """A message body breaks a Cloud API limit; never sent as it is."""
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
@@ -37,3 +58,98 @@ def _cut_point(text: str, limit: int) -> int:
         if at >= limit // 2:
             return at
     return limit
+
+
+def check(body: dict[str, Any]) -> None:
+    """Refuse a message body that breaks a limit.
+
+    Raises:
+        LimitError: the first broken rule, e.g. `button title 'Sí, llegué a
+            la mina' is 24 characters, at most 20`.
+    """
+    kind = body.get("type", "text")
+    if kind == "text":
+        _text(_get(body, "text", "body"), "text body", MAX_TEXT)
+    elif kind == "interactive":
+        _interactive(body.get("interactive") or {})
+    elif kind == "template":
+        _template(body.get("template") or {})
+
+
+def _interactive(interactive: dict[str, Any]) -> None:
+    kind = interactive.get("type")
+    body = _get(interactive, "body", "text")
+    action = interactive.get("action") or {}
+    _optional(_get(interactive, "footer", "text"), "footer", MAX_FOOTER)
+    if kind == "button":
+        _text(body, "interactive body", MAX_INTERACTIVE_BODY)
+        _buttons(action.get("buttons"))
+    elif kind == "list":
+        _text(body, "list body", MAX_LIST_BODY)
+        _optional(_get(interactive, "header", "text"), "list header", MAX_HEADER)
+        _text(action.get("button"), "list button label", MAX_LIST_BUTTON)
+        _sections(action.get("sections"))
+    elif kind == "location_request_message":
+        _text(body, "location request body", MAX_INTERACTIVE_BODY)
+    else:
+        raise LimitError(f"interactive type {kind!r} is not one we send")
+
+
+def _buttons(buttons: Any) -> None:
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_BUTTONS:
+        count = len(buttons) if isinstance(buttons, list) else 0
+        raise LimitError(f"{count} buttons, from 1 to {MAX_BUTTONS} allowed")
+    titles = []
+    for button in buttons:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        reply = reply if isinstance(reply, dict) else {}
+        titles.append(_text(reply.get("title"), "button title", MAX_BUTTON_TITLE))
+        _text(reply.get("id"), "button id", MAX_BUTTON_ID)
+    if len(set(titles)) != len(titles):
+        raise LimitError(f"button titles must be unique, got {titles}")
+
+
+def _sections(sections: Any) -> None:
+    if not isinstance(sections, list) or not 1 <= len(sections) <= MAX_LIST_SECTIONS:
+        raise LimitError(f"a list needs 1 to {MAX_LIST_SECTIONS} sections")
+    rows = []
+    for section in sections:
+        section = section if isinstance(section, dict) else {}
+        _optional(section.get("title"), "section title", MAX_SECTION_TITLE)
+        rows += section.get("rows") or []
+    if not 1 <= len(rows) <= MAX_LIST_ROWS:
+        raise LimitError(f"{len(rows)} list rows, from 1 to {MAX_LIST_ROWS} allowed")
+    for row in rows:
+        row = row if isinstance(row, dict) else {}
+        _text(row.get("title"), "row title", MAX_ROW_TITLE)
+        _text(row.get("id"), "row id", MAX_ROW_ID)
+        _optional(row.get("description"), "row description", MAX_ROW_DESCRIPTION)
+
+
+def _template(template: dict[str, Any]) -> None:
+    _text(template.get("name"), "template name", 512)
+    _text(_get(template, "language", "code"), "template language", 15)
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise LimitError(f"{what} is missing or empty")
+    if len(value) > limit:
+        raise LimitError(
+            f"{what} {_quote(value)} is {len(value)} characters, at most {limit}"
+        )
+    return value
+
+
+def _optional(value: Any, what: str, limit: int) -> None:
+    if value is not None:
+        _text(value, what, limit)
+
+
+def _get(data: dict[str, Any], key: str, inner: str) -> Any:
+    node = data.get(key)
+    return node.get(inner) if isinstance(node, dict) else None
+
+
+def _quote(value: str) -> str:
+    return repr(value if len(value) <= 30 else value[:27] + "...")

@@ -1,9 +1,21 @@
 """The sender: drains the outbox through the Graph API (DESIGN.md, step 8).
 
-Items go out at no more than the configured rate per `phone_number_id`, one
-recipient's items strictly in order, many recipients at once. What the
-Graph API refuses is classified (graph_errors.py): retried later with
-backoff, given up, or held while the access token is invalid.
+Items leave at no more than the configured rate per `phone_number_id`; the
+store hands out a phone's items strictly in order (a later one waits while
+an older one is unfinished), many phones at once. Before a request leaves,
+its body is checked against the Cloud API limits, and a free-form message
+to a phone whose 24-hour window is closed goes out as its template instead.
+What the Graph API refuses is classified (graph_errors.py):
+
+- throughput and transient errors are retried with exponential backoff and
+  jitter; a throughput error also pauses and slows that number;
+- 131056 (pair rate limit) is retried after a pause for that phone only;
+- authentication errors hold every send, keeping the queue, and probe now
+  and then until a valid token is configured;
+- 131047 (window closed) sends the template fallback, once;
+- anything else is permanent and never retried.
+
+Every request and its outcome go to the attempts log.
 """
 
 from __future__ import annotations
@@ -13,13 +25,24 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.config import SenderSettings
 from bot.logs import mask
+from bot.metrics import Counter, Histogram
 from bot.whatsapp.client import GraphClient, SendResult
-from bot.whatsapp.graph_errors import GraphError
+from bot.whatsapp.graph_errors import (
+    AUTH,
+    RETRY,
+    RETRY_RECIPIENT,
+    TEMPLATE,
+    GraphError,
+)
+from bot.whatsapp.limits import LimitError, check
+from bot.whatsapp.templates import window_open
 from storage.base import OutboxItem, Store, utcnow
 from storage.errors import StorageError
 
@@ -27,20 +50,99 @@ log = logging.getLogger("tracbot.sender")
 
 OnSent = Callable[[OutboxItem, SendResult | None], None]
 
+# Codes that mean the number as a whole sends too fast (CLOUD_API.md §9).
+THROUGHPUT_CODES = frozenset({4, 80007, 130429})
+
+# Meta's pair limit is about one message every six seconds to one user.
+PAIR_PAUSE_SECONDS = 6.0
+
+
+@dataclass(slots=True)
+class _Pace:
+    """The recent sends of one phone number and how fast it may go."""
+
+    sent: deque[float] = field(default_factory=deque)
+    next_at: float = 0.0
+    paused_until: float = 0.0
+    factor: float = 1.0
+
 
 class RateLimiter:
-    """Spaces requests so no phone number exceeds `rate` per second."""
+    """Keeps each key (a phone_number_id) under `rate` requests a second.
 
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next: dict[str, float] = {}
+    Requests are spaced `1/rate` apart, and a sliding window caps any
+    second at `rate`. Meta counts at its end, where network and event-loop
+    jitter can bunch requests, so the window is a tenth longer than a
+    second: under full load we send at about 90 % of the limit.
+    `slow_down` halves the rate after a throughput error and `pause` stops
+    the key for a while; each success wins back a little.
+    """
+
+    def __init__(self, rate: float, window: float = 1.1) -> None:
+        self.rate = rate
+        self.window = window
+        self._paces: dict[str, _Pace] = {}
 
     async def wait(self, key: str) -> None:
+        """Return when a request for `key` may leave.
+
+        Each caller reserves the next free slot before sleeping, so callers
+        leave in the order they came and never two in one slot.
+        """
+        if self.rate <= 0:
+            return
+        pace = self._paces.setdefault(key, _Pace())
         now = time.monotonic()
-        slot = max(now, self._next.get(key, now))
-        self._next[key] = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        at = self._slot(pace, now)
+        pace.sent.append(at)
+        pace.next_at = at + 1.0 / (self.rate * pace.factor)
+        if at > now:
+            await asyncio.sleep(at - now)
+
+    def pause(self, key: str, seconds: float) -> None:
+        """Send nothing for `key` during `seconds`."""
+        pace = self._paces.setdefault(key, _Pace())
+        pace.paused_until = max(pace.paused_until, time.monotonic() + seconds)
+
+    def slow_down(self, key: str) -> None:
+        """Halve the rate of `key`, down to one request a second."""
+        pace = self._paces.setdefault(key, _Pace())
+        pace.factor = max(pace.factor / 2, 1.0 / max(self.rate, 1.0))
+
+    def succeeded(self, key: str) -> None:
+        """Win back some of the rate lost to `slow_down`."""
+        pace = self._paces.get(key)
+        if pace is not None and pace.factor < 1.0:
+            pace.factor = min(1.0, pace.factor + 0.02)
+
+    def _slot(self, pace: _Pace, now: float) -> float:
+        while pace.sent and pace.sent[0] <= now - self.window:
+            pace.sent.popleft()
+        at = max(now, pace.paused_until, pace.next_at)
+
+        # Reserved slots are in time order: the one `limit` places back
+        # must have left the window before this one may start.
+        limit = max(1, int(self.rate * pace.factor))
+        if len(pace.sent) >= limit and pace.sent[-limit] > at - self.window:
+            at = pace.sent[-limit] + self.window
+        return at
+
+
+class SendMetrics:
+    """What the sender reports to `/metrics`."""
+
+    def __init__(self) -> None:
+        self.latency = Histogram(
+            "tracbot_send_latency_seconds", "Graph API request duration."
+        )
+        self.attempts = Counter(
+            "tracbot_send_attempts_total", "Graph API requests by outcome.", "outcome"
+        )
+        self.errors = Counter(
+            "tracbot_send_errors_total",
+            "Graph API errors by code (none: network or timeout).",
+            "code",
+        )
 
 
 class Sender:
@@ -53,14 +155,22 @@ class Sender:
         settings: SenderSettings,
         on_sent: OnSent | None = None,
         poll_seconds: float = 0.5,
+        batch: int = 100,
+        auth_probe_seconds: float = 60.0,
+        pair_pause_seconds: float = PAIR_PAUSE_SECONDS,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self.on_sent = on_sent
         self.poll_seconds = poll_seconds
+        self.batch = batch
+        self.auth_probe_seconds = auth_probe_seconds
+        self.pair_pause_seconds = pair_pause_seconds
         self.limiter = RateLimiter(settings.rate_per_second)
+        self.metrics = SendMetrics()
         self.held = False
+        self._probe_at = 0.0
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -70,54 +180,108 @@ class Sender:
     async def run(self) -> None:
         """Send until cancelled."""
         while True:
-            sent = await self.send_due()
-            if not sent:
+            try:
+                taken = await self.send_due()
+            except Exception:
+                # The sender must outlive any one bad item or query.
+                log.exception("send round failed")
+                taken = 0
+            if not taken:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 self._wake.clear()
 
     async def send_due(self) -> int:
         """Send every item due now; return how many were taken."""
+        limit = self.batch
         if self.held:
-            return 0
+            # One probe now and then tells whether the token works again.
+            if time.monotonic() < self._probe_at:
+                return 0
+            limit = 1
         try:
-            items = await self.store.due_outbox(limit=100)
+            items = await self.store.due_outbox(limit=limit)
+            windows = await self.store.last_inbound(
+                sorted({item.wa_id for item in items if _free_form(item)})
+            )
         except StorageError as exc:
             log.error("outbox unavailable, retrying: %s", exc)
             return 0
 
-        by_recipient: dict[str, list[OutboxItem]] = {}
-        for item in items:
-            by_recipient.setdefault(item.wa_id, []).append(item)
-        await asyncio.gather(*(self._send_in_order(q) for q in by_recipient.values()))
+        now = utcnow()
+        closed = {
+            item.id
+            for item in items
+            if _free_form(item) and not window_open(windows.get(item.wa_id), now)
+        }
+        await asyncio.gather(*(self._deliver(i, i.id in closed) for i in items))
         return len(items)
 
-    async def _send_in_order(self, queue: list[OutboxItem]) -> None:
-        for position, item in enumerate(queue):
-            delivered = await self._send(item)
-            if not delivered:
-                # Keep this recipient's order: what follows waits its turn.
-                for later in queue[position + 1 :]:
-                    await self.store.mark_retry(
-                        later.id, utcnow() + timedelta(seconds=1), "waiting"
-                    )
+    async def _deliver(self, item: OutboxItem, window_closed: bool) -> None:
+        try:
+            if item.kind == "message" and not await self._within_limits(item):
                 return
+            if window_closed and item.fallback is not None:
+                item = await self._template_instead(item, "window closed") or item
+            await self._attempt(item)
+        except StorageError as exc:
+            # The item stays `sending` until its lease ends, then is retried.
+            log.error("outbox update failed id=%s: %s", item.id, exc)
 
-    async def _send(self, item: OutboxItem) -> bool:
-        await self.limiter.wait(item.phone_number_id)
+    async def _within_limits(self, item: OutboxItem) -> bool:
+        try:
+            check(item.body)
+        except LimitError as exc:
+            log.error("message refused before sending id=%s: %s", item.id, exc)
+            await self.store.mark_failed(item.id, None, f"limit: {exc}")
+            await self._log(item, "refused", 0, None, str(exc))
+            return False
+        return True
+
+    async def _template_instead(self, item: OutboxItem, why: str) -> OutboxItem | None:
+        replacement = await self.store.add_fallback(item.id, replace=True)
+        if replacement is not None:
+            log.info(
+                "template instead id=%s template_id=%s phone=%s reason=%s",
+                item.id,
+                replacement.id,
+                mask(item.wa_id),
+                why,
+            )
+        return replacement
+
+    async def _attempt(self, item: OutboxItem) -> None:
+        try:
+            await self.limiter.wait(item.phone_number_id)
+        except asyncio.CancelledError:
+            # Stopped before the request left: queue the item again now,
+            # rather than leave it `sending` until its lease runs out.
+            await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
+            raise
+        started = time.monotonic()
         try:
             result = await self._request(item)
         except GraphError as exc:
-            await self._failed(item, exc)
-            return False
+            await self._failed(item, exc, self._elapsed(started))
+            return
 
-        await self.store.mark_sent(
-            item.id, result.wamid if result else None, "accepted" if result else "sent"
+        ms = self._elapsed(started)
+        self.limiter.succeeded(item.phone_number_id)
+        if self.held:
+            self.held = False
+            log.warning("access token accepted again: sending resumed")
+        status = "accepted" if result else "sent"
+        await self.store.mark_sent(item.id, result.wamid if result else None, status)
+        await self._log(item, "accepted", ms, None, result.wamid if result else None)
+        log.info(
+            "sent id=%s kind=%s phone=%s ms=%d",
+            item.id,
+            item.kind,
+            mask(item.wa_id),
+            ms,
         )
-        log.info("sent id=%s kind=%s phone=%s", item.id, item.kind, mask(item.wa_id))
         if self.on_sent is not None:
             self.on_sent(item, result)
-        return True
 
     async def _request(self, item: OutboxItem) -> SendResult | None:
         if item.kind == "read":
@@ -129,30 +293,83 @@ class Sender:
             return None
         return await self.client.send(item.phone_number_id, item.body)
 
-    async def _failed(self, item: OutboxItem, exc: GraphError) -> None:
+    async def _failed(self, item: OutboxItem, exc: GraphError, ms: int) -> None:
+        self.metrics.errors.inc(str(exc.code) if exc.code is not None else "none")
+        await self._log(item, exc.action, ms, exc.code, str(exc))
         log.warning(
-            "send failed id=%s phone=%s code=%s action=%s",
+            "send failed id=%s phone=%s code=%s action=%s attempt=%d",
             item.id,
             mask(item.wa_id),
             exc.code,
             exc.action,
+            item.attempts,
         )
-        if exc.action == "auth":
-            # Every send would fail the same way; hold the queue for an
-            # operator instead of burning the messages.
-            self.held = True
-            log.critical("access token refused (code %s): sending held", exc.code)
-            await self.store.mark_retry(item.id, utcnow(), str(exc))
-            return
-        retryable = exc.action in ("retry", "retry_recipient")
-        if retryable and item.attempts < self.settings.max_attempts:
-            await self.store.mark_retry(
-                item.id, utcnow() + self._backoff(item), str(exc)
-            )
-            return
-        await self.store.mark_failed(item.id, exc.code, str(exc))
+        if exc.action == AUTH:
+            await self._hold(item, exc)
+        elif exc.action in (RETRY, RETRY_RECIPIENT):
+            await self._retry(item, exc)
+        elif exc.action == TEMPLATE:
+            await self.store.mark_failed(item.id, exc.code, str(exc))
+            replacement = await self._template_instead(item, "131047")
+            if replacement is not None:
+                await self._attempt(replacement)
+        else:
+            await self.store.mark_failed(item.id, exc.code, str(exc))
 
-    def _backoff(self, item: OutboxItem) -> timedelta:
-        base = self.settings.backoff_seconds * 2 ** max(item.attempts - 1, 0)
+    async def _hold(self, item: OutboxItem, exc: GraphError) -> None:
+        # Every send would fail the same way: keep the queue for when a
+        # valid token is configured instead of burning the messages.
+        if not self.held:
+            log.critical(
+                "access token refused (code %s): sending held, messages kept "
+                "queued; configure a valid WHATSAPP_API_TOKEN",
+                exc.code,
+            )
+        self.held = True
+        self._probe_at = time.monotonic() + self.auth_probe_seconds
+        await self.store.mark_retry(item.id, utcnow(), str(exc))
+
+    async def _retry(self, item: OutboxItem, exc: GraphError) -> None:
+        if item.attempts >= self.settings.max_attempts:
+            log.error("giving up id=%s after %d attempts", item.id, item.attempts)
+            await self.store.mark_failed(item.id, exc.code, str(exc))
+            return
+
+        delay = self._backoff(item.attempts)
+        if exc.action == RETRY_RECIPIENT:
+            # Only this phone waits: its later items queue behind this one.
+            delay = max(delay, self.pair_pause_seconds * random.uniform(1.0, 1.5))
+        elif exc.code in THROUGHPUT_CODES:
+            self.limiter.slow_down(item.phone_number_id)
+            self.limiter.pause(item.phone_number_id, delay)
+        await self.store.mark_retry(
+            item.id, utcnow() + timedelta(seconds=delay), str(exc)
+        )
+
+    def _backoff(self, attempts: int) -> float:
+        base = self.settings.backoff_seconds * 2 ** max(attempts - 1, 0)
         capped = min(base, self.settings.backoff_max_seconds)
-        return timedelta(seconds=capped * random.uniform(0.5, 1.0))
+        return capped * random.uniform(0.5, 1.0)
+
+    async def _log(
+        self,
+        item: OutboxItem,
+        outcome: str,
+        ms: int,
+        code: int | None,
+        detail: str | None,
+    ) -> None:
+        self.metrics.attempts.inc(outcome)
+        await self.store.record_attempt(
+            item.id, item.attempts, outcome, ms, code, detail
+        )
+
+    def _elapsed(self, started: float) -> int:
+        seconds = time.monotonic() - started
+        self.metrics.latency.observe(seconds)
+        return round(seconds * 1000)
+
+
+def _free_form(item: OutboxItem) -> bool:
+    """Whether Meta accepts this item only inside the 24-hour window."""
+    return item.kind == "message" and item.body.get("type") != "template"

@@ -195,6 +195,8 @@ class Simulator:
                 "status": answer.status,
                 "code": answer.code,
                 "wamid": answer.wamid,
+                # When it arrived, so that a test can check the sender's pace.
+                "at": time.monotonic(),
             }
         )
         self._arrived.set()
@@ -295,7 +297,10 @@ async def _control_count(request: web.Request) -> web.Response:
     # Benchmarks poll this while a load runs: a count is cheap where the
     # whole list of received requests is not.
     received = request.app[SIMULATOR_KEY].received
-    return web.json_response({"received": len(received)})
+    reads = sum(1 for r in received if (r["body"] or {}).get("status") == "read")
+    accepted = sum(1 for r in received if r["wamid"] is not None)
+    counts = {"received": len(received), "reads": reads, "accepted": accepted}
+    return web.json_response(counts)
 
 
 async def _control_fail(request: web.Request) -> web.Response:

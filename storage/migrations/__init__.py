@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.errors import StorageError
+
 _HERE = Path(__file__).parent
 
 
@@ -35,3 +37,23 @@ def migrations(dialect: str) -> list[Migration]:
         number = path.name.split("_", 1)[0]
         found.append(Migration(int(number), path.stem, path.read_text("utf-8")))
     return found
+
+
+MIGRATE_MODES = ("auto", "refuse")
+
+
+def check_migrate_mode(mode: str) -> str:
+    """Return a valid `storage.migrate` setting, or raise ValueError."""
+    if mode not in MIGRATE_MODES:
+        raise ValueError(f"storage migrate: expected auto or refuse, got {mode!r}")
+    return mode
+
+
+def refuse_pending(backend: str, pending: list[Migration]) -> None:
+    """Raise the error of a store that may not migrate its schema itself."""
+    names = ", ".join(m.name for m in pending)
+    raise StorageError(
+        f"the {backend} database schema is behind this tracbot: migrations "
+        f"{names} are not applied and storage.migrate is 'refuse'; run "
+        "`tracbot migrate` first"
+    )

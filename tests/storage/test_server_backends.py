@@ -114,7 +114,28 @@ async def test_a_stopped_server_is_unavailable_until_it_is_back(
             assert await store.pending_count() == 1
             assert await store.add_events([event("e2")]) == 1
 
-            # A restart nobody saw: the pooled connections died idle.
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_restart_nobody_saw_fails_no_call(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "odbc":
+        request.getfixturevalue("odbc_driver")
+    request.getfixturevalue("postgres_server")  # skips without binaries
+
+    with PostgresServer() as server:
+        url = url_of(backend, server.dsn, server.odbc)
+        store = create_store(url, pool_min=3, pool_max=4, acquire_timeout=2.0)
+        async with store:
+            # Three connections in the pool, each used once and then idle.
+            async with store.claim("561"), store.claim("562"):
+                await store.add_events([event("e1")])
+
+            # Every pooled connection dies idle while the server restarts.
             server.stop()
             server.start()
-            assert await store.pending_count() == 2
+
+            assert await store.pending_count() == 1
+            assert await store.add_events([event("e2")]) == 1
+            async with store.claim("561") as held:
+                assert held is True

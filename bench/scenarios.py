@@ -1,0 +1,277 @@
+"""One measurement each: start the processes, run a load, count the replies.
+
+Every scenario starts its own simulator and server (fresh database), pins
+the server to core 0 and the load generator and the simulator to core 1,
+runs one bounded load and returns a `Row`. Replies are counted where they
+land, in the simulator, by polling its `/_sim/count`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.webhooks import phone
+
+SERVER_CPU = 0
+LOAD_CPU = 1
+
+
+@dataclass
+class Row:
+    """The figures of one run of one scenario."""
+
+    name: str
+    sent: int = 0
+    acked: int = 0
+    acked_per_s: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    replies: int | None = None
+    replies_per_s: float | None = None
+    server_cpu: float = 0.0
+    sim_cpu: float = 0.0
+    load_cpu: float = 0.0
+    rss_mib: float = 0.0
+    drain_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Load:
+    """A load generator run: closed loop unless `rate` is set."""
+
+    count: int
+    concurrency: int = 32
+    rate: float = 0.0
+    time_cap: float = 60.0
+    phones: int = 1000
+    run: str = "r0"
+
+    def command(self, url: str) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--url",
+            f"{url}/webhook",
+            "--count",
+            str(self.count),
+            "--concurrency",
+            str(self.concurrency),
+            "--rate",
+            str(self.rate),
+            "--time-cap",
+            str(self.time_cap),
+            "--phones",
+            str(self.phones),
+            "--run",
+            self.run,
+            "--secret",
+            procs.APP_SECRET,
+        ]
+        return procs.pinned(command, LOAD_CPU)
+
+
+def run_load(
+    load: Load, server: procs.Proc, on_start: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """Run the generator to completion and return its summary.
+
+    `on_start` is called once the generator has signed its bodies and is
+    about to post the first one: the start of every measured window.
+    """
+    command = [*load.command(server.url), "--wait-go"]
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=procs.ROOT,
+    ) as generator:
+        assert generator.stdin is not None and generator.stdout is not None
+        ready = generator.stdout.readline()
+        if ready.strip() != "ready":
+            raise RuntimeError(f"load generator failed: {generator.stderr.read()}")
+        on_start()
+        generator.stdin.write("go\n")
+        generator.stdin.flush()
+        out, err = generator.communicate(timeout=load.time_cap + 120)
+    if generator.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def sim_count(sim: procs.Proc) -> dict[str, int]:
+    with urllib.request.urlopen(f"{sim.url}/_sim/count", timeout=10) as answer:
+        return json.load(answer)
+
+
+def wait_replies(sim: procs.Proc, expected: int, stall: float = 10.0) -> int:
+    """Poll until `expected` sends were accepted or nothing moved for `stall` s."""
+    last, moved = -1, time.monotonic()
+    while True:
+        accepted = sim_count(sim)["accepted"]
+        if accepted >= expected:
+            return accepted
+        if accepted != last:
+            last, moved = accepted, time.monotonic()
+        elif time.monotonic() - moved > stall:
+            return accepted
+        time.sleep(0.05)
+
+
+class Measured:
+    """CPU time of a set of processes between `start` and `stop`."""
+
+    def __init__(self, **processes: procs.Proc) -> None:
+        self.processes = processes
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the window: now, and each process's CPU time so far."""
+        self.began = time.monotonic()
+        self.cpu = {name: p.cpu_seconds() for name, p in self.processes.items()}
+
+    def share(self, name: str, wall: float) -> float:
+        """CPU used by one process as a share of one core, over `wall` s."""
+        used = self.processes[name].cpu_seconds() - self.cpu[name]
+        return round(used / wall, 3) if wall > 0 else 0.0
+
+
+def fill_row(row: Row, summary: dict[str, Any]) -> None:
+    row.sent = summary["sent"]
+    row.acked = summary["acked"]
+    row.acked_per_s = summary["acked_per_s"]
+    row.p50_ms = summary["p50_ms"]
+    row.p99_ms = summary["p99_ms"]
+    row.load_cpu = round(summary.get("cpu_s", 0.0) / summary["elapsed"], 3)
+    row.extra["statuses"] = summary["statuses"]
+
+
+def bare(load: Load, folder: Path) -> Row:
+    """The ceiling: an aiohttp handler that only answers 200."""
+    server = procs.python_server("bare", "bench.bare", [], cpu=SERVER_CPU).start()
+    try:
+        measured = Measured(server=server)
+        summary = run_load(load, server, measured.start)
+        row = Row("bare aiohttp 200")
+        fill_row(row, summary)
+        row.server_cpu = measured.share("server", summary["elapsed"])
+        row.rss_mib = round(server.rss_mib(), 1)
+        return row
+    finally:
+        server.stop()
+
+
+def reference(load: Load, folder: Path, delay: float = 0.0) -> Row:
+    """The hand-written bot: its 200 waits for its reply's send."""
+    sim = procs.simulator(delay=delay, cpu=LOAD_CPU, log_dir=folder)
+    args = ["--graph-url", sim.url, "--token", procs.TOKEN]
+    args += ["--secret", procs.APP_SECRET]
+    server = procs.python_server("reference", "bench.reference", args, cpu=SERVER_CPU)
+    try:
+        sim.start()
+        server.start()
+        name = f"reference bot, graph {delay * 1000:g} ms"
+        return _end_to_end(name, load, server, sim)
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def tracbot(
+    load: Load,
+    folder: Path,
+    *,
+    delay: float = 0.0,
+    label: str = "",
+    overrides: dict[str, Any] | None = None,
+    ingest_only: bool = False,
+    conversations: int = 0,
+) -> Row:
+    """`tracbot serve` on SQLite, end to end unless `ingest_only`."""
+    settings = {"sender.rate_per_second": 1_000_000, "whatsapp.mark_read": False}
+    if ingest_only:
+        # With no phone allowed at once, the dispatcher takes nothing: what
+        # is left is the webhook path alone (signature, parse, insert, 200).
+        settings["engine.max_concurrent_phones"] = 0
+    settings.update(overrides or {})
+
+    database = folder / "tracbot.db"
+    if conversations:
+        prefill_conversations(database, conversations)
+    sim = procs.simulator(delay=delay, cpu=LOAD_CPU, log_dir=folder)
+    server = procs.tracbot(
+        sim.url, f"sqlite:///{database}", folder, overrides=settings, cpu=SERVER_CPU
+    )
+    try:
+        sim.start()
+        server.start()
+        name = label or f"tracbot, graph {delay * 1000:g} ms"
+        if ingest_only:
+            measured = Measured(server=server)
+            summary = run_load(load, server, measured.start)
+            row = Row(label or "tracbot ingest (sqlite)")
+            fill_row(row, summary)
+            row.server_cpu = measured.share("server", summary["elapsed"])
+            row.rss_mib = round(server.rss_mib(), 1)
+            return row
+        return _end_to_end(name, load, server, sim)
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def _end_to_end(name: str, load: Load, server: procs.Proc, sim: procs.Proc) -> Row:
+    measured = Measured(server=server, sim=sim)
+    summary = run_load(load, server, measured.start)
+    replies = wait_replies(sim, summary["acked"])
+    wall = time.monotonic() - measured.began
+
+    row = Row(name)
+    fill_row(row, summary)
+    row.replies = replies
+    row.replies_per_s = round(replies / wall, 1)
+    row.drain_s = round(max(0.0, wall - summary["elapsed"]), 2)
+    row.server_cpu = measured.share("server", wall)
+    row.sim_cpu = measured.share("sim", wall)
+    row.rss_mib = round(server.rss_mib(), 1)
+    return row
+
+
+def prefill_conversations(database: Path, count: int) -> None:
+    """Store `count` idle conversations before the server starts.
+
+    The schema comes from the store's own migrations (opened once), the rows
+    from one bulk insert: what the server will later hold, not how it grew.
+    """
+    import asyncio
+
+    from storage.sqlite import SqliteStore
+
+    async def migrate() -> None:
+        async with SqliteStore(f"sqlite:///{database}"):
+            pass
+
+    asyncio.run(migrate())
+    now = "2026-06-01T13:00:00+00:00"
+    with sqlite3.connect(database) as db:
+        db.executemany(
+            "INSERT OR IGNORE INTO conversations (wa_id, flow, state, slots, "
+            "last_inbound_at, updated_at) VALUES (?, NULL, NULL, '{}', ?, ?)",
+            ((phone(i), now, now) for i in range(count)),
+        )

@@ -1,0 +1,107 @@
+"""The texts of Tracmin's notifications, and the templates behind them.
+
+Each notification is rendered from `message_templates/` (the seed's texts,
+emoji included) and queued as a free-form text that carries its approved
+template as fallback, for when the driver's 24-hour window is closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.engine.replies import Renderer
+from bot.engine.text import normalize
+from bot.whatsapp.messages import text_bodies
+from bot.whatsapp.templates import TemplateSpec
+from storage.base import NewOutbound
+
+TRIP_EMOJI = {
+    "inicio jornada": "🚀",
+    "en carga": "⏳",
+    "con folio": "📄",
+    "en transito": "🚛",
+    "llegada cliente": "📍",
+    "fin entrega": "✅",
+    "cancelado": "❌",
+}
+TRIP_DEFAULT_EMOJI = "📢"
+
+SEVERITY_EMOJI = {"low": "ℹ️", "medium": "⚠️", "high": "🚨", "critical": "🔴"}
+
+
+@dataclass(frozen=True, slots=True)
+class Notifier:
+    """Turns backend requests into outbox items for one business number."""
+
+    renderer: Renderer
+    templates: dict[str, TemplateSpec]
+    phone_number_id: str
+    timezone: str = "America/Santiago"
+
+    def text(
+        self,
+        wa_id: str,
+        text: str,
+        *,
+        preview_url: bool = False,
+        template: str | None = "text",
+    ) -> list[NewOutbound]:
+        """A free-form text, split if long; its template says it on one line."""
+        fallback = {"texto": text}
+        return self._items(wa_id, text, template, fallback, preview_url)
+
+    def trip_status(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
+        """The seed's trip update: emoji by estado, ubicación if given."""
+        emoji = TRIP_EMOJI.get(normalize(values["estado"]), TRIP_DEFAULT_EMOJI)
+        text = self.renderer.render(
+            "notificacion_viaje", {"ubicacion": None, **values, "emoji": emoji}
+        )
+        return self._items(wa_id, text, "trip_status", values)
+
+    def guide_created(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
+        """The seed's "guía generada" message."""
+        text = self.renderer.render("notificacion_guia", values)
+        return self._items(wa_id, text, "guide_created", values)
+
+    def alert(
+        self, wa_id: str, values: dict[str, Any], now: datetime
+    ) -> list[NewOutbound]:
+        """The seed's system alert, its time written in the local zone."""
+        hora = now.astimezone(ZoneInfo(self.timezone)).strftime("%d/%m/%Y %H:%M:%S")
+        context = {
+            **values,
+            "emoji": SEVERITY_EMOJI[values["severidad"]],
+            "hora": hora,
+        }
+        text = self.renderer.render("alerta_sistema", context)
+        fallback = {"tipo": values["tipo_alerta"], "hora": hora, **values}
+        return self._items(wa_id, text, "alert", fallback)
+
+    def _items(
+        self,
+        wa_id: str,
+        text: str,
+        template: str | None,
+        values: dict[str, Any],
+        preview_url: bool = False,
+    ) -> list[NewOutbound]:
+        spec = self.templates.get(template) if template else None
+        fallback = spec.body(wa_id, values) if spec else None
+
+        # Only the first part carries the template: the window is the same
+        # for every part, and one template says enough.
+        items = []
+        for index, body in enumerate(text_bodies(wa_id, text, preview_url=preview_url)):
+            items.append(
+                NewOutbound(
+                    wa_id,
+                    self.phone_number_id,
+                    "message",
+                    body,
+                    fallback=fallback if index == 0 else None,
+                )
+            )
+        return items

@@ -1,0 +1,316 @@
+"""The OpenAPI document of the backend API, served at /api/whatsapp/openapi.json.
+
+The request schemas here are also what the handlers validate bodies with,
+so the document cannot drift from what the server accepts; a test walks
+the running server against the rest of it (paths, methods, responses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "/api/whatsapp"
+
+PHONE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 32,
+    "description": "E.164 (+56912345678) or a national number of the default "
+    "region (9 1234 5678)",
+    "examples": ["+56912345678"],
+}
+TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "SendText": {
+        "type": "object",
+        "required": ["phone", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "phone": PHONE,
+            "message": {"type": "string", "minLength": 1, "maxLength": 16384},
+            "preview_url": {"type": "boolean", "default": False},
+        },
+    },
+    "SendTemplate": {
+        "type": "object",
+        "required": ["phone", "template_name"],
+        "additionalProperties": False,
+        "properties": {
+            "phone": PHONE,
+            "template_name": {"type": "string", "pattern": "^[a-z0-9_]{1,512}$"},
+            "language": {
+                "type": "string",
+                "pattern": "^[a-z]{2,3}(_[A-Z]{2})?$",
+                "default": "es",
+            },
+            "parameters": {"type": "array", "items": TEXT, "maxItems": 20},
+        },
+    },
+    "TripStatus": {
+        "type": "object",
+        "required": ["phone", "patente", "estado"],
+        "additionalProperties": False,
+        "properties": {
+            "phone": PHONE,
+            "patente": {"type": "string", "minLength": 1, "maxLength": 20},
+            "estado": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 60,
+                "examples": ["En Tránsito"],
+            },
+            "ubicacion": {"type": ["string", "null"], "maxLength": 200},
+        },
+    },
+    "GuideCreated": {
+        "type": "object",
+        "required": ["phone", "folio", "cliente", "conductor"],
+        "additionalProperties": False,
+        "properties": {
+            "phone": PHONE,
+            "folio": {"type": "string", "minLength": 1, "maxLength": 40},
+            "cliente": {"type": "string", "minLength": 1, "maxLength": 200},
+            "conductor": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    "Alert": {
+        "type": "object",
+        "required": ["phones", "tipo_alerta", "descripcion"],
+        "additionalProperties": False,
+        "properties": {
+            "phones": {"type": "array", "items": PHONE, "minItems": 1, "maxItems": 50},
+            "tipo_alerta": {"type": "string", "minLength": 1, "maxLength": 100},
+            "descripcion": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "severidad": {
+                "type": "string",
+                "enum": ["low", "medium", "high", "critical"],
+                "default": "medium",
+            },
+        },
+    },
+    "Queued": {
+        "type": "object",
+        "required": ["status", "phone", "message_ids"],
+        "properties": {
+            "status": {"const": "queued"},
+            "phone": {"type": "string", "pattern": r"^\+\d{6,15}$"},
+            "message_ids": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "AlertResults": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["phone", "status"],
+                    "properties": {
+                        "phone": {"type": "string"},
+                        "status": {"enum": ["queued", "invalid"]},
+                        "message_ids": {"type": "array", "items": {"type": "integer"}},
+                        "error": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["phone", "total", "limit", "offset", "messages"],
+        "properties": {
+            "phone": {"type": "string"},
+            "total": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "direction", "type", "status", "created_at"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "message_id": {"type": ["string", "null"]},
+                        "direction": {"enum": ["outgoing", "incoming"]},
+                        "type": {"type": "string"},
+                        "content": {"type": ["string", "null"]},
+                        "status": {"type": "string"},
+                        "error_code": {"type": ["integer", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "Metrics": {
+        "type": "object",
+        "required": ["period", "metrics"],
+        "properties": {
+            "period": {
+                "type": "object",
+                "required": ["start", "end"],
+                "properties": {
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                },
+            },
+            "metrics": {
+                "type": "object",
+                "required": [
+                    "sent",
+                    "delivered",
+                    "read",
+                    "failed",
+                    "queued",
+                    "delivery_rate",
+                    "read_rate",
+                ],
+                "properties": {
+                    "sent": {"type": "integer", "description": "accepted by Meta"},
+                    "delivered": {"type": "integer", "description": "incl. read"},
+                    "read": {"type": "integer"},
+                    "failed": {"type": "integer"},
+                    "queued": {"type": "integer", "description": "not sent yet"},
+                    "delivery_rate": {"type": "number", "description": "% of sent"},
+                    "read_rate": {"type": "number", "description": "% of delivered"},
+                },
+            },
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(name)}},
+    }
+
+
+ERRORS = {
+    "400": _json("Error", "Invalid body or phone number"),
+    "401": _json("Error", "No bearer token, or an unknown one"),
+    "403": _json("Error", "The token lacks the role"),
+}
+
+
+def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": f"Role: {role}. Queues and answers at once; it never "
+            "waits for Meta. Outside the driver's 24-hour window the configured "
+            "template goes out instead.",
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(schema)}},
+            },
+            "responses": {"202": _json("Queued", "Queued"), **ERRORS},
+        }
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the backend API."""
+    alert = _send("Alert a list of admins", "Alert")
+    alert["post"]["responses"]["202"] = _json(
+        "AlertResults", "One result per phone; invalid ones are reported, not queued"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tracbot backend API",
+            "version": "1.0.0",
+            "description": "Send WhatsApp messages and notifications to Tracmin's "
+            "drivers and admins; read history and delivery metrics.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {
+            f"{PREFIX}/send_text": _send("Send a text", "SendText"),
+            f"{PREFIX}/send_template": _send(
+                "Send an approved template", "SendTemplate"
+            ),
+            f"{PREFIX}/notify/trip_status": _send("Notify a trip status", "TripStatus"),
+            f"{PREFIX}/notify/guide_created": _send(
+                "Notify a created guide", "GuideCreated"
+            ),
+            f"{PREFIX}/alert": alert,
+            f"{PREFIX}/history/{{phone}}": {
+                "get": {
+                    "summary": "A phone's messages, newest first",
+                    "description": "Role: admin.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "phone",
+                            "in": "path",
+                            "required": True,
+                            "schema": PHONE,
+                        },
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "default": 50},
+                            "Page size (at most api.max_page)",
+                        ),
+                        _query(
+                            "offset",
+                            {"type": "integer", "minimum": 0, "default": 0},
+                            "Messages to skip",
+                        ),
+                    ],
+                    "responses": {"200": _json("History", "One page"), **ERRORS},
+                }
+            },
+            f"{PREFIX}/metrics": {
+                "get": {
+                    "summary": "Delivery metrics over a period",
+                    "description": "Role: admin. Counts messages created in "
+                    "[start_date, end_date); default: the last 30 days.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        _query(
+                            "start_date",
+                            {"type": "string", "format": "date-time"},
+                            "ISO 8601; UTC if no offset",
+                        ),
+                        _query(
+                            "end_date",
+                            {"type": "string", "format": "date-time"},
+                            "ISO 8601; UTC if no offset",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json("Metrics", "Counts and rates"),
+                        **ERRORS,
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

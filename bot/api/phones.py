@@ -1,0 +1,59 @@
+"""Phone numbers from the backend, validated and normalised to E.164.
+
+The backend may write `+56 9 1234 5678`, `56912345678`, `9 1234 5678` or
+`09 1234 5678`; a number without a country code is read in the configured
+region (Chile). Meta's `wa_id` is the E.164 number without the `+`, which
+is also how conversations are keyed, so the window lookup finds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+
+class InvalidPhone(ValueError):
+    """Not a valid phone number; the message says why, for a 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """A valid number: `e164` to show, `wa_id` to send and to key by."""
+
+    e164: str
+
+    @property
+    def wa_id(self) -> str:
+        return self.e164.removeprefix("+")
+
+
+def normalize_phone(raw: object, region: str = "CL") -> Phone:
+    """Validate a number and return it in E.164.
+
+    Raises:
+        InvalidPhone: not a string, not a number, or not a valid one.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidPhone("phone must be a non-empty string like +56912345678")
+    text = raw.strip()
+    compact = "".join(ch for ch in text if ch not in " -.()")
+    # Digits only with a country code, as in a wa_id, parse as international;
+    # a lone leading 0 is the old trunk prefix (09 1234 5678 in Chile).
+    if compact.isdigit() and len(compact) > 10 and not compact.startswith("0"):
+        text = "+" + compact
+    elif compact.isdigit() and compact.startswith("0") and compact[1:2] != "0":
+        text = compact[1:]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhone(f"{raw!r} is not a phone number: {exc}") from None
+    # "Possible" checks the length for the country; "valid" also checks
+    # the assigned ranges, which lag behind real and test numbers (it
+    # refuses +56 9 1234 5678, a form CLOUD_API.md §12 must accept).
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPhone(
+            f"{raw!r} is not a valid phone number (expected e.g. +56912345678)"
+        )
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(e164)

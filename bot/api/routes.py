@@ -1,0 +1,234 @@
+"""The handlers of the backend API (`/api/whatsapp/…`).
+
+A send or notify call validates its body against the OpenAPI schema,
+normalises the phone to E.164, queues the message in the outbox (with its
+template fallback), wakes the sender and answers 202 with the queued ids at
+once: it never waits for Meta. History and metrics read the message log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+from aiohttp import web
+
+from bot.api.auth import Authenticator, error
+from bot.api.notifications import Notifier
+from bot.api.openapi import PREFIX, SCHEMAS, document
+from bot.api.phones import InvalidPhone, Phone, normalize_phone
+from bot.api.settings import ApiSettings
+from bot.api.views import history_entry, metrics
+from bot.errors import RenderError
+from bot.logs import mask
+from bot.whatsapp.limits import LimitError
+from bot.whatsapp.messages import template_body
+from storage.base import NewOutbound, Store, utcnow
+
+log = logging.getLogger("tracbot.api")
+
+METRICS_DEFAULT_DAYS = 30
+
+_VALIDATORS = {
+    name: jsonschema.Draft202012Validator(schema) for name, schema in SCHEMAS.items()
+}
+
+
+class BackendApi:
+    """The routes of the backend API; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        settings: ApiSettings,
+        wake_sender: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self.wake_sender = wake_sender
+        self.auth = Authenticator(settings.tokens)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post(f"{PREFIX}/send_text", self.send_text),
+            web.post(f"{PREFIX}/send_template", self.send_template),
+            web.post(f"{PREFIX}/notify/trip_status", self.trip_status),
+            web.post(f"{PREFIX}/notify/guide_created", self.guide_created),
+            web.post(f"{PREFIX}/alert", self.alert),
+            web.get(f"{PREFIX}/history/{{phone}}", self.history),
+            web.get(f"{PREFIX}/metrics", self.metrics),
+            web.get(f"{PREFIX}/openapi.json", self.openapi),
+        ]
+
+    # Sending
+
+    async def send_text(self, request: web.Request) -> web.Response:
+        data, phone = await self._body(request, "SendText")
+        items = self.notifier.text(
+            phone.wa_id, data["message"], preview_url=data.get("preview_url", False)
+        )
+        return await self._queued(phone, items, "text")
+
+    async def send_template(self, request: web.Request) -> web.Response:
+        data, phone = await self._body(request, "SendTemplate")
+        try:
+            body = template_body(
+                phone.wa_id,
+                data["template_name"],
+                data.get("language", "es"),
+                data.get("parameters", []),
+            )
+        except LimitError as exc:
+            raise error(400, str(exc)) from None
+        item = NewOutbound(phone.wa_id, self.notifier.phone_number_id, "message", body)
+        return await self._queued(phone, [item], "template")
+
+    async def trip_status(self, request: web.Request) -> web.Response:
+        data, phone = await self._body(request, "TripStatus")
+        items = self._render(self.notifier.trip_status, phone, data)
+        return await self._queued(phone, items, "trip_status")
+
+    async def guide_created(self, request: web.Request) -> web.Response:
+        data, phone = await self._body(request, "GuideCreated")
+        items = self._render(self.notifier.guide_created, phone, data)
+        return await self._queued(phone, items, "guide_created")
+
+    async def alert(self, request: web.Request) -> web.Response:
+        self.auth.require(request, "backend")
+        data = await self._json(request, "Alert")
+        data.setdefault("severidad", "medium")
+
+        # One bad number must not keep an alert from the other admins.
+        now, results, queued = utcnow(), [], 0
+        for raw in data["phones"]:
+            try:
+                phone = normalize_phone(raw, self.settings.default_region)
+            except InvalidPhone as exc:
+                results.append({"phone": raw, "status": "invalid", "error": str(exc)})
+                continue
+            values = {k: v for k, v in data.items() if k != "phones"}
+            items = self.notifier.alert(phone.wa_id, values, now)
+            ids = await self.store.enqueue(items)
+            queued += 1
+            results.append(
+                {"phone": phone.e164, "status": "queued", "message_ids": ids}
+            )
+        if not queued:
+            raise error(400, "no valid phone number in phones")
+        self.wake_sender()
+        log.info("api queued kind=alert phones=%d", queued)
+        return web.json_response({"results": results}, status=202)
+
+    # Reading
+
+    async def history(self, request: web.Request) -> web.Response:
+        self.auth.require(request, "admin")
+        phone = self._phone(request.match_info["phone"])
+        limit = _int_query(request, "limit", 50, 1, self.settings.max_page)
+        offset = _int_query(request, "offset", 0, 0, None)
+        total, entries = await self.store.history(phone.wa_id, limit, offset)
+        return web.json_response(
+            {
+                "phone": phone.e164,
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "messages": [history_entry(entry) for entry in entries],
+            }
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.auth.require(request, "admin")
+        end = _date_query(request, "end_date") or utcnow()
+        start = _date_query(request, "start_date") or end - timedelta(
+            days=METRICS_DEFAULT_DAYS
+        )
+        if start >= end:
+            raise error(400, "start_date must be before end_date")
+        counts = await self.store.delivery_counts(start, end)
+        return web.json_response(metrics(counts, start, end))
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(document())
+
+    # Helpers
+
+    async def _body(self, request: web.Request, schema: str) -> tuple[dict, Phone]:
+        self.auth.require(request, "backend")
+        data = await self._json(request, schema)
+        return data, self._phone(data["phone"])
+
+    async def _json(self, request: web.Request, schema: str) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            raise error(400, "the body must be a JSON object") from None
+        problem = jsonschema.exceptions.best_match(
+            _VALIDATORS[schema].iter_errors(data)
+        )
+        if problem is not None:
+            where = ".".join(str(part) for part in problem.absolute_path)
+            raise error(400, f"{where or 'body'}: {problem.message}")
+        return data
+
+    def _phone(self, raw: object) -> Phone:
+        try:
+            return normalize_phone(raw, self.settings.default_region)
+        except InvalidPhone as exc:
+            raise error(400, str(exc)) from None
+
+    def _render(
+        self,
+        notify: Callable[[str, dict[str, Any]], list[NewOutbound]],
+        phone: Phone,
+        data: dict[str, Any],
+    ) -> list[NewOutbound]:
+        values = {k: v for k, v in data.items() if k != "phone"}
+        try:
+            return notify(phone.wa_id, values)
+        except RenderError as exc:
+            log.error("notification template failed: %s", exc)
+            raise error(500, "the notification template failed; see the log") from None
+
+    async def _queued(
+        self, phone: Phone, items: list[NewOutbound], kind: str
+    ) -> web.Response:
+        ids = await self.store.enqueue(items)
+        self.wake_sender()
+        log.info("api queued kind=%s phone=%s ids=%s", kind, mask(phone.wa_id), ids)
+        return web.json_response(
+            {"status": "queued", "phone": phone.e164, "message_ids": ids}, status=202
+        )
+
+
+def _int_query(
+    request: web.Request, name: str, default: int, low: int, high: int | None
+) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(400, f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise error(400, f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _date_query(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise error(400, f"{name} must be an ISO 8601 date, got {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

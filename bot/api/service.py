@@ -1,0 +1,144 @@
+"""Mounting the backend API and the operator endpoints on the service.
+
+`/healthz` says the process answers; `/readyz` says it can do its job
+(storage reachable, sending not held by a refused token); `/metrics` is
+the Prometheus scrape. They carry no token: bind the service where only
+the load balancer and Prometheus reach it, or filter those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bot import metrics
+from bot.api.notifications import Notifier
+from bot.api.routes import BackendApi
+from bot.engine.replies import Renderer
+from bot.whatsapp.webhook import WebhookHandler
+from storage.base import QueueStats, utcnow
+from storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+log = logging.getLogger("tracbot.api")
+
+
+def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> None:
+    """Add the backend API, health, readiness and metrics routes."""
+    settings = runtime.settings
+    if not settings.api.tokens:
+        log.warning("backend API has no token configured: every call gets 401")
+    for var in settings.api.unset:
+        log.warning("backend API token variable %s is not set", var)
+
+    notifier = Notifier(
+        renderer=Renderer(settings.engine.templates_dir),
+        templates=dict(settings.templates),
+        phone_number_id=settings.whatsapp.phone_number_id,
+        timezone=settings.api.timezone,
+    )
+    api = BackendApi(runtime.store, notifier, settings.api, _waker(runtime))
+    ops = _Operations(runtime, webhook)
+    app.router.add_routes(api.routes())
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+
+
+def _waker(runtime: Runtime) -> Callable[[], None]:
+    # The sender is built when the app starts, after the routes exist.
+    def wake() -> None:
+        if runtime.sender is not None:
+            runtime.sender.wake()
+
+    return wake
+
+
+class _Operations:
+    def __init__(self, runtime: Runtime, webhook: WebhookHandler) -> None:
+        self.runtime = runtime
+        self.webhook = webhook
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = []
+        try:
+            stats = await self.runtime.store.queue_stats()
+        except (StorageError, NotImplementedError) as exc:
+            problems.append(f"storage: {exc}")
+            stats = None
+        sender = self.runtime.sender
+        if sender is None:
+            problems.append("sender: not started")
+        elif sender.held:
+            problems.append("sender: held, the access token was refused")
+
+        body: dict[str, object] = {"status": "not ready" if problems else "ready"}
+        if problems:
+            body["problems"] = problems
+        if stats is not None:
+            body["inbox_pending"] = stats.inbox_pending
+            body["outbox_queued"] = stats.outbox_queued
+        return web.json_response(body, status=503 if problems else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        blocks = [
+            metrics.labelled_counter(
+                "tracbot_webhook_requests_total",
+                "Webhook POSTs answered, by HTTP status.",
+                "outcome",
+                self.webhook.counts.items(),
+            )
+        ]
+        try:
+            stats = await self.runtime.store.queue_stats()
+        except (StorageError, NotImplementedError) as exc:
+            log.warning("metrics without queue depths: %s", exc)
+        else:
+            blocks += _queue_gauges(stats, utcnow())
+
+        sender = self.runtime.sender
+        if sender is not None:
+            blocks += [
+                metrics.gauge(
+                    "tracbot_sender_held",
+                    "1 while sending is held by a refused access token.",
+                    1 if sender.held else 0,
+                ),
+                sender.metrics.latency.lines(),
+                sender.metrics.attempts.lines(),
+                sender.metrics.errors.lines(),
+            ]
+        return web.Response(
+            body=metrics.exposition(*blocks).encode(),
+            headers={"Content-Type": metrics.CONTENT_TYPE},
+        )
+
+
+def _queue_gauges(stats: QueueStats, now: datetime) -> list[list[str]]:
+    lag = (now - stats.inbox_oldest_at).total_seconds() if stats.inbox_oldest_at else 0
+    return [
+        metrics.gauge(
+            "tracbot_inbox_lag_seconds",
+            "Age of the oldest unprocessed inbox event.",
+            max(lag, 0.0),
+        ),
+        metrics.gauge(
+            "tracbot_inbox_pending",
+            "Inbox events not processed yet.",
+            stats.inbox_pending,
+        ),
+        metrics.gauge(
+            "tracbot_outbox_depth",
+            "Outbound items queued or being sent.",
+            stats.outbox_queued,
+        ),
+    ]

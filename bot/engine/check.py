@@ -1,0 +1,553 @@
+"""`tracbot check`: every mistake in the flows and templates, with its line.
+
+Loading a flow stops at its first structural error; this module goes on and
+reports everything it can find, one `file:line: what is wrong` each: YAML
+errors, unknown keys, states, flows, conditions, actions and templates,
+template syntax errors and sandbox escapes, states no path reaches or that
+lead nowhere, `always`/handover loops that wait for no input, template
+variables a state cannot provide, and replies over WhatsApp's limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+
+from bot.engine import registry
+from bot.engine.engine import Engine  # also registers the conditions and actions
+from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
+from bot.engine.replies import Renderer, make_environment, template_file
+from bot.engine.source import line_of, load_yaml
+from bot.errors import FlowError
+from bot.whatsapp import limits
+from bot.whatsapp.events import InboundMessage
+
+STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
+TRANSITION_KEYS = {"input", "match", "one_of", "id", "save", "if", "unless", "do"}
+TRANSITION_KEYS |= {"to", "reply"}
+# What every reply template may read besides slots, if the engine cannot say.
+CONTEXT = {"name", "text", "message_type", "voice_note", "wa_id", "slots"}
+_LOCATED = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<rest>.*)$", re.S)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One mistake: where it is and what is wrong."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+def check_project(flows_dir: Path, templates_dir: Path) -> list[Problem]:
+    """Check every flow and template; return the problems, sorted."""
+    templates = Templates(templates_dir)
+    problems = list(templates.problems)
+    flows: dict[str, FlowSpec] = {}
+    for path in sorted(flows_dir.glob("*.yaml")):
+        spec, found = _load(path)
+        problems += found
+        if spec is None:
+            continue
+        if spec.name in flows:
+            other = flows[spec.name].path.name
+            problems.append(
+                _at(spec, "name", f"flow name {spec.name!r} is already used by {other}")
+            )
+            continue
+        flows[spec.name] = spec
+
+    for spec in flows.values():
+        problems += FlowChecker(spec, flows, templates).run()
+    problems += _project_rules(flows, templates_dir)
+    if not problems:
+        # Only a clean set is compiled: the engine stops at its first error,
+        # which the checks above have already reported with its line.
+        problems = _engine_rules(flows, templates_dir)
+    return sorted(set(problems))
+
+
+def context_names() -> set[str]:
+    """The names the engine gives every reply template, besides the slots."""
+    probe = InboundMessage(
+        wamid="probe", wa_id="0", phone_number_id="0", timestamp=0, type="text"
+    )
+    try:
+        # The engine builds the context per message; a probe shows its keys.
+        names = Engine._context(SimpleNamespace(flows={}), probe)  # type: ignore[arg-type]
+    except Exception:
+        return set(CONTEXT)
+    return set(names) | {"slots"}
+
+
+def format_problems(problems: Iterable[Problem]) -> str:
+    """The checker's report: one line a problem, then a count."""
+    problems = list(problems)
+    lines = [str(p) for p in problems]
+    noun = "problem" if len(problems) == 1 else "problems"
+    lines.append(f"{len(problems)} {noun} found" if problems else "all flows valid")
+    return "\n".join(lines)
+
+
+def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
+    try:
+        data, lines = load_yaml(path.read_text("utf-8"), path)
+        problems = list(_unknown_keys(path, data, lines))
+        return load_flow(path), problems
+    except (FlowError, UnicodeDecodeError) as exc:
+        return None, [_from_error(path, exc)]
+
+
+def _from_error(path: Path, exc: Exception) -> Problem:
+    found = _LOCATED.match(str(exc))
+    if found:
+        return Problem(found["path"], int(found["line"]), found["rest"])
+    text = str(exc).removeprefix(f"{path}: ")
+    return Problem(str(path), 1, text)
+
+
+def _unknown_keys(path: Path, data: Any, lines: dict[str, int]) -> Iterator[Problem]:
+    if not isinstance(data, dict):
+        return
+    yield from _extra(path, lines, "", data, _FLOW_KEYS)
+    for name, state in (data.get("states") or {}).items():
+        if not isinstance(state, dict):
+            continue
+        at = f"states.{name}"
+        yield from _extra(path, lines, at, state, STATE_KEYS)
+        for kind in ("on", "always"):
+            for i, item in enumerate(state.get(kind) or []):
+                if isinstance(item, dict):
+                    yield from _extra(
+                        path, lines, f"{at}.{kind}[{i}]", item, TRANSITION_KEYS
+                    )
+
+
+def _extra(
+    path: Path, lines: dict[str, int], at: str, data: dict, known: set[str]
+) -> Iterator[Problem]:
+    for key in data:
+        if str(key) not in known:
+            where = f"{at}.{key}" if at else str(key)
+            yield Problem(
+                str(path),
+                line_of(lines, where) or 1,
+                f"{where}: unknown key {str(key)!r} "
+                f"(expected one of {', '.join(sorted(known))})",
+            )
+
+
+def _at(spec: FlowSpec, at: str, message: str) -> Problem:
+    return Problem(str(spec.path), spec.line(at) or 1, f"{at}: {message}")
+
+
+# Templates
+
+
+class Templates:
+    """Every template of the folder, parsed once."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.dir = templates_dir
+        self.env = make_environment(templates_dir)
+        self.problems: list[Problem] = []
+        self.variables: dict[str, set[str]] = {}
+        self.static_length: dict[str, int] = {}
+        for path in sorted(templates_dir.glob("*.j2")):
+            self._parse(path)
+
+    def exists(self, name: str) -> bool:
+        return template_file(name) in self.variables or (
+            (self.dir / template_file(name)).is_file()
+        )
+
+    def _parse(self, path: Path) -> None:
+        try:
+            source = path.read_text("utf-8")
+            tree = self.env.parse(source, path.name, str(path))
+        except jinja2.TemplateSyntaxError as exc:
+            self.problems.append(
+                Problem(str(path), exc.lineno or 1, f"template syntax: {exc.message}")
+            )
+            return
+        except UnicodeDecodeError as exc:
+            self.problems.append(Problem(str(path), 1, f"not UTF-8 text: {exc}"))
+            return
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            name = _attribute(node)
+            if name is not None and name.startswith("_"):
+                self.problems.append(
+                    Problem(
+                        str(path),
+                        node.lineno,
+                        f"template reaches for {name!r}: names starting with _ "
+                        "are Python internals, blocked by the sandbox",
+                    )
+                )
+        used = meta.find_undeclared_variables(tree) - set(self.env.globals)
+        self.variables[path.name] = used
+        self.static_length[path.name] = sum(
+            len(data.data) for data in tree.find_all(nodes.TemplateData)
+        )
+
+
+def _attribute(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    arg = getattr(node, "arg", None)
+    if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+# One flow
+
+
+class FlowChecker:
+    """The checks of one flow against the others and the templates."""
+
+    def __init__(
+        self, spec: FlowSpec, flows: dict[str, FlowSpec], templates: Templates
+    ) -> None:
+        self.spec = spec
+        self.flows = flows
+        self.templates = templates
+        self.problems: list[Problem] = []
+        self.context = context_names()
+
+    def run(self) -> list[Problem]:
+        for state in self.spec.states.values():
+            self._state(state)
+        self._flow_templates()
+        self._reachability()
+        self._always_loops()
+        self._slots()
+        return self.problems
+
+    def fail(self, at: str, message: str) -> None:
+        self.problems.append(_at(self.spec, at, message))
+
+    def _state(self, state: StateSpec) -> None:
+        at = f"states.{state.name}"
+        if not state.name.strip():
+            self.fail(at, "a state needs a name")
+        for key in ("reply", "otherwise"):
+            self._template(f"{at}.{key}", getattr(state, key))
+        if state.handover is not None:
+            if state.handover not in self.flows:
+                self.fail(f"{at}.handover", f"unknown flow {state.handover!r}")
+            if not state.final:
+                self.fail(
+                    f"{at}.handover",
+                    "a handover state cannot have `on` "
+                    "or `always`: the next flow takes over",
+                )
+        for kind, items in (("on", state.on), ("always", state.always)):
+            for i, item in enumerate(items):
+                where = f"{at}.{kind}[{i}]"
+                if item.dest not in self.spec.states:
+                    self.fail(f"{where}.to", f"unknown state {item.dest!r}")
+                for name in (*item.conditions, *item.unless):
+                    if name not in registry.CONDITIONS:
+                        self.fail(where, f"unknown condition {name!r}")
+                for name in item.actions:
+                    if name not in registry.ACTIONS:
+                        self.fail(f"{where}.do", f"unknown action {name!r}")
+                self._template(f"{where}.reply", item.reply)
+
+    def _flow_templates(self) -> None:
+        timeout = self.spec.timeout
+        self._template("timeout.reply", timeout.reply if timeout else None)
+        self._template("migrate_reply", self.spec.migrate_reply)
+        for old, new in self.spec.migrate.items():
+            if new not in self.spec.states:
+                self.fail(f"migrate.{old}", f"unknown state {new!r}")
+
+    def _template(self, at: str, reply: Any) -> None:
+        if reply is None:
+            return
+        if not isinstance(reply, str):
+            # Structured replies (buttons, lists) are checked by the limits.
+            for name in _templates_in(reply):
+                self._template(at, name)
+            self._interactive(at, reply)
+            return
+        if not self.templates.exists(reply):
+            self.fail(
+                at,
+                f"unknown template {reply!r} (no {template_file(reply)} "
+                f"in {self.templates.dir})",
+            )
+            return
+        length = self.templates.static_length.get(template_file(reply), 0)
+        if length > limits.MAX_TEXT:
+            self.fail(
+                at,
+                f"template {reply!r} has {length} characters of fixed "
+                f"text; a WhatsApp text holds {limits.MAX_TEXT}",
+            )
+
+    def _interactive(self, at: str, reply: Any) -> None:
+        if not isinstance(reply, dict):
+            return
+        buttons = reply.get("buttons") or []
+        if len(buttons) > limits.MAX_BUTTONS:
+            self.fail(
+                at, f"{len(buttons)} buttons; WhatsApp allows {limits.MAX_BUTTONS}"
+            )
+        for button in buttons:
+            title = _title(button)
+            if title and len(title) > limits.MAX_BUTTON_TITLE:
+                self.fail(
+                    at,
+                    f"button title {title!r} is {len(title)} characters; "
+                    f"WhatsApp allows {limits.MAX_BUTTON_TITLE}",
+                )
+        listing = reply.get("list")
+        if isinstance(listing, dict) and isinstance(listing.get("button"), str):
+            button = listing["button"]
+            if len(button) > limits.MAX_BUTTON_TITLE:
+                self.fail(
+                    at,
+                    f"list button {button!r} is {len(button)} characters; "
+                    f"WhatsApp allows {limits.MAX_BUTTON_TITLE}",
+                )
+        name = reply.get("template")
+        length = self.templates.static_length.get(template_file(str(name)), 0)
+        if (buttons or listing) and length > limits.MAX_INTERACTIVE_BODY:
+            self.fail(
+                at,
+                f"template {name!r} has {length} characters of fixed "
+                f"text; a message with buttons or a list holds "
+                f"{limits.MAX_INTERACTIVE_BODY}",
+            )
+        rows = _rows(reply)
+        if len(rows) > limits.MAX_LIST_ROWS:
+            self.fail(
+                at, f"{len(rows)} list rows; WhatsApp allows {limits.MAX_LIST_ROWS}"
+            )
+        for row in rows:
+            title = _title(row)
+            if title and len(title) > limits.MAX_ROW_TITLE:
+                self.fail(
+                    at,
+                    f"row title {title!r} is {len(title)} characters; "
+                    f"WhatsApp allows {limits.MAX_ROW_TITLE}",
+                )
+
+    def _edges(self, state: StateSpec) -> list[str]:
+        known = self.spec.states
+        return [t.dest for t in (*state.on, *state.always) if t.dest in known]
+
+    def _reachability(self) -> None:
+        states = self.spec.states
+        reached = _closure({self.spec.initial}, lambda s: self._edges(states[s]))
+        for name in states:
+            if name not in reached:
+                self.fail(
+                    f"states.{name}",
+                    "unreachable: no transition leads here "
+                    f"from the initial state {self.spec.initial!r}",
+                )
+
+        ends = {name for name, state in states.items() if state.final}
+        reverse: dict[str, set[str]] = {name: set() for name in states}
+        for name, state in states.items():
+            for dest in self._edges(state):
+                if dest in reverse:
+                    reverse[dest].add(name)
+        leading = _closure(ends, lambda s: reverse[s])
+        for name in states:
+            if name in reached and name not in leading:
+                self.fail(
+                    f"states.{name}",
+                    "no way out: no path from here reaches a state that ends the flow",
+                )
+
+    def _always_loops(self) -> None:
+        states = self.spec.states
+        for name, state in states.items():
+            for i, item in enumerate(state.always):
+                after = _closure(
+                    {item.dest},
+                    lambda s: (
+                        [t.dest for t in states[s].always if t.dest in states]
+                        if s in states
+                        else []
+                    ),
+                )
+                if name in after:
+                    self.fail(
+                        f"states.{name}.always[{i}]",
+                        f"loops back to {name!r} without waiting for input",
+                    )
+
+    def _slots(self) -> None:
+        states = self.spec.states
+        available: dict[str, set[str]] = {name: set() for name in states}
+        changed = True
+        while changed:
+            changed = False
+            for name, state in states.items():
+                for item in (*state.on, *state.always):
+                    if item.dest in available:
+                        new = _after(available[name], item)
+                        if not new <= available[item.dest]:
+                            available[item.dest] |= new
+                            changed = True
+
+        for name, state in states.items():
+            at = f"states.{name}"
+            self._variables(f"{at}.reply", state.reply, available[name], name)
+            self._variables(f"{at}.otherwise", state.otherwise, available[name], name)
+            for kind, items in (("on", state.on), ("always", state.always)):
+                for i, item in enumerate(items):
+                    given = _after(available[name], item)
+                    self._variables(f"{at}.{kind}[{i}].reply", item.reply, given, name)
+
+    def _variables(self, at: str, reply: Any, slots: set[str], state: str) -> None:
+        if isinstance(reply, dict):
+            reply = reply.get("template")
+        if not isinstance(reply, str):
+            return
+        used = self.templates.variables.get(template_file(reply), set())
+        for name in sorted(used - self.context - slots):
+            self.fail(
+                at,
+                f"template {reply!r} uses {name!r}, which state "
+                f"{state!r} cannot provide (no earlier step saves it)",
+            )
+
+
+def _after(slots: set[str], item: Any) -> set[str]:
+    new = set(slots)
+    if item.save:
+        new.add(item.save)
+    for action in item.actions:
+        new |= set(registry.PROVIDES.get(action, ()))
+    return new
+
+
+def _closure(start: set[str], step: Any) -> set[str]:
+    seen = set(start)
+    todo = list(start)
+    while todo:
+        for nxt in step(todo.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _templates_in(reply: dict | list | Any) -> list[str]:
+    if isinstance(reply, dict):
+        found = [reply["template"]] if isinstance(reply.get("template"), str) else []
+        return found
+    return []
+
+
+def _title(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("title"), str):
+        return item["title"]
+    return None
+
+
+def _rows(reply: dict) -> list[Any]:
+    listing = reply.get("list")
+    listing = listing if isinstance(listing, dict) else {}
+    # Rows named by a context value (`rows: commands`) are only known later.
+    rows = [r for r in (listing.get("rows"), reply.get("rows")) if isinstance(r, list)]
+    rows = [row for part in rows for row in part]
+    for section in reply.get("sections") or []:
+        if isinstance(section, dict):
+            rows += section.get("rows") or []
+    return rows
+
+
+# The whole project
+
+
+def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    owners: dict[str, str] = {}
+    for spec in flows.values():
+        for i, word in enumerate(spec.start):
+            if not word:
+                problems.append(
+                    _at(
+                        spec,
+                        f"start[{i}]",
+                        "this start word is only punctuation and can never match",
+                    )
+                )
+            elif word in owners and owners[word] != spec.name:
+                problems.append(
+                    _at(
+                        spec,
+                        f"start[{i}]",
+                        f"start word {word!r} also starts flow {owners[word]!r}",
+                    )
+                )
+            else:
+                owners.setdefault(word, spec.name)
+    problems += _handover_loops(flows)
+    return problems
+
+
+def _engine_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Problem]:
+    """Whatever else the engine refuses when it compiles the whole set."""
+    if not flows:
+        return []
+    try:
+        Engine(dict(flows), Renderer(templates_dir))
+    except FlowError as exc:
+        first = next(iter(flows.values()))
+        found = _LOCATED.match(str(exc))
+        if found:
+            return [Problem(found["path"], int(found["line"]), found["rest"])]
+        return [Problem(str(first.path.parent), 1, str(exc))]
+    return []
+
+
+def _handover_loops(flows: dict[str, FlowSpec]) -> list[Problem]:
+    """Flows whose initial path hands over, without input, back to them."""
+
+    def immediate(name: str) -> list[str]:
+        spec = flows.get(name)
+        if spec is None:
+            return []
+        # Entering a flow reaches its initial state, then `always` hops.
+        states = _closure(
+            {spec.initial},
+            lambda s: [t.dest for t in spec.states[s].always if t.dest in spec.states],
+        )
+        return [h for s in states if (h := spec.states[s].handover)]
+
+    problems = []
+    for spec in flows.values():
+        if spec.name not in _closure(set(immediate(spec.name)), immediate):
+            continue
+        for name, state in spec.states.items():
+            if state.handover in immediate(spec.name):
+                problems.append(
+                    _at(
+                        spec,
+                        f"states.{name}.handover",
+                        "hands over "
+                        f"to {state.handover!r}, which comes back to "
+                        f"{spec.name!r} without waiting for input",
+                    )
+                )
+    return problems

@@ -1,0 +1,349 @@
+"""Conversation tests: YAML cases of what a driver sends and the bot answers.
+
+A file holds `cases`; each case sends messages through a whole tracbot
+(`harness.Harness`: signed webhooks in, simulator out) and checks each
+step's replies, the resulting flow and state, and slots. The format is
+described at the top of docs/flows.md. `run_files` runs them and reports
+the states and transitions that no case went through; `tracbot test` and
+pytest (tests/engine/test_conversations.py) both call it.
+
+A case may set up data first with `given:`; each key names a setup hook
+registered with `@given("key")` (an async or plain function of the
+running `Runtime`, the key's value and the case's phone).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.app import Runtime
+from bot.engine import machine
+from bot.engine.engine import Engine
+from bot.engine.flows import FlowSpec
+from bot.engine.harness import Harness, demo_settings
+from bot.engine.source import load_yaml
+from bot.errors import FlowError
+
+DEFAULT_PHONE = "56911112222"
+NONE_WORDS = (None, "none", "null", "~")
+
+Setup = Callable[[Runtime, Any, str], Awaitable[None] | None]
+GIVEN: dict[str, Setup] = {}
+
+
+def given(name: str) -> Callable[[Setup], Setup]:
+    """Register a setup hook that a case's `given: {name: ...}` runs."""
+
+    def decorate(fn: Setup) -> Setup:
+        GIVEN[name] = fn
+        return fn
+
+    return decorate
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    line: int
+    send: Any = None
+    expire: bool = False
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    path: Path
+    line: int
+    phone: str
+    name_of_driver: str
+    given: dict[str, Any]
+    steps: tuple[Step, ...]
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(slots=True)
+class Result:
+    case: Case
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(slots=True)
+class Report:
+    results: list[Result]
+    not_entered: list[str]
+    not_taken: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def text(self) -> str:
+        """The report `tracbot test` prints."""
+        lines = []
+        for result in self.results:
+            mark = "ok  " if result.passed else "FAIL"
+            lines.append(f"{mark} {result.case.where} {result.case.name}")
+            lines += [f"     {failure}" for failure in result.failures]
+        passed = sum(r.passed for r in self.results)
+        lines.append(f"\n{passed} of {len(self.results)} cases passed")
+        if self.not_entered:
+            lines.append("states no case entered: " + ", ".join(self.not_entered))
+        if self.not_taken:
+            lines.append("transitions no case took: " + ", ".join(self.not_taken))
+        return "\n".join(lines)
+
+
+# Reading cases
+
+
+STEP_KEYS = {"send", "expire", "reply", "replies", "no_reply", "flow", "state"}
+STEP_KEYS |= {"slots"}
+CASE_KEYS = {"name", "phone", "driver_name", "given", "steps"}
+
+
+def load_cases(path: Path) -> list[Case]:
+    """Read the cases of one conversation-test file.
+
+    Raises:
+        FlowError: the file is not a valid test file; the message has the line.
+    """
+    data, lines = load_yaml(path.read_text("utf-8"), path)
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise FlowError(f"{path}:1: a test file needs a `cases:` list")
+    return [
+        _case(path, lines, f"cases[{i}]", raw) for i, raw in enumerate(data["cases"])
+    ]
+
+
+def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
+    line = lines.get(at, 1)
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
+        raise FlowError(f"{path}:{line}: a case needs `name` and a `steps:` list")
+    _known(path, lines, at, raw, CASE_KEYS)
+    steps = []
+    for i, step in enumerate(raw["steps"]):
+        step_at = f"{at}.steps[{i}]"
+        if not isinstance(step, dict) or ("send" in step) == bool(step.get("expire")):
+            raise FlowError(
+                f"{path}:{lines.get(step_at, line)}: a step needs `send:` "
+                "(or `expire: true`)"
+            )
+        _known(path, lines, step_at, step, STEP_KEYS)
+        expect = {k: v for k, v in step.items() if k not in ("send", "expire")}
+        steps.append(
+            Step(
+                lines.get(step_at, line),
+                step.get("send"),
+                bool(step.get("expire")),
+                expect,
+            )
+        )
+    return Case(
+        name=str(raw.get("name") or f"case {at}"),
+        path=path,
+        line=line,
+        phone=str(raw.get("phone", DEFAULT_PHONE)),
+        name_of_driver=str(raw.get("driver_name", "Conductor")),
+        given=dict(raw.get("given") or {}),
+        steps=tuple(steps),
+    )
+
+
+def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:
+    unknown = sorted(set(map(str, raw)) - keys)
+    if unknown:
+        line = lines.get(f"{at}.{unknown[0]}", lines.get(at, 1))
+        allowed = ", ".join(sorted(keys))
+        raise FlowError(f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})")
+
+
+# Running cases
+
+
+async def run_files(
+    paths: Iterable[Path], config: str | Path = "config.yaml"
+) -> Report:
+    """Run every case of the files, each in a fresh tracbot; report coverage."""
+    cases = [case for path in sorted(paths) for case in load_cases(path)]
+    trace: list[tuple[str, str]] = []
+    results = []
+    flows: dict[str, FlowSpec] = {}
+    for case in cases:
+        result, engine = await run_case(case, config, trace)
+        flows = {name: f.spec for name, f in engine.flows.items()}
+        results.append(result)
+    not_entered, not_taken = _uncovered(flows, set(trace))
+    return Report(results, not_entered, not_taken)
+
+
+async def run_case(
+    case: Case,
+    config: str | Path = "config.yaml",
+    trace: list[tuple[str, str]] | None = None,
+) -> tuple[Result, Engine]:
+    """Run one case in its own tracbot, on its own SQLite file."""
+    result = Result(case)
+    with tempfile.TemporaryDirectory(prefix="tracbot-convtest-") as tmp:
+        settings = demo_settings(config, Path(tmp))
+        engine = Engine.from_dirs(
+            settings.engine.flows_dir, settings.engine.templates_dir
+        )
+        # The dispatcher's tasks start inside the harness and inherit this
+        # context, so the states they enter land in `trace`.
+        token = machine.TRACE.set(trace if trace is not None else [])
+        try:
+            async with Harness(settings, engine) as harness:
+                await _setup(case, harness)
+                for number, step in enumerate(case.steps, start=1):
+                    failures = await _run_step(harness, case, step)
+                    result.failures += [
+                        f"step {number} (line {step.line}): {f}" for f in failures
+                    ]
+                    if failures:
+                        break
+        finally:
+            machine.TRACE.reset(token)
+    return result, engine
+
+
+async def _setup(case: Case, harness: Harness) -> None:
+    for key, value in case.given.items():
+        hook = GIVEN.get(key)
+        if hook is None:
+            known = ", ".join(sorted(GIVEN)) or "none registered"
+            raise FlowError(f"{case.where}: unknown `given` {key!r} ({known})")
+        done = hook(harness.runtime, value, case.phone)
+        if inspect.isawaitable(done):
+            await done
+
+
+async def _run_step(harness: Harness, case: Case, step: Step) -> list[str]:
+    if step.expire:
+        bodies = await harness.expire(case.phone)
+    else:
+        bodies = await harness.send(case.phone, step.send, case.name_of_driver)
+    failures = check_replies(step.expect, bodies)
+    conversation = await harness.conversation(case.phone)
+    flow = conversation.flow if conversation else None
+    state = conversation.state if conversation else None
+    slots = conversation.slots if conversation else {}
+
+    if "flow" in step.expect and not _same(step.expect["flow"], flow):
+        failures.append(f"flow is {flow!r}, expected {step.expect['flow']!r}")
+    if "state" in step.expect and not _same(step.expect["state"], state):
+        failures.append(f"state is {state!r}, expected {step.expect['state']!r}")
+    for key, want in (step.expect.get("slots") or {}).items():
+        if key not in slots:
+            failures.append(f"slot {key!r} is not set, expected {want!r}")
+        elif slots[key] != want:
+            failures.append(f"slot {key!r} is {slots[key]!r}, expected {want!r}")
+    return failures
+
+
+def _same(expected: Any, actual: str | None) -> bool:
+    if expected in NONE_WORDS:
+        return actual is None
+    return str(expected) == actual
+
+
+# Checking replies
+
+
+def check_replies(expect: dict[str, Any], bodies: list[dict]) -> list[str]:
+    """Compare the bodies sent with a step's `reply`/`replies`/`no_reply`."""
+    if expect.get("no_reply"):
+        wanted: list[Any] | None = []
+    elif "reply" in expect:
+        wanted = [expect["reply"]]
+    elif "replies" in expect:
+        wanted = list(expect["replies"] or [])
+    else:
+        return []
+
+    got = [_readable(body) for body in bodies]
+    if len(got) != len(wanted):
+        shown = "; ".join(repr(g["text"][:60]) for g in got) or "nothing"
+        return [f"{len(got)} replies ({shown}), expected {len(wanted)}"]
+    failures = []
+    for number, (want, reply) in enumerate(zip(wanted, got, strict=True), start=1):
+        failures += [f"reply {number}: {f}" for f in _check_one(want, reply)]
+    return failures
+
+
+def _readable(body: dict) -> dict[str, Any]:
+    """The text, button titles and list rows a driver would see."""
+    kind = body.get("type")
+    if kind == "text":
+        return {"text": body["text"]["body"], "buttons": [], "rows": []}
+    if kind == "interactive":
+        interactive = body.get("interactive", {})
+        action = interactive.get("action", {})
+        buttons = [b["reply"]["title"] for b in action.get("buttons", [])]
+        rows = [
+            row["title"]
+            for section in action.get("sections", [])
+            for row in section.get("rows", [])
+        ]
+        text = interactive.get("body", {}).get("text", "")
+        return {"text": text, "buttons": buttons, "rows": rows}
+    if kind == "template":
+        name = body.get("template", {}).get("name", "")
+        return {"text": f"(template {name})", "buttons": [], "rows": []}
+    return {"text": f"({kind})", "buttons": [], "rows": []}
+
+
+def _check_one(want: Any, reply: dict[str, Any]) -> list[str]:
+    text = reply["text"]
+    if isinstance(want, str):
+        want = {"exact": want}
+    if not isinstance(want, dict):
+        return [f"cannot compare with {want!r}"]
+    failures = []
+    if "exact" in want and text != str(want["exact"]).strip():
+        failures.append(f"text is {text!r}, expected {want['exact']!r}")
+    if "contains" in want:
+        for part in _as_list(want["contains"]):
+            if str(part) not in text:
+                failures.append(f"text {text!r} does not contain {part!r}")
+    if "matches" in want and not re.search(str(want["matches"]), text, re.S):
+        failures.append(f"text {text!r} does not match {want['matches']!r}")
+    for key in ("buttons", "rows"):
+        if key in want and list(map(str, want[key])) != reply[key]:
+            failures.append(f"{key} are {reply[key]!r}, expected {want[key]!r}")
+    return failures
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# Coverage
+
+
+def _uncovered(
+    flows: dict[str, FlowSpec], seen: set[tuple[str, str]]
+) -> tuple[list[str], list[str]]:
+    not_entered, not_taken = [], []
+    for name, spec in sorted(flows.items()):
+        for state in spec.states.values():
+            if (name, state.name) not in seen:
+                not_entered.append(f"{name}.{state.name}")
+            for kind, items in (("on", state.on), ("always", state.always)):
+                for i in range(len(items)):
+                    label = machine.transition_label(state.name, kind, i)
+                    if (name, label) not in seen:
+                        not_taken.append(f"{name}.{label}")
+    return not_entered, not_taken

@@ -1,0 +1,132 @@
+"""Replies with buttons, a list or a location request (CLOUD_API.md §8).
+
+A state's `reply` is a template name, or a mapping that adds how the text
+is presented:
+
+    reply: {template: vincular_confirmar,
+            buttons: [{id: si, title: "Sí"}, {id: no, title: "No"}]}
+    reply: {template: menu, list: {button: Ver opciones, rows: commands}}
+    reply: {template: pedir_ubicacion, location_request: true}
+
+A rendered reply is a `Reply`: a `str` (the text, which always carries a
+fallback like "responde SI o NO" for phones that cannot show the buttons;
+it is what tests compare) with the interactive part beside it. Titles are
+cut to the Cloud API limits here, so Meta never refuses one of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bot.whatsapp import limits
+
+log = logging.getLogger("tracbot.engine")
+
+Render = Callable[[str, dict[str, Any]], str]
+
+
+class Reply(str):
+    """A reply text plus its Graph API `interactive.action`, if any."""
+
+    interactive: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, text: str, interactive: dict[str, Any] | None) -> Reply:
+        reply = cls(text)
+        reply.interactive = interactive
+        return reply
+
+
+def template_of(reply: str | Mapping[str, Any]) -> str:
+    """The template name of a reply spec."""
+    if isinstance(reply, Mapping):
+        return str(reply.get("template", ""))
+    return reply
+
+
+def render_reply(
+    spec: str | Mapping[str, Any], render: Render, context: dict[str, Any]
+) -> str:
+    """Render a reply spec to its text, with buttons or a list if it has them."""
+    text = render(template_of(spec), context)
+    if not isinstance(spec, Mapping):
+        return text
+    return Reply.of(text, _interactive(spec, context))
+
+
+def _interactive(
+    spec: Mapping[str, Any], context: dict[str, Any]
+) -> dict[str, Any] | None:
+    if spec.get("buttons"):
+        return _buttons(spec["buttons"])
+    if spec.get("list"):
+        return _list(spec["list"], context)
+    if spec.get("location_request"):
+        return {"type": "location_request_message", "action": {"name": "send_location"}}
+    return None
+
+
+def _buttons(raw: list[Mapping[str, Any]]) -> dict[str, Any]:
+    if len(raw) > limits.MAX_BUTTONS:
+        log.warning("reply has %d buttons, sending the first 3", len(raw))
+    buttons = [
+        {
+            "type": "reply",
+            "reply": {
+                "id": str(b["id"]),
+                "title": _cut(str(b.get("title") or b["id"]), limits.MAX_BUTTON_TITLE),
+            },
+        }
+        for b in raw[: limits.MAX_BUTTONS]
+    ]
+    return {"type": "button", "action": {"buttons": buttons}}
+
+
+def _list(raw: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
+    rows = raw.get("rows") or []
+    if isinstance(rows, str):
+        # `rows: commands` reads the rows from the template context.
+        rows = context.get(rows) or []
+    rows = [
+        {
+            "id": str(r["id"]),
+            "title": _cut(str(r.get("title") or r["id"]), limits.MAX_ROW_TITLE),
+            **(
+                {"description": _cut(str(r["description"]), limits.MAX_ROW_DESCRIPTION)}
+                if r.get("description")
+                else {}
+            ),
+        }
+        for r in rows[: limits.MAX_LIST_ROWS]
+        if r.get("id")
+    ]
+    if not rows:
+        return None
+    button = _cut(str(raw.get("button") or "Ver opciones"), limits.MAX_BUTTON_TITLE)
+    section = {"title": _cut(str(raw.get("title") or "Opciones"), 24), "rows": rows}
+    return {"type": "list", "action": {"button": button, "sections": [section]}}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def message_body(wa_id: str, reply: str) -> dict[str, Any] | None:
+    """The Graph API body of an interactive reply; None to send it as text.
+
+    A text longer than an interactive body may be goes as plain text: it
+    carries its own fallback, so nothing the driver needs is lost.
+    """
+    interactive = getattr(reply, "interactive", None)
+    if not interactive:
+        return None
+    if len(reply) > limits.MAX_INTERACTIVE_BODY:
+        log.warning("interactive reply too long (%d chars), sent as text", len(reply))
+        return None
+    return {
+        "to": wa_id,
+        "type": "interactive",
+        "interactive": {**interactive, "body": {"text": str(reply)}},
+    }

@@ -1,0 +1,97 @@
+"""Hot reload: edited flows and templates served without a restart.
+
+`Reloader` polls the modification times of `flows/*.yaml` and
+`message_templates/*.j2` once a second (no extra dependency, works on every
+filesystem) and can be asked to reload at once (`tracbot serve` does on
+SIGHUP). A change is checked with the same checker as `tracbot check`;
+with any problem the change is refused, each problem is logged, and the
+version already loaded keeps serving. A valid change is swapped into the
+engine whole, between two messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from bot.engine.check import check_project
+from bot.engine.engine import Engine
+from bot.engine.flows import load_flows
+from bot.engine.replies import Renderer
+from bot.errors import FlowError
+
+log = logging.getLogger("tracbot.engine")
+
+Snapshot = dict[Path, tuple[int, int]]
+
+
+class Reloader:
+    """Watches the flow and template folders of an engine; see the module."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        flows_dir: Path,
+        templates_dir: Path,
+        interval: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.flows_dir = flows_dir
+        self.templates_dir = templates_dir
+        self.interval = interval
+        self.reloads = 0
+        self.refusals = 0
+        self._seen = self.snapshot()
+        self._asked = asyncio.Event()
+
+    def snapshot(self) -> Snapshot:
+        """Modification time and size of every watched file."""
+        files = [*self.flows_dir.glob("*.yaml"), *self.templates_dir.glob("*.j2")]
+        found: Snapshot = {}
+        for path in files:
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                found[path] = (stat.st_mtime_ns, stat.st_size)
+        return found
+
+    def request(self) -> None:
+        """Reload at the next tick whatever the files look like (SIGHUP)."""
+        self._asked.set()
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._asked.wait(), self.interval)
+            asked = self._asked.is_set()
+            self._asked.clear()
+            now = self.snapshot()
+            if asked or now != self._seen:
+                self._seen = now
+                self.reload()
+
+    def reload(self) -> bool:
+        """Check and load the folders; swap them in if valid. Return success."""
+        problems = check_project(self.flows_dir, self.templates_dir)
+        if problems:
+            self.refusals += 1
+            for problem in problems:
+                log.error("reload refused: %s", problem)
+            log.error(
+                "reload refused problems=%d; the previous version keeps serving",
+                len(problems),
+            )
+            return False
+        try:
+            flows = load_flows(self.flows_dir)
+            self.engine.swap(flows, Renderer(self.templates_dir))
+        except FlowError as exc:
+            self.refusals += 1
+            log.error("reload refused: %s", exc)
+            return False
+        self.reloads += 1
+        versions = " ".join(f"{n}={s.version[:8]}" for n, s in sorted(flows.items()))
+        log.info("flows reloaded %s", versions)
+        return True

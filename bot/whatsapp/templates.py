@@ -1,0 +1,87 @@
+"""Approved message templates and the 24-hour customer-service window.
+
+Outside the window Meta accepts only approved templates (CLOUD_API.md §11).
+`config.yaml` declares Tracmin's templates under `templates:`, each with the
+name and language Meta approved and the names of its body parameters in
+order; a message queued with a fallback carries the template body built
+here, and the sender sends that instead when the window is closed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.errors import ConfigError
+from bot.whatsapp.messages import template_body
+
+WINDOW = timedelta(hours=24)
+
+# Meta refuses parameters with new lines, tabs or more than four spaces in
+# a row (error 132018), and long ones; a parameter may not be empty either.
+MAX_PARAMETER = 1024
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSpec:
+    """One approved template: its name, language and body parameters."""
+
+    key: str
+    name: str
+    language: str
+    parameters: tuple[str, ...]
+
+    def body(self, to: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The template message for `to`, parameters taken from `values`."""
+        filled = [_parameter(values.get(name)) for name in self.parameters]
+        return template_body(to, self.name, self.language, filled)
+
+
+def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
+    """Whether a free-form message may reach a phone that last wrote then."""
+    return last_inbound_at is not None and now - last_inbound_at < WINDOW
+
+
+def parse_templates(path: Any, data: Any) -> dict[str, TemplateSpec]:
+    """Read the `templates:` section of config.yaml.
+
+    Raises:
+        ConfigError: naming the file and the setting at fault.
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: templates: expected a mapping")
+    return {key: _spec(path, key, entry) for key, entry in data.items()}
+
+
+def _spec(path: Any, key: str, entry: Any) -> TemplateSpec:
+    where = f"{path}: templates.{key}"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with name and language")
+    name, language = entry.get("name"), entry.get("language", "es")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name: expected the approved template name")
+    if not isinstance(language, str) or not re.fullmatch(
+        r"[a-z]{2,3}(_[A-Z]{2})?", language
+    ):
+        raise ConfigError(
+            f"{where}.language: expected a code like es or es_CL, got {language!r}"
+        )
+    parameters = entry.get("parameters") or []
+    if not isinstance(parameters, list) or not all(
+        isinstance(p, str) and p for p in parameters
+    ):
+        raise ConfigError(f"{where}.parameters: expected a list of names")
+    return TemplateSpec(key, name, language, tuple(parameters))
+
+
+def _parameter(value: Any) -> str:
+    text = _SPACES.sub(" ", "" if value is None else str(value)).strip()
+    if len(text) > MAX_PARAMETER:
+        text = text[: MAX_PARAMETER - 1] + "…"
+    return text or "-"

@@ -1,0 +1,130 @@
+"""Account links in the embedded SQLite backend (issue 4).
+
+A mixin of `SqliteStore`: each method runs as one function on the store's
+database thread, like every other method of that backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.base import Link, utcnow
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class LinksMixin:
+    """The link methods of `storage.base.Store`, for `SqliteStore`."""
+
+    # Provided by SqliteStore.
+    db: sqlite3.Connection
+    _run: Callable[..., Awaitable[Any]]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    async def get_link(self, wa_id: str) -> Link | None:
+        return await self._run(self._one_link, "wa_id", wa_id)
+
+    async def link_of_driver(self, driver_id: str) -> Link | None:
+        return await self._run(self._one_link, "driver_id", driver_id)
+
+    def _one_link(self, column: str, value: str) -> Link | None:
+        # `column` is one of two literals above, never user input.
+        row = self.db.execute(
+            f"SELECT * FROM links WHERE {column} = ?", (value,)
+        ).fetchone()
+        return None if row is None else _link(row)
+
+    async def save_link(self, link: Link) -> None:
+        await self._run(self._save_link, link)
+
+    def _save_link(self, link: Link) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO links (wa_id, driver_id, rut, name, role, method, "
+                "linked_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (wa_id) DO UPDATE SET driver_id = excluded.driver_id, "
+                "rut = excluded.rut, name = excluded.name, role = excluded.role, "
+                "method = excluded.method, linked_at = excluded.linked_at",
+                (
+                    link.wa_id,
+                    link.driver_id,
+                    link.rut,
+                    link.name,
+                    link.role,
+                    link.method,
+                    _ts(link.linked_at),
+                ),
+            )
+
+    async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
+        return await self._run(self._move_link, old_wa_id, new_wa_id)
+
+    def _move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
+        with self._transaction():
+            # The new number may have been linked (by phone) meanwhile; the
+            # account that moved there is the one that counts.
+            self.db.execute("DELETE FROM links WHERE wa_id = ?", (new_wa_id,))
+            cursor = self.db.execute(
+                "UPDATE links SET wa_id = ? WHERE wa_id = ?", (new_wa_id, old_wa_id)
+            )
+            return cursor.rowcount > 0
+
+    async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
+        await self._run(self._add_attempt, wa_id, rut, outcome)
+
+    def _add_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO link_attempts (wa_id, rut, outcome, at) "
+                "VALUES (?, ?, ?, ?)",
+                (wa_id, rut, outcome, _ts(utcnow())),
+            )
+
+    async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
+        return await self._run(self._failed_attempts, wa_id, since)
+
+    def _failed_attempts(self, wa_id: str, since: datetime) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM link_attempts "
+            "WHERE wa_id = ? AND at >= ? AND outcome <> 'ok'",
+            (wa_id, _ts(since)),
+        ).fetchone()
+        return row[0]
+
+    async def inbound_count(self, start: datetime, end: datetime) -> int:
+        return await self._run(self._inbound_count, start, end)
+
+    def _inbound_count(self, start: datetime, end: datetime) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM inbox WHERE kind = 'message' "
+            "AND received_at >= ? AND received_at < ?",
+            (_ts(start), _ts(end)),
+        ).fetchone()
+        return row[0]
+
+
+def _link(row: sqlite3.Row) -> Link:
+    return Link(
+        wa_id=row["wa_id"],
+        driver_id=row["driver_id"],
+        rut=row["rut"],
+        name=row["name"],
+        role=row["role"],
+        method=row["method"],
+        linked_at=datetime.fromisoformat(row["linked_at"]),
+    )

@@ -1,0 +1,331 @@
+"""The backend API over loopback HTTP: auth, sends, notifications, history,
+metrics, operator endpoints, and the OpenAPI document against the server."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from bot.api.openapi import PREFIX
+from tests.support import demo_settings, runtime_of, settle
+
+BACKEND = "backend-secret-for-tests"
+ADMIN = "admin-secret-for-tests"
+CAMILA = "+56911120011"
+
+
+@pytest.fixture
+async def api(tmp_path, aiohttp_client):
+    from bot.app import create_app
+
+    settings = demo_settings(
+        tmp_path,
+        TRACBOT_API_TOKEN_BACKEND=BACKEND,
+        TRACBOT_API_TOKEN_ADMIN=ADMIN,
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def post(api, path: str, body: dict, token: str = BACKEND):
+    response = await api.post(f"{PREFIX}{path}", json=body, headers=auth(token))
+    return response.status, await response.json()
+
+
+def sim_bodies(api, kind: str | None = None) -> list[dict]:
+    received = runtime_of(api).simulator.received
+    return [
+        r["body"]
+        for r in received
+        if r["status"] == 200 and (kind is None or r["body"].get("type") == kind)
+    ]
+
+
+# Authentication
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {BACKEND}"}],
+)
+async def test_missing_or_unknown_token_is_401(api, headers):
+    response = await api.post(
+        f"{PREFIX}/send_text", json={"phone": CAMILA, "message": "x"}, headers=headers
+    )
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert "error" in await response.json()
+
+
+async def test_token_without_the_role_is_403(api):
+    response = await api.get(f"{PREFIX}/history/{CAMILA}", headers=auth(BACKEND))
+    assert response.status == 403
+
+
+# Sending
+
+
+async def test_send_text_queues_and_answers_at_once(api):
+    status, body = await post(
+        api, "/send_text", {"phone": "9 1112 0011", "message": "Hola"}
+    )
+
+    assert status == 202
+    assert body["status"] == "queued" and body["phone"] == CAMILA
+    assert len(body["message_ids"]) == 1
+    await settle(runtime_of(api))
+    # Camila never wrote: her window is closed, the template goes instead.
+    [sent] = sim_bodies(api)
+    assert sent["type"] == "template"
+    assert sent["template"]["name"] == "mensaje_tracmin"
+    assert sent["to"] == "56911120011"
+
+
+@pytest.mark.parametrize("phone", ["12", "+56 2", "hola", "", 56911120011])
+async def test_invalid_phone_is_a_clear_400(api, phone):
+    status, body = await post(api, "/send_text", {"phone": phone, "message": "Hola"})
+    assert status == 400
+    assert "phone" in body["error"]
+
+
+async def test_long_text_is_split_into_parts(api):
+    paragraph = "Línea de reporte. " * 100
+    message = "\n\n".join([paragraph] * 4)  # about 7,200 characters
+    status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
+
+    assert status == 202 and len(body["message_ids"]) == 2
+
+
+async def test_send_template_uses_name_language_and_parameters(api):
+    status, body = await post(
+        api,
+        "/send_template",
+        {
+            "phone": CAMILA,
+            "template_name": "viaje_actualizado",
+            "language": "es_CL",
+            "parameters": ["AB-12-CD", "En Tránsito"],
+        },
+    )
+    assert status == 202
+    await settle(runtime_of(api))
+    [sent] = sim_bodies(api, "template")
+    assert sent["template"]["language"] == {"code": "es_CL"}
+    values = [p["text"] for p in sent["template"]["components"][0]["parameters"]]
+    assert values == ["AB-12-CD", "En Tránsito"]
+
+
+async def test_trip_status_text_is_the_seed_message_inside_the_window(api):
+    await _open_window(api, "56911120011")
+    status, _ = await post(
+        api,
+        "/notify/trip_status",
+        {
+            "phone": CAMILA,
+            "patente": "AB-12-CD",
+            "estado": "En Tránsito",
+            "ubicacion": "-23.65, -70.40",
+        },
+    )
+    assert status == 202
+    await settle(runtime_of(api))
+
+    [sent] = sim_bodies(api, "text")
+    assert sent["text"]["body"] == (
+        "🚛 *Actualización de Viaje*\n\n🚛 Patente: AB-12-CD\n📊 Estado: En Tránsito\n"
+        "📍 Ubicación: -23.65, -70.40\n\nTracmin - Extracción y Logística"
+    )
+
+
+async def test_guide_created_outside_the_window_goes_as_its_template(api):
+    status, _ = await post(
+        api,
+        "/notify/guide_created",
+        {
+            "phone": CAMILA,
+            "folio": "F-1001",
+            "cliente": "Minera Sur",
+            "conductor": "Camila Rojas",
+        },
+    )
+    assert status == 202
+    await settle(runtime_of(api))
+
+    [sent] = sim_bodies(api)
+    assert sent["template"]["name"] == "guia_generada"
+    values = [p["text"] for p in sent["template"]["components"][0]["parameters"]]
+    assert values == ["F-1001", "Minera Sur", "Camila Rojas"]
+
+
+async def test_alert_gives_one_result_per_phone(api):
+    for wa_id in ("56911120011", "56911120016"):
+        await _open_window(api, wa_id)
+    status, body = await post(
+        api,
+        "/alert",
+        {
+            "phones": [CAMILA, "123", "+56911120016"],
+            "tipo_alerta": "SAP",
+            "descripcion": "Sin conexión",
+            "severidad": "critical",
+        },
+    )
+
+    assert status == 202
+    assert [r["status"] for r in body["results"]] == ["queued", "invalid", "queued"]
+    await settle(runtime_of(api))
+    texts = [b["text"]["body"] for b in sim_bodies(api, "text")]
+    assert len(texts) == 2
+    assert texts[0].startswith("🔴 *ALERTA DEL SISTEMA*\n\n🔧 Tipo: SAP\n")
+    assert "⏰ Hora: " in texts[0]
+
+
+async def test_body_not_matching_the_schema_is_400(api):
+    status, body = await post(
+        api,
+        "/alert",
+        {
+            "phones": [CAMILA],
+            "tipo_alerta": "x",
+            "descripcion": "y",
+            "severidad": "mucha",
+        },
+    )
+    assert status == 400 and "severidad" in body["error"]
+
+
+# History and metrics
+
+
+async def test_history_is_newest_first_with_paging_and_total(api):
+    for n in range(5):
+        await post(api, "/send_text", {"phone": CAMILA, "message": f"m{n}"})
+    await settle(runtime_of(api))
+
+    response = await api.get(
+        f"{PREFIX}/history/{CAMILA}?limit=2&offset=1", headers=auth(ADMIN)
+    )
+    body = await response.json()
+
+    assert response.status == 200
+    # Five texts replaced by templates: ten outgoing entries.
+    assert body["total"] == 10 and len(body["messages"]) == 2
+    ids = [m["id"] for m in body["messages"]]
+    assert ids == sorted(ids, reverse=True)
+    assert {m["direction"] for m in body["messages"]} == {"outgoing"}
+
+
+async def test_metrics_count_the_period(api):
+    await _open_window(api, "56911120011")
+    for n in range(3):
+        await post(api, "/send_text", {"phone": CAMILA, "message": f"m{n}"})
+    await settle(runtime_of(api))
+
+    response = await api.get(f"{PREFIX}/metrics", headers=auth(ADMIN))
+    body = await response.json()
+
+    assert response.status == 200
+    assert body["metrics"]["sent"] == 3
+    assert body["metrics"]["failed"] == 0
+    assert 0 <= body["metrics"]["delivery_rate"] <= 100
+
+
+async def test_metrics_period_must_be_ordered(api):
+    response = await api.get(
+        f"{PREFIX}/metrics?start_date=2026-06-02&end_date=2026-06-01",
+        headers=auth(ADMIN),
+    )
+    assert response.status == 400
+
+
+# Operator endpoints
+
+
+async def test_health_readiness_and_prometheus(api):
+    assert (await api.get("/healthz")).status == 200
+    ready = await api.get("/readyz")
+    assert ready.status == 200 and (await ready.json())["status"] == "ready"
+
+    await post(api, "/send_text", {"phone": CAMILA, "message": "hola"})
+    await settle(runtime_of(api))
+    response = await api.get("/metrics")
+    text = await response.text()
+
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    for name in (
+        "tracbot_webhook_requests_total",
+        "tracbot_inbox_lag_seconds",
+        "tracbot_outbox_depth",
+        "tracbot_send_latency_seconds_bucket",
+        "tracbot_send_errors_total",
+    ):
+        assert f"# TYPE {name.removesuffix('_bucket')}" in text
+    assert 'tracbot_send_attempts_total{outcome="accepted"} 1' in text
+
+
+# OpenAPI against the running server
+
+
+async def test_openapi_paths_are_the_servers_routes(api):
+    document = await (await api.get(f"{PREFIX}/openapi.json")).json()
+    jsonschema.Draft202012Validator.check_schema(
+        document["components"]["schemas"]["Alert"]
+    )
+
+    documented = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+    }
+    served = {
+        (route.method, route.resource.canonical)
+        for route in api.server.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith(PREFIX)
+        and route.method != "HEAD"
+        and not route.resource.canonical.endswith("openapi.json")
+    }
+    assert documented == served
+
+
+async def test_answers_match_the_documented_schemas(api):
+    document = await (await api.get(f"{PREFIX}/openapi.json")).json()
+
+    def check(path: str, method: str, status: int, body: dict) -> None:
+        response = document["paths"][path][method]["responses"][str(status)]
+        schema = response["content"]["application/json"]["schema"]
+        resolver = {"$ref": schema["$ref"], "components": document["components"]}
+        jsonschema.validate(body, resolver)
+
+    status, body = await post(api, "/send_text", {"phone": CAMILA, "message": "hola"})
+    check(f"{PREFIX}/send_text", "post", status, body)
+    status, body = await post(api, "/send_text", {"phone": "1", "message": "hola"})
+    check(f"{PREFIX}/send_text", "post", status, body)
+    status, body = await post(
+        api,
+        "/alert",
+        {"phones": [CAMILA, "x"], "tipo_alerta": "BD", "descripcion": "d"},
+    )
+    check(f"{PREFIX}/alert", "post", status, body)
+    await settle(runtime_of(api))
+
+    response = await api.get(f"{PREFIX}/history/{CAMILA}", headers=auth(ADMIN))
+    check(f"{PREFIX}/history/{{phone}}", "get", 200, await response.json())
+    response = await api.get(f"{PREFIX}/metrics", headers=auth(ADMIN))
+    check(f"{PREFIX}/metrics", "get", 200, await response.json())
+    response = await api.get(f"{PREFIX}/metrics")
+    check(f"{PREFIX}/metrics", "get", 401, await response.json())
+
+
+async def _open_window(api, wa_id: str) -> None:
+    from storage.base import Conversation, NewInboxEvent, utcnow
+
+    store = runtime_of(api).store
+    await store.add_events([NewInboxEvent(f"test:{wa_id}", "notice", wa_id, None, {})])
+    event = await store.next_event(wa_id)
+    await store.commit_step(
+        event.id, Conversation(wa_id=wa_id, last_inbound_at=utcnow()), []
+    )

@@ -1,0 +1,62 @@
+"""RUTs as drivers type them: accepted forms and rejected ones, with why."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.business import rut
+
+VALID = [
+    ("12.345.678-5", "12345678-5", "12.345.678-5"),
+    ("12345678-5", "12345678-5", "12.345.678-5"),
+    ("123456785", "12345678-5", "12.345.678-5"),
+    (" 12 345 678 5 ", "12345678-5", "12.345.678-5"),
+    ("10.000.013-K", "10000013-K", "10.000.013-K"),
+    ("10000013-k", "10000013-K", "10.000.013-K"),
+    ("10000013k", "10000013-K", "10.000.013-K"),
+    ("10.000.004-0", "10000004-0", "10.000.004-0"),
+    ("9.876.543-3", "9876543-3", "9.876.543-3"),
+    ("9876543-3", "9876543-3", "9.876.543-3"),
+    ("CL12345678-5", "12345678-5", "12.345.678-5"),
+]
+
+INVALID = [
+    ("", rut.EMPTY),
+    ("   ", rut.EMPTY),
+    ("12.345.678-4", rut.CHECK_DIGIT),
+    ("12345678-K", rut.CHECK_DIGIT),
+    ("10000013-0", rut.CHECK_DIGIT),
+    ("00000000-0", rut.ZEROS),
+    ("0000000-0", rut.ZEROS),
+    ("1234-5", rut.SHORT),
+    ("123456-0", rut.SHORT),
+    ("1234567890-1", rut.LONG),
+    ("12.3A5.678-5", rut.CHARACTERS),
+    ("12345678-X", rut.CHARACTERS),
+    ("mi rut es 12345678-5", rut.CHARACTERS),
+    ("12345678/5", rut.CHARACTERS),
+    ("12,345,678-5", rut.CHARACTERS),
+    ("１２３４５６７８-５", rut.CHARACTERS),
+]
+
+
+@pytest.mark.parametrize(("typed", "canonical", "formatted"), VALID)
+def test_valid_rut_in_any_common_form(typed, canonical, formatted):
+    found = rut.parse(typed)
+    assert found.canonical == canonical
+    assert found.formatted == formatted
+
+
+@pytest.mark.parametrize(("typed", "reason"), INVALID)
+def test_invalid_rut_says_why(typed, reason):
+    with pytest.raises(rut.RutError) as caught:
+        rut.parse(typed)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12.345.678-5", True), ("12345", True), ("hola", False), ("1234", False)],
+)
+def test_looks_like_rut_needs_five_digits(text, expected):
+    assert rut.looks_like_rut(text) is expected

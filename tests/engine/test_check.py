@@ -1,0 +1,210 @@
+"""`tracbot check`: each kind of mistake is reported with its file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.engine.check import check_project
+from tests.engine.project import REPO, make_project, write_files
+
+GOOD = """
+name: pedido
+start: [pedido]
+states:
+  preguntar:
+    reply: ayuda
+    on:
+      - input: text
+        save: numero
+        to: listo
+  listo:
+    reply: eco
+"""
+
+
+def problems_of(tmp_path: Path, flows: dict, templates: dict | None = None) -> list:
+    make_project(tmp_path, flows, templates)
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    return [(Path(p.path).name, p.line, p.message) for p in found]
+
+
+def one(found: list, text: str) -> tuple:
+    hits = [p for p in found if text in p[2]]
+    assert len(hits) == 1, found
+    return hits[0]
+
+
+def test_shipped_flows_and_templates_are_valid():
+    found = check_project(REPO / "flows", REPO / "message_templates")
+    assert [str(p) for p in found] == []
+
+
+def test_valid_flow_has_no_problem(tmp_path):
+    assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": "N° {{ numero }}"}) == []
+
+
+def test_tab_indentation_is_refused_with_its_line(tmp_path):
+    bad = GOOD.replace("    reply: ayuda", "\treply: ayuda")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "tab")[:2] == ("pedido.yaml", 5)
+
+
+def test_duplicate_key_names_both_lines(tmp_path):
+    bad = GOOD.replace("    reply: ayuda\n", "    reply: ayuda\n    reply: eco\n")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    name, line, message = one(found, "duplicate key 'reply'")
+    assert (name, line) == ("pedido.yaml", 6)
+    assert "first on line 5" in message
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path):
+    bad = GOOD.replace("start: [pedido]", "start: [pedido")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert found and found[0][0] == "pedido.yaml" and found[0][1] >= 2
+    assert "invalid YAML" in found[0][2]
+
+
+def test_unknown_state_condition_action_and_template(tmp_path):
+    bad = GOOD.replace(
+        "        to: listo",
+        "        if: existe_no\n        do: hace_nada\n        to: fin",
+    ).replace("reply: eco", "reply: no_existe")
+    found = problems_of(tmp_path, {"pedido": bad})
+    assert one(found, "unknown state 'fin'")[1] == 11
+    assert one(found, "unknown condition 'existe_no'")[1] == 7
+    assert one(found, "unknown action 'hace_nada'")[1] == 10
+    assert one(found, "unknown template 'no_existe'")[1] == 13
+
+
+def test_unknown_key_is_a_typo_not_a_silent_default(tmp_path):
+    bad = GOOD.replace("    reply: ayuda", "    repyl: ayuda")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "unknown key 'repyl'")[1] == 5
+
+
+def test_unknown_handover_flow(tmp_path):
+    bad = GOOD.replace("    reply: eco", "    handover: vincular_no_existe")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "unknown flow 'vincular_no_existe'")[1] == 11
+
+
+def test_unreachable_state_and_state_with_no_way_out(tmp_path):
+    flow = """
+    name: trampa
+    start: [trampa]
+    states:
+      a:
+        reply: ayuda
+        on:
+          - {input: text, to: b}
+      b:
+        reply: ayuda
+        on:
+          - {input: text, to: a}
+      huerfano:
+        reply: ayuda
+    """
+    found = problems_of(tmp_path, {"trampa": flow})
+    assert one(found, "states.huerfano: unreachable")[1] == 12
+    assert one(found, "states.a: no way out")[1] == 4
+    assert one(found, "states.b: no way out")[1] == 8
+
+
+def test_always_loop_without_input_is_rejected(tmp_path):
+    flow = """
+    name: bucle
+    start: [bucle]
+    states:
+      a:
+        always:
+          - to: b
+      b:
+        always:
+          - to: a
+          - to: fin
+      fin:
+        reply: ayuda
+    """
+    found = problems_of(tmp_path, {"bucle": flow})
+    assert one(found, "states.a.always[0]: loops back to 'a'")[1] == 6
+    assert one(found, "states.b.always[0]: loops back to 'b'")[1] == 9
+
+
+def test_handover_loop_between_flows_is_rejected(tmp_path):
+    ping = "name: ping\nstart: [ping]\nstates:\n  a:\n    handover: pong\n"
+    pong = "name: pong\nstart: [pong]\nstates:\n  b:\n    handover: ping\n"
+    found = problems_of(tmp_path, {"ping": ping, "pong": pong})
+    assert one(found, "comes back to 'ping'")[:2] == ("ping.yaml", 5)
+    assert one(found, "comes back to 'pong'")[:2] == ("pong.yaml", 5)
+
+
+def test_template_variable_the_state_cannot_provide(tmp_path):
+    found = problems_of(
+        tmp_path, {"pedido": GOOD}, {"eco": "{{ numero }} {{ patente }} {{ name }}"}
+    )
+    name, line, message = one(found, "'patente'")
+    assert (name, line) == ("pedido.yaml", 11)
+    assert "state 'listo' cannot provide" in message
+
+
+def test_template_syntax_error_has_template_line(tmp_path):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "hola\n{% if x %}\n"})
+    assert one(found, "template syntax")[:2] == ("eco.j2", 2)
+
+
+def test_template_reaching_python_internals_is_reported(tmp_path):
+    escape = "{{ slots.__class__.__mro__[1].__subclasses__() }}"
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": escape})
+    hits = [p for p in found if "Python internals" in p[2]]
+    assert {h[0] for h in hits} == {"eco.j2"} and len(hits) >= 2
+
+
+def test_reply_over_whatsapp_text_limit(tmp_path):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "x" * 4097})
+    assert "4097 characters" in one(found, "holds 4096")[2]
+
+
+def test_interactive_reply_over_limits(tmp_path):
+    bad = GOOD.replace(
+        "    reply: eco",
+        "    reply:\n      template: eco\n"
+        "      buttons: [Uno, Dos, Tres, Cuatro]\n"
+        "      rows: [a, b, c, d, e, f, g, h, i, j, k]",
+    )
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "4 buttons; WhatsApp allows 3")
+    assert one(found, "11 list rows; WhatsApp allows 10")
+    long_title = GOOD.replace(
+        "    reply: eco",
+        "    reply:\n      template: eco\n"
+        "      buttons: [Confirmar la llegada a faena]",
+    )
+    found = problems_of(tmp_path, {"pedido": long_title}, {"eco": "x"})
+    assert one(found, "is 28 characters; WhatsApp allows 20")
+
+
+@pytest.mark.parametrize("name", ["state", "trigger", "to_x", "dirección", "paso 2"])
+def test_odd_state_names_are_accepted(tmp_path, name):
+    flow = GOOD.replace("listo", f'"{name}"')
+    assert problems_of(tmp_path, {"pedido": flow}, {"eco": "{{ numero }}"}) == []
+
+
+def test_yes_no_and_on_stay_words(tmp_path):
+    flow = GOOD.replace(
+        "save: numero", "one_of: [si, no, yes, off]\n        save: numero"
+    )
+    assert problems_of(tmp_path, {"pedido": flow}, {"eco": "{{ numero }}"}) == []
+
+
+def test_cli_check_exit_status(tmp_path, capsys):
+    config = make_project(tmp_path, {"pedido": GOOD}, {"eco": "{{ numero }}"})
+    assert main(["--config", str(config), "check"]) == 0
+    assert "all flows valid" in capsys.readouterr().out
+
+    write_files(tmp_path / "flows", {"pedido.yaml": GOOD.replace("to: listo", "to: x")})
+    assert main(["--config", str(config), "check"]) == 1
+    err = capsys.readouterr().err
+    assert "pedido.yaml:9: states.preguntar.on[0].to: unknown state 'x'" in err

@@ -1,0 +1,131 @@
+"""The conversation-test runner itself: its format, failures and coverage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.engine.convtest import GIVEN, given, load_cases, run_files
+from bot.errors import FlowError
+from tests.engine.project import make_project, write_files
+
+FLOW = """
+name: sino
+start: [pregunta]
+states:
+  preguntar:
+    reply: sino_preguntar
+    on:
+      - {input: text, one_of: [si, sí], to: si}
+      - {input: text, one_of: ["no"], to: "no"}
+  si:
+    reply: sino_si
+  "no":
+    reply: sino_no
+"""
+TEMPLATES = {"sino_preguntar": "¿Sí o no?", "sino_si": "Bien", "sino_no": "Mal"}
+
+
+def project(tmp_path: Path, cases: str) -> tuple[Path, Path]:
+    config = make_project(tmp_path, {"sino": FLOW}, TEMPLATES)
+    write_files(tmp_path, {"casos.yaml": cases})
+    return config, tmp_path / "casos.yaml"
+
+
+async def test_passing_case_and_coverage_report(tmp_path):
+    config, cases = project(
+        tmp_path,
+        """
+        cases:
+          - name: dice que sí
+            steps:
+              - send: pregunta
+                reply: ¿Sí o no?
+                flow: sino
+                state: preguntar
+              - send: SÍ
+                replies: [{exact: Bien}]
+                state: null
+        """,
+    )
+    report = await run_files([cases], config)
+    assert report.passed, report.text()
+    assert "sino.no" in report.not_entered and "sino.si" not in report.not_entered
+    assert report.not_taken == ["sino.preguntar.on[1]"]
+    assert "transitions no case took: sino.preguntar.on[1]" in report.text()
+
+
+async def test_failing_expectations_are_each_reported(tmp_path):
+    config, cases = project(
+        tmp_path,
+        """
+        cases:
+          - name: espera otra cosa
+            steps:
+              - send: pregunta
+                reply: {contains: [Sí, tal vez], matches: "^¿"}
+                state: si
+                slots: {respuesta: si}
+        """,
+    )
+    report = await run_files([cases], config)
+    assert not report.passed
+    failures = report.results[0].failures
+    assert any("does not contain 'tal vez'" in f for f in failures)
+    assert any("state is 'preguntar', expected 'si'" in f for f in failures)
+    assert any("slot 'respuesta' is not set" in f for f in failures)
+    assert all(f.startswith("step 1 (line 4)") for f in failures)
+    assert "FAIL" in report.text()
+
+
+async def test_reply_count_mismatch(tmp_path):
+    config, cases = project(
+        tmp_path,
+        "cases:\n  - name: x\n    steps:\n      - send: pregunta\n"
+        "        no_reply: true\n",
+    )
+    report = await run_files([cases], config)
+    assert report.results[0].failures == [
+        "step 1 (line 4): 1 replies ('¿Sí o no?'), expected 0"
+    ]
+
+
+async def test_given_hooks_run_before_the_steps(tmp_path):
+    seen = []
+
+    @given("marca_de_prueba")
+    def mark(runtime, value, phone):
+        seen.append((value, phone, runtime.store is not None))
+
+    try:
+        config, cases = project(
+            tmp_path,
+            """
+            cases:
+              - name: con datos
+                phone: "56911120099"
+                given: {marca_de_prueba: 7}
+                steps:
+                  - send: pregunta
+            """,
+        )
+        report = await run_files([cases], config)
+        assert report.passed and seen == [(7, "56911120099", True)]
+    finally:
+        GIVEN.pop("marca_de_prueba")
+
+
+def test_bad_test_files_name_the_line(tmp_path):
+    write_files(tmp_path, {"a.yaml": "cases:\n  - name: x\n    stpes: []\n"})
+    with pytest.raises(FlowError, match=r"a.yaml:2: a case needs"):
+        load_cases(tmp_path / "a.yaml")
+    write_files(
+        tmp_path,
+        {
+            "b.yaml": "cases:\n  - name: x\n    steps:\n      - send: hola\n"
+            "        rely: hola\n"
+        },
+    )
+    with pytest.raises(FlowError, match=r"b.yaml:5: unknown key 'rely'"):
+        load_cases(tmp_path / "b.yaml")

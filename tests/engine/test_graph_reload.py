@@ -1,0 +1,116 @@
+"""`tracbot graph`, hot reload, and `tracbot serve` refusing invalid flows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from bot.cli import main
+from bot.config import load_settings
+from bot.engine.flows import load_flow, load_flows
+from bot.engine.graph import mermaid
+from bot.engine.harness import Harness, demo_settings
+from bot.engine.reload import Reloader
+from bot.errors import FlowError
+from bot.serve import serve
+from tests.engine.project import make_project, write_files
+
+FLOW = """
+name: ruta
+start: [ruta]
+states:
+  state:
+    reply: ruta_a
+    on:
+      - {input: text, match: '^\\d+: ok', do: [], to: "paso 2"}
+      - {input: button, id: [si, "no"], to: dirección}
+  "paso 2":
+    always:
+      - to: dirección
+  dirección:
+    reply: ruta_b
+"""
+TEMPLATES = {"ruta_a": "A", "ruta_b": "B"}
+PHONE = "56911120012"
+
+
+def test_mermaid_uses_safe_ids_and_real_names(tmp_path):
+    make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    text = mermaid(load_flow(tmp_path / "flows" / "ruta.yaml"))
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[:4] == ["---", "ruta", "---", "stateDiagram-v2"]
+    assert 'state "state 💬 ruta_a" as s0' in lines
+    assert 'state "paso 2" as s1' in lines
+    assert 'state "dirección 💬 ruta_b" as s2' in lines
+    assert "s0 --> s1: text ~^\\d+∶ ok" in lines
+    assert "s0 --> s2: button si/no" in lines
+    assert "s1 --> s2: (sin esperar)" in lines
+    assert "[*] --> s0" in lines and "s2 --> [*]" in lines
+
+
+def test_cli_graph_one_and_all(tmp_path, capsys):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    assert main(["--config", str(config), "graph", "ruta"]) == 0
+    assert "stateDiagram-v2" in capsys.readouterr().out
+    assert main(["--config", str(config), "graph", "nada"]) == 2
+
+    out = tmp_path / "diagramas"
+    assert main(["--config", str(config), "graph", "--all", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ayuda.mmd", "cancelar.mmd", "no_entendi.mmd", "ruta.mmd"]
+
+
+async def test_serve_refuses_invalid_flows(tmp_path):
+    bad = FLOW.replace("to: dirección", "to: fin")
+    config = make_project(tmp_path, {"ruta": bad}, TEMPLATES)
+    with pytest.raises(FlowError, match=r"ruta.yaml:8: .*unknown state 'fin'"):
+        await serve(load_settings(config, env={}), port=0)
+
+
+async def test_watcher_reloads_valid_edits_and_refuses_invalid_ones(tmp_path, caplog):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    settings = demo_settings(config, tmp_path)
+    async with Harness(settings) as harness:
+        reloader = Reloader(
+            harness.runtime.engine, flows_dir, templates_dir, interval=0.02
+        )
+        watcher = asyncio.create_task(reloader.run())
+        try:
+            assert harness.runtime.engine.flows["ruta"].spec.version
+            assert [b["text"]["body"] for b in await harness.send(PHONE, "ruta")] == [
+                "A"
+            ]
+
+            write_files(templates_dir, {"ruta_a.j2": "A nueva"})
+            await _until(lambda: reloader.reloads == 1)
+            replies = await harness.send(PHONE, "ruta")
+            assert [b["text"]["body"] for b in replies] == ["A nueva"]
+
+            version = harness.runtime.engine.flows["ruta"].spec.version
+            with caplog.at_level(logging.ERROR, "tracbot.engine"):
+                write_files(flows_dir, {"ruta.yaml": FLOW + "  \tmal: 1\n"})
+                await _until(lambda: reloader.refusals == 1)
+            assert "reload refused" in caplog.text and "tab" in caplog.text
+            assert harness.runtime.engine.flows["ruta"].spec.version == version
+            replies = await harness.send(PHONE, "ruta")
+            assert [b["text"]["body"] for b in replies] == ["A nueva"]
+
+            # SIGHUP's path: reload on request even with no change.
+            write_files(flows_dir, {"ruta.yaml": FLOW})
+            await _until(lambda: reloader.reloads == 2)
+            reloader.request()
+            await _until(lambda: reloader.reloads == 3)
+            assert set(harness.runtime.engine.flows) == set(load_flows(flows_dir))
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _until(predicate, seconds: float = 5.0) -> None:
+    # The reloader reports through counters; polling them is the simple way.
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

@@ -1,0 +1,254 @@
+"""The flow language at run time, through a whole tracbot on loopback.
+
+Every test posts signed webhooks to the real app (tmp SQLite, Graph API
+simulator) with `Harness` and reads what the simulator received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.engine.engine import Engine
+from bot.engine.harness import Harness, demo_settings
+from bot.engine.reload import Reloader
+from bot.engine.replies import APOLOGY
+from storage.base import utcnow
+from tests.engine.project import make_project, write_files
+
+PHONE = "56911120011"
+
+ECO = """
+name: eco
+start: [eco, repetir]
+timeout:
+  after: 10m
+  reply: eco_expirado
+states:
+  pedir:
+    reply: eco_pedir
+    on:
+      - input: text
+        save: dicho
+        to: repetir
+  repetir:
+    reply: eco_repetir
+"""
+TEMPLATES = {
+    "eco_pedir": "¿Qué repito?",
+    "eco_repetir": "Dijiste: {{ dicho }}",
+    "eco_expirado": "Se acabó el tiempo, {{ name or 'conductor' }}.",
+}
+
+
+def texts(bodies: list[dict]) -> list[str]:
+    return [b["text"]["body"] for b in bodies]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path, {"eco": ECO}, TEMPLATES)
+
+
+async def start(config: Path, engine: Engine | None = None) -> Harness:
+    settings = demo_settings(config, config.parent)
+    harness = Harness(settings, engine)
+    return await harness.__aenter__()
+
+
+async def test_user_text_with_braces_is_shown_not_rendered(project):
+    harness = await start(project)
+    try:
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+        replies = await harness.send(PHONE, "{{ 7*7 }} {% raw %}{{ x.__class__ }}")
+        assert texts(replies) == ["Dijiste: {{ 7*7 }} {% raw %}{{ x.__class__ }}"]
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_timeout_survives_a_restart(project):
+    harness = await start(project)
+    try:
+        before = utcnow()
+        await harness.send(PHONE, "eco")
+        stored = await harness.conversation(PHONE)
+        assert stored.state == "pedir"
+        assert stored.deadline - before >= timedelta(minutes=10)
+        assert stored.deadline - utcnow() <= timedelta(minutes=10)
+    finally:
+        await harness.__aexit__(None, None, None)
+
+    # A new process on the same database: only the stored deadline is left.
+    again = await start(project)
+    try:
+        assert texts(await again.expire(PHONE)) == ["Se acabó el tiempo, conductor."]
+        conversation = await again.conversation(PHONE)
+        assert (conversation.flow, conversation.state) == (None, None)
+        assert conversation.deadline is None
+        # The same deadline is never swept twice.
+        with pytest.raises(AssertionError, match="no deadline"):
+            await again.expire(PHONE)
+    finally:
+        await again.__aexit__(None, None, None)
+
+
+async def test_cancelar_ends_the_flow_but_ayuda_keeps_it(project):
+    harness = await start(project)
+    try:
+        await harness.send(PHONE, "eco")
+        help_text = texts(await harness.send(PHONE, "AYUDA"))
+        assert "Comandos Disponibles" in help_text[0]
+        assert (await harness.conversation(PHONE)).state == "pedir"
+
+        cancelled = texts(await harness.send(PHONE, "salir"))
+        assert cancelled[0].startswith("Listo, cancelamos")
+        conversation = await harness.conversation(PHONE)
+        assert (conversation.state, conversation.deadline) == (None, None)
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_handover_starts_the_next_flow_with_the_slots(tmp_path):
+    menu = """
+    name: menu_eco
+    start: [menueco]
+    states:
+      inicio:
+        reply: menu_eco
+        handover: eco
+    """
+    config = make_project(
+        tmp_path, {"eco": ECO, "menu_eco": menu}, {**TEMPLATES, "menu_eco": "Vamos."}
+    )
+    harness = await start(config)
+    try:
+        assert texts(await harness.send(PHONE, "menueco")) == [
+            "Vamos.",
+            "¿Qué repito?",
+        ]
+        conversation = await harness.conversation(PHONE)
+        assert (conversation.flow, conversation.state) == ("eco", "pedir")
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("odd", ["state", "trigger", "to_x", "dirección", "paso 2"])
+async def test_states_named_like_model_attributes_or_not_ascii_run(tmp_path, odd):
+    flow = ECO.replace("repetir:", f'"{odd}":').replace("to: repetir", f'to: "{odd}"')
+    harness = await start(make_project(tmp_path, {"eco": flow}, TEMPLATES))
+    try:
+        await harness.send(PHONE, "eco")
+        assert texts(await harness.send(PHONE, "hola")) == ["Dijiste: hola"]
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_always_loop_that_slipped_past_the_checker_stops(tmp_path):
+    loop = """
+    name: bucle
+    start: [bucle]
+    states:
+      a:
+        reply: eco_pedir
+        always:
+          - to: b
+      b:
+        always:
+          - to: a
+    """
+    config = make_project(tmp_path, {"bucle": loop}, TEMPLATES)
+    harness = await start(config)
+    try:
+        replies = await asyncio.wait_for(harness.send(PHONE, "bucle"), 10)
+        # Bounded hops: a few prompts, then the driver is left where it stopped.
+        assert 1 <= len(replies) <= 20
+        assert set(texts(replies)) == {"¿Qué repito?"}
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_template_escaping_the_sandbox_gets_the_apology(tmp_path, caplog):
+    escape = {"eco_pedir": "{{ slots.__class__.__mro__[1].__subclasses__() }}"}
+    config = make_project(tmp_path, {"eco": ECO}, {**TEMPLATES, **escape})
+    harness = await start(config)
+    try:
+        with caplog.at_level(logging.ERROR, "tracbot.engine"):
+            assert texts(await harness.send(PHONE, "eco")) == [APOLOGY]
+        assert "unsafe" in caplog.text or "SecurityError" in caplog.text
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_inputs_button_list_location_and_quick_reply(tmp_path):
+    flow = """
+    name: elegir
+    start: [elegir]
+    states:
+      menu:
+        reply: eco_pedir
+        on:
+          - {input: list, id: fila_1, save: elegido, to: fin}
+          - {input: quick_reply, id: VER, save: elegido, to: fin}
+          - {input: location, save: elegido, to: fin}
+          - {input: button, id: [si], save: elegido, to: fin}
+      fin:
+        reply: elegido
+    """
+    templates = {**TEMPLATES, "elegido": "{{ elegido }}"}
+    harness = await start(make_project(tmp_path, {"elegir": flow}, templates))
+    try:
+        for send, answer in [
+            ({"list": "fila_1"}, "fila_1"),
+            ({"quick_reply": "VER"}, "VER"),
+            ({"button": "si"}, "si"),
+            ({"location": {"latitude": -23.5, "longitude": -70.4}}, "'latitude'"),
+        ]:
+            await harness.send(PHONE, "elegir")
+            assert answer in texts(await harness.send(PHONE, send))[0]
+        # A button id the state does not take is not a list row either.
+        await harness.send(PHONE, "elegir")
+        assert texts(await harness.send(PHONE, {"button": "fila_1"})) == [
+            "¿Qué repito?"
+        ]
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_flow_edits_under_a_conversation(project):
+    flows_dir = project.parent / "flows"
+    templates_dir = project.parent / "message_templates"
+    harness = await start(project)
+    reloader = Reloader(harness.runtime.engine, flows_dir, templates_dir)
+    try:
+        await harness.send(PHONE, "eco")
+
+        # The state still exists: the driver carries on in the new version.
+        write_files(flows_dir, {"eco.yaml": ECO.replace("10m", "20m")})
+        assert reloader.reload()
+        assert texts(await harness.send(PHONE, "uno")) == ["Dijiste: uno"]
+
+        # The state was renamed and `migrate` says where it went.
+        renamed = ECO.replace("pedir:", "preguntar:") + "migrate:\n  pedir: preguntar\n"
+        write_files(flows_dir, {"eco.yaml": ECO})
+        assert reloader.reload()
+        await harness.send(PHONE, "eco")
+        write_files(flows_dir, {"eco.yaml": renamed})
+        assert reloader.reload()
+        assert texts(await harness.send(PHONE, "dos")) == ["Dijiste: dos"]
+
+        # Renamed with no `migrate`: reset, told politely, message still handled.
+        write_files(flows_dir, {"eco.yaml": ECO})
+        assert reloader.reload()
+        await harness.send(PHONE, "eco")
+        write_files(flows_dir, {"eco.yaml": ECO.replace("pedir:", "otro:")})
+        assert reloader.reload()
+        replies = texts(await harness.send(PHONE, "tres"))
+        assert replies[0].startswith("Actualizamos esta conversación")
+        assert "No entendí tu mensaje" in replies[1]
+        assert (await harness.conversation(PHONE)).flow is None
+    finally:
+        await harness.__aexit__(None, None, None)

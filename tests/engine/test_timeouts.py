@@ -1,0 +1,55 @@
+"""Timeouts: stored deadlines, the sweep, and a message after the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from bot.engine.harness import Harness, demo_settings
+from bot.engine.timeouts import sweep_once
+from storage.base import Conversation, NewInboxEvent, utcnow
+from storage.sqlite import SqliteStore
+from tests.engine.project import make_project
+from tests.engine.test_runtime import ECO, PHONE, TEMPLATES, texts
+
+
+async def save(store: SqliteStore, conversation: Conversation, key: str) -> None:
+    event = NewInboxEvent(key, "notice", conversation.wa_id, "1", {"kind": "notice"})
+    await store.add_events([event])
+    pending = await store.next_event(conversation.wa_id)
+    await store.commit_step(pending.id, conversation, [])
+
+
+async def test_expired_conversations_earliest_first_with_limit(tmp_path):
+    now = utcnow()
+    async with SqliteStore(f"sqlite:///{tmp_path / 't.db'}") as store:
+        for wa_id, minutes in [("1", -1), ("2", -5), ("3", 5), ("4", -3)]:
+            deadline = now + timedelta(minutes=minutes)
+            await save(
+                store, Conversation(wa_id, "eco", "pedir", deadline=deadline), wa_id
+            )
+        await save(store, Conversation("5", "eco", "pedir"), "5")
+
+        found = await store.expired_conversations(now, limit=10)
+        assert [c.wa_id for c in found] == ["2", "4", "1"]
+        assert [c.wa_id for c in await store.expired_conversations(now, 2)] == [
+            "2",
+            "4",
+        ]
+
+        # One event a deadline, however often or by how many sweepers.
+        assert await sweep_once(store, now, "200000000000002") == 3
+        assert await sweep_once(store, now, "200000000000002") == 0
+
+
+async def test_message_after_the_deadline_before_the_sweep(tmp_path):
+    config = make_project(tmp_path, {"eco": ECO.replace("10m", "1s")}, TEMPLATES)
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        await harness.send(PHONE, "eco")
+        # The sweeper ran at start and sleeps 5 s: only the stored deadline
+        # tells the engine this conversation expired.
+        await asyncio.sleep(1.1)
+        replies = texts(await harness.send(PHONE, "hola"))
+        assert replies[0] == "Se acabó el tiempo, conductor."
+        assert "No entendí tu mensaje" in replies[1]
+        assert (await harness.conversation(PHONE)).flow is None

@@ -1,0 +1,374 @@
+"""The sender against the Graph API simulator, on a real SQLite file.
+
+The simulator plays Meta: throughput bursts (429, 130429), the pair limit
+(131056), the closed window (131047), a refused token (190), 500s and slow
+answers. Whatever it answers, nothing is lost, nothing is sent twice, the
+rate is never exceeded and each phone's messages arrive in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from bot.config import SenderSettings
+from bot.whatsapp.client import GraphClient
+from bot.whatsapp.messages import template_body
+from bot.whatsapp.sender import RateLimiter, Sender
+from bot.whatsapp.simulator import Simulator, make_app
+from storage.base import Conversation, NewInboxEvent, NewOutbound, utcnow
+from storage.sqlite import SqliteStore
+
+TOKEN = "sender-test-token"
+NUMBER = "200000000000002"
+CAMILA = "56911120011"
+BENJAMIN = "56911120016"
+
+
+@pytest.fixture
+def simulator() -> Simulator:
+    return Simulator(token=TOKEN)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    async with SqliteStore(f"sqlite:///{tmp_path}/sender.db") as store:
+        yield store
+
+
+@pytest.fixture
+async def client(simulator, aiohttp_server):
+    server = await aiohttp_server(make_app(simulator))
+    async with aiohttp.ClientSession() as session:
+        yield GraphClient(
+            session,
+            base_url=str(server.make_url("")).rstrip("/"),
+            version="v23.0",
+            token=TOKEN,
+            timeout=2.0,
+        )
+
+
+def make_sender(store, client, rate: float = 200.0, **options) -> Sender:
+    settings = SenderSettings(
+        rate_per_second=rate,
+        max_attempts=options.pop("max_attempts", 8),
+        backoff_seconds=0.02,
+        backoff_max_seconds=0.1,
+    )
+    options.setdefault("poll_seconds", 0.02)
+    options.setdefault("pair_pause_seconds", 0.3)
+    return Sender(store, client, settings, **options)
+
+
+def text(to: str, body: str, fallback: dict | None = None) -> NewOutbound:
+    message = {"to": to, "type": "text", "text": {"preview_url": False, "body": body}}
+    return NewOutbound(to, NUMBER, "message", message, fallback=fallback)
+
+
+@contextlib.asynccontextmanager
+async def running(sender: Sender):
+    task = asyncio.create_task(sender.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settled(store, seconds: float = 10.0) -> list:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        items = await store.outbox_items()
+        if all(item.status not in ("queued", "sending") for item in items):
+            return items
+        await asyncio.sleep(0.02)
+    raise TimeoutError("outbox not drained")
+
+
+def accepted_texts(simulator: Simulator, to: str | None = None) -> list[str]:
+    return [
+        r["body"]["text"]["body"]
+        for r in simulator.received
+        if r["status"] == 200
+        and r["body"].get("type") == "text"
+        and (to is None or r["body"]["to"] == to)
+    ]
+
+
+def phone(n: int) -> str:
+    return f"5691112{n:04d}"
+
+
+# Rate and bursts
+
+
+async def test_rate_limit_of_the_number_is_never_exceeded(store, client, simulator):
+    simulator.max_rate = 40
+    await store.enqueue([text(phone(n), f"m{n}") for n in range(100)])
+    sender = make_sender(store, client, rate=40)
+
+    started = time.monotonic()
+    async with running(sender):
+        items = await settled(store)
+    elapsed = time.monotonic() - started
+
+    assert [r["code"] for r in simulator.received if r["status"] != 200] == []
+    assert sorted(accepted_texts(simulator)) == sorted(f"m{n}" for n in range(100))
+    assert {item.status for item in items} == {"accepted"}
+    # 100 messages at 40 a second cannot take less than 60/40 s.
+    assert elapsed >= 1.4
+
+
+async def test_limiter_spaces_a_burst_within_one_second_windows():
+    limiter = RateLimiter(50)
+    stamps = []
+
+    async def one() -> None:
+        await limiter.wait(NUMBER)
+        stamps.append(time.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(80)))
+
+    stamps.sort()
+    busiest = max(
+        sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps
+    )
+    assert busiest <= 50
+
+
+async def test_throughput_bursts_are_retried_and_nothing_is_sent_twice(
+    store, client, simulator
+):
+    simulator.fail(130429, times=6)
+    simulator.fail(429, times=4)
+    simulator.fail(4, times=2)
+    await store.enqueue([text(phone(n), f"b{n}") for n in range(30)])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        items = await settled(store)
+
+    accepted = accepted_texts(simulator)
+    assert sorted(accepted) == sorted(f"b{n}" for n in range(30))
+    assert len(accepted) == len(set(accepted))
+    assert {item.status for item in items} == {"accepted"}
+    assert simulator.pending_failures == 0
+    assert sender.metrics.errors.values["130429"] == 6
+
+
+async def test_500s_and_slow_answers_lose_nothing(store, client, simulator):
+    simulator.fail(500, times=3)
+    simulator.fail(131000, times=2)
+    simulator.delay = 0.2
+    await store.enqueue([text(phone(n), f"s{n}") for n in range(20)])
+    sender = make_sender(store, client)
+
+    started = time.monotonic()
+    async with running(sender):
+        await settled(store)
+    elapsed = time.monotonic() - started
+
+    accepted = accepted_texts(simulator)
+    assert sorted(accepted) == sorted(f"s{n}" for n in range(20))
+    assert len(accepted) == len(set(accepted))
+    # Slow answers overlap: twenty of them one after the other take 4 s.
+    assert elapsed < 2.5
+
+
+# Per-recipient order and the pair limit
+
+
+async def test_pair_limit_waits_for_that_recipient_only_and_keeps_order(
+    store, client, simulator
+):
+    simulator.fail_for(CAMILA, 131056, times=2)
+    items = [text(CAMILA, f"c{n}") for n in range(4)]
+    items += [text(BENJAMIN, f"b{n}") for n in range(4)]
+    await store.enqueue(items)
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        await settled(store)
+
+    assert accepted_texts(simulator, CAMILA) == ["c0", "c1", "c2", "c3"]
+    assert accepted_texts(simulator, BENJAMIN) == ["b0", "b1", "b2", "b3"]
+    order = [r["body"]["to"] for r in simulator.received if r["status"] == 200]
+    # Benjamín did not wait behind Camila's pause.
+    assert order.index(BENJAMIN) < order.index(CAMILA)
+
+
+async def test_a_later_message_waits_for_an_earlier_one_in_retry(
+    store, client, simulator
+):
+    simulator.fail_for(CAMILA, 131016, times=3)
+    await store.enqueue([text(CAMILA, "first")])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        await asyncio.sleep(0.05)
+        await store.enqueue([text(CAMILA, "second")])
+        sender.wake()
+        await settled(store)
+
+    assert accepted_texts(simulator, CAMILA) == ["first", "second"]
+
+
+# Authentication, permanent errors, limits
+
+
+async def test_refused_token_holds_the_queue_until_a_valid_one(
+    store, client, simulator
+):
+    simulator.token = "rotated-token"
+    await store.enqueue([text(phone(n), f"a{n}") for n in range(5)])
+    sender = make_sender(store, client, auth_probe_seconds=0.3)
+
+    async with running(sender):
+        await asyncio.sleep(0.5)
+        assert sender.held
+        items = await store.outbox_items()
+        assert {item.status for item in items} <= {"queued", "sending"}
+        assert not accepted_texts(simulator)
+
+        simulator.token = TOKEN  # the operator fixes the token
+        items = await settled(store)
+
+    assert not sender.held
+    assert {item.status for item in items} == {"accepted"}
+    assert sorted(accepted_texts(simulator)) == [f"a{n}" for n in range(5)]
+    log = await store.attempts_of(items[0].id)
+    assert log[0]["outcome"] == "auth" and log[0]["error_code"] == 190
+    assert log[-1]["outcome"] == "accepted"
+
+
+async def test_permanent_error_is_never_retried(store, client, simulator):
+    simulator.fail_for(CAMILA, 131026)
+    [item_id] = await store.enqueue([text(CAMILA, "hola")])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        [item] = await settled(store)
+        await asyncio.sleep(0.1)
+
+    assert item.status == "failed" and item.error_code == 131026
+    assert len(simulator.received) == 1
+    log = await store.attempts_of(item_id)
+    assert [entry["outcome"] for entry in log] == ["permanent"]
+
+
+async def test_retryable_error_gives_up_after_max_attempts(store, client, simulator):
+    simulator.fail_for(CAMILA, 133004, times=50)
+    await store.enqueue([text(CAMILA, "hola")])
+    sender = make_sender(store, client, max_attempts=3)
+
+    async with running(sender):
+        [item] = await settled(store)
+
+    assert item.status == "failed" and item.error_code == 133004
+    assert len(simulator.received) == 3
+
+
+async def test_a_body_over_the_limits_never_leaves(store, client, simulator):
+    buttons = [
+        {"type": "reply", "reply": {"id": str(n), "title": f"Opción {n}"}}
+        for n in range(4)
+    ]
+    body = {
+        "to": CAMILA,
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": "Elige"},
+            "action": {"buttons": buttons},
+        },
+    }
+    await store.enqueue([NewOutbound(CAMILA, NUMBER, "message", body)])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        [item] = await settled(store)
+
+    assert item.status == "failed"
+    assert "4 buttons" in item.error_detail
+    assert simulator.received == []
+
+
+# The 24-hour window
+
+
+def viaje(to: str) -> dict:
+    return template_body(to, "viaje_actualizado", "es", ["AB-12-CD", "En Tránsito"])
+
+
+async def test_closed_window_sends_the_template_instead(store, client, simulator):
+    await store.enqueue([text(CAMILA, "Tu viaje va en tránsito", viaje(CAMILA))])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        original, template = await settled(store)
+
+    assert original.status == "replaced"
+    assert template.fallback_of == original.id and template.status == "accepted"
+    [request] = simulator.received
+    assert request["body"]["type"] == "template"
+    assert request["body"]["template"]["name"] == "viaje_actualizado"
+
+
+async def test_open_window_sends_the_text(store, client, simulator):
+    await _wrote(store, CAMILA, hours_ago=23)
+    await store.enqueue([text(CAMILA, "Tu viaje va en tránsito", viaje(CAMILA))])
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        [item] = await settled(store)
+
+    assert item.status == "accepted"
+    assert accepted_texts(simulator) == ["Tu viaje va en tránsito"]
+
+
+async def test_window_error_at_send_time_falls_back_once(store, client, simulator):
+    # Our record says the window is open, Meta says it closed.
+    await _wrote(store, CAMILA, hours_ago=1)
+    simulator.fail_for(CAMILA, 131047, times=5)
+    await store.enqueue(
+        [text(CAMILA, "uno", viaje(CAMILA)), text(CAMILA, "dos", viaje(CAMILA))]
+    )
+    sender = make_sender(store, client)
+
+    async with running(sender):
+        items = await settled(store)
+
+    kinds = Counter(r["body"]["type"] for r in simulator.received)
+    assert kinds == {"text": 2, "template": 2}
+    by_id = {item.id: item for item in items}
+    templates = [item for item in items if item.fallback_of is not None]
+    assert sorted(by_id[t.fallback_of].body["text"]["body"] for t in templates) == [
+        "dos",
+        "uno",
+    ]
+    # The template went out in the place of its text: order kept.
+    order = [r["body"]["type"] for r in simulator.received]
+    assert order == ["text", "template", "text", "template"]
+
+
+async def _wrote(store, wa_id: str, hours_ago: float) -> None:
+    event_ids = await _inbox_event(store, wa_id)
+    when = utcnow() - timedelta(hours=hours_ago)
+    await store.commit_step(
+        event_ids, Conversation(wa_id=wa_id, last_inbound_at=when), []
+    )
+
+
+async def _inbox_event(store, wa_id: str) -> int:
+    key = f"wamid.test-{wa_id}"
+    await store.add_events([NewInboxEvent(key, "message", wa_id, NUMBER, {})])
+    event = await store.next_event(wa_id)
+    return event.id
