@@ -54,7 +54,7 @@ class BusinessDriver(abc.ABC):
     async def execute(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a statement in its own transaction; return the rows changed."""
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027 - optional for a driver
         """Stop the statement running now (after a timeout), if the driver can."""
 
 
