@@ -140,7 +140,9 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "tracbot / reference, graph 50 ms (replies/s)": ratio(
             "tracbot_50", "replies_per_s", "reference_50", "replies_per_s"
         ),
-        "rss 1M / rss 1k": ratio("memory_big", "rss_mib", "memory_1k", "rss_mib"),
+        "rss big / rss 1k (memory rows)": ratio(
+            "memory_big", "rss_mib", "memory_1k", "rss_mib"
+        ),
     }
 
 

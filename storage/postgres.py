@@ -40,6 +40,7 @@ from storage.base import (
     Store,
     utcnow,
 )
+from storage.crash import crash_point
 from storage.dialects import advisory_lock_key
 from storage.errors import StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, migrations, refuse_pending
@@ -220,6 +221,8 @@ class PostgresStore(Store):
                 _terminate(conn)
                 raise _Retry from exc
             raise _translate(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from exc
         except TimeoutError as exc:
             raise StorageError("PostgreSQL statement timed out") from exc
         finally:
@@ -379,7 +382,9 @@ class PostgresStore(Store):
 
             if conversation is not None:
                 await _save_conversation(conn, conversation, now)
-            return await _insert_outbound(conn, replies, now, event_id)
+            ids = await _insert_outbound(conn, replies, now, event_id)
+            crash_point("in_commit")
+            return ids
 
         return await self._run(work, transaction=True)
 

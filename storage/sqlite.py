@@ -112,6 +112,18 @@ class SqliteStore(LinksMixin, Store):
         db.execute("PRAGMA busy_timeout=5000")
         self._db = db
         self._migrate(db)
+        self._release_sends(db)
+
+    def _release_sends(self, db: sqlite3.Connection) -> None:
+        # One process owns an SQLite file, so at open nothing is really
+        # being sent: items left `sending` by a killed process go back to
+        # the queue at once instead of after the lease.
+        with _transaction(db):
+            count = db.execute(
+                "UPDATE outbox SET status = 'queued' WHERE status = 'sending'"
+            ).rowcount
+        if count:
+            log.warning("outbox items requeued after an unclean stop count=%d", count)
 
     def _disconnect(self) -> None:
         if self._db is not None:

@@ -18,4 +18,8 @@ def advances(current: str, new: str) -> bool:
     """Return whether a status webhook moves a message forward."""
     if current == "failed":
         return new in AFTER_FAILED
+    if new == "failed":
+        # Read is final: a message the driver read did not fail for them,
+        # and a late failure report must not undo that.
+        return STATUS_RANK.get(current, -1) < STATUS_RANK["read"]
     return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)

@@ -127,7 +127,17 @@ class SqliteDriver(BusinessDriver):
         return changed
 
 
-DRIVERS: dict[str, Callable[[str], BusinessDriver]] = {"sqlite": SqliteDriver}
+def _odbc(url: str) -> BusinessDriver:
+    # Imported on use: only an ODBC deployment needs aioodbc and unixODBC.
+    from bot.business.odbc import OdbcDriver
+
+    return OdbcDriver(url)
+
+
+DRIVERS: dict[str, Callable[[str], BusinessDriver]] = {
+    "sqlite": SqliteDriver,
+    "odbc": _odbc,
+}
 
 
 def create_driver(url: str) -> BusinessDriver:

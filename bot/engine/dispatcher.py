@@ -22,6 +22,7 @@ from bot.logs import mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.statuses import record_status
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
+from storage.crash import crash_point
 from storage.errors import StorageError
 
 log = logging.getLogger("tracbot.dispatcher")
@@ -154,7 +155,9 @@ class Dispatcher:
             outbound.append(read_mark(message, self.typing_indicator))
         outbound += text_messages(message.wa_id, message.phone_number_id, replies)
 
+        crash_point("after_engine")
         await self.store.commit_step(event.id, conversation, outbound)
+        crash_point("after_commit")
         log.info(
             "message handled wamid=…%s phone=%s type=%s flow=%s state=%s replies=%d",
             message.wamid[-6:],

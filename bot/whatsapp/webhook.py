@@ -106,9 +106,14 @@ def _parse(body: bytes) -> ParseResult:
     understand (a non-200 only buys days of retries of the same bytes).
     """
     try:
-        data = json.loads(body)
+        # NaN and Infinity are not JSON; no database column would take them.
+        data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         log.warning("webhook body is not JSON bytes=%d", len(body))
         raw = body.decode("utf-8", errors="replace")
         return ParseResult(events=[Notice(topic="invalid_json", body={"raw": raw})])
     return parse_body(data)
+
+
+def _no_constant(name: str) -> None:
+    return None

@@ -66,6 +66,11 @@ async def test_user_text_with_braces_is_shown_not_rendered(project):
         assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
         replies = await harness.send(PHONE, "{{ 7*7 }} {% raw %}{{ x.__class__ }}")
         assert texts(replies) == ["Dijiste: {{ 7*7 }} {% raw %}{{ x.__class__ }}"]
+        # No per-phone object outlives its message: the machines hold no model.
+        engine = harness.runtime.engine
+        assert [f.machine.models for f in engine.flows.values()] == [
+            [] for _ in engine.flows
+        ]
     finally:
         await harness.__aexit__(None, None, None)
 

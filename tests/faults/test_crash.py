@@ -1,10 +1,15 @@
-"""`kill -9` of the server in the middle of a load, then a restart."""
+"""`kill -9` of the server in the middle of a load, then a restart.
+
+Every reply arrives, and exactly once, except a reply whose request was
+on the wire when the process died: Meta may have accepted it, and the Cloud
+API has no idempotency key to ask, so it is sent again rather than risk
+losing it. Those are the items the dead server left `sending`; the test
+counts them in the database and allows no other duplicate.
+"""
 
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 
 from tests.faults.harness import (
     FULL,
@@ -17,9 +22,7 @@ from tests.faults.harness import (
 
 MESSAGES = 200 * SCALE
 PHONES = 100 * SCALE
-# Items a killed server left `sending` are retried once their lease (two
-# minutes, storage SENDING_LEASE) expires; the reduced run does not wait.
-AFTER_RESTART = 200.0 if FULL else 10.0
+AFTER_RESTART = 60.0 if FULL else 20.0
 
 
 async def post_all(stack, http, bodies, statuses):
@@ -34,12 +37,6 @@ async def post_all(stack, http, bodies, statuses):
     await asyncio.gather(*(one(i) for i in waiting))
 
 
-@pytest.mark.xfail(
-    not FULL,
-    strict=True,
-    reason="a killed server's `sending` items wait out a 2-minute lease, and "
-    "block their phone's later replies meanwhile (storage SENDING_LEASE)",
-)
 async def test_kill_9_mid_load_then_restart_replies_once(stack_factory, http):
     stack = stack_factory()
     bodies = [text_body("crash", i, PHONES) for i in range(MESSAGES)]
@@ -51,6 +48,7 @@ async def test_kill_9_mid_load_then_restart_replies_once(stack_factory, http):
     await wait_for(http, stack, lambda r: len(replies(r)) >= MESSAGES // 4)
     stack.bot.kill9()
     await posting
+    in_flight = [row for row in stack.outbox() if row["status"] == "sending"]
 
     # Meta retries whatever was not answered 200.
     stack.start_bot()
@@ -67,6 +65,9 @@ async def test_kill_9_mid_load_then_restart_replies_once(stack_factory, http):
     for reply in replies(requests):
         per_phone[reply["body"]["to"]] = per_phone.get(reply["body"]["to"], 0) + 1
     assert len(per_phone) == PHONES
-    assert set(per_phone.values()) == {MESSAGES // PHONES}
+    assert min(per_phone.values()) == MESSAGES // PHONES
+    extra_replies = sum(per_phone.values()) - MESSAGES
     reads = reads_per_wamid(requests)
-    assert len(reads) == MESSAGES and set(reads.values()) == {1}
+    assert len(reads) == MESSAGES and min(reads.values()) == 1
+    extra_reads = sum(reads.values()) - MESSAGES
+    assert extra_replies + extra_reads <= len(in_flight)

@@ -12,8 +12,6 @@ import asyncio
 import itertools
 import json
 
-import pytest
-
 from bench import procs
 from bench.webhooks import phone
 from bot.whatsapp.simulator_webhooks import status_webhook
@@ -57,11 +55,6 @@ def status_body(wamid: str, status: str, to: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.status.advances lets failed follow read, and delivered "
-    "follow that failed: read, failed, delivered ends `delivered`",
-)
 async def test_every_order_of_statuses_ends_in_the_right_status(stack_factory, http):
     stack = stack_factory(overrides={"whatsapp.mark_read": False})
     phones = len(ORDERS)

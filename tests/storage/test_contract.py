@@ -8,7 +8,6 @@ database of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,29 +15,11 @@ import pytest
 from storage import Conversation, NewInboxEvent, NewOutbound, Store, create_store
 from storage.errors import StorageError
 
-BACKENDS = ["sqlite", "postgresql", "odbc"]
 PHONE_NUMBER_ID = "106540352242922"
 SANTIAGO_SUMMER = timezone(timedelta(hours=-3))
 
 # Accents, ñ, a flag, a family emoji joined by zero-width joiners, a NUL.
 SAMPLE = "Guía Nº 4521, camión ñandú: «listo» 🇨🇱👨‍👩‍👧 ✅ \u0000 "
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/t.db"
-    database = request.getfixturevalue("postgres_db")
-    if request.param == "postgresql":
-        return database.dsn
-    request.getfixturevalue("odbc_driver")
-    return f"odbc:{database.odbc}"
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    async with create_store(store_url) as opened:
-        yield opened
 
 
 def event(key: str, wa_id: str | None = "56911111111", **payload) -> NewInboxEvent:

@@ -1,0 +1,2 @@
+-- Nothing to do: this schema has had the `outbox_sending` index since 0001.
+-- The version exists so that every backend counts the same migrations.

@@ -1,0 +1,274 @@
+"""The storage contract beyond the step: delivery, history, links, schema.
+
+Each test runs on the three backends of conftest.py: SQLite, PostgreSQL
+through asyncpg and PostgreSQL through unixODBC and psqlODBC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage import Conversation, NewInboxEvent, NewOutbound, Store, create_store
+from storage import migrate as migrate_url
+from storage.base import DeliveryCounts, Link
+from storage.errors import StorageError
+from storage.migrations import migrations
+
+PHONE_NUMBER_ID = "106540352242922"
+TEMPLATE = {"type": "template", "template": {"name": "mensaje_tracmin"}}
+
+
+def event(key: str, wa_id: str = "561", kind: str = "message") -> NewInboxEvent:
+    return NewInboxEvent(key, kind, wa_id, PHONE_NUMBER_ID, {"id": key})
+
+
+def reply(wa_id: str, text: str, fallback: dict | None = None) -> NewOutbound:
+    body = {"type": "text", "text": {"body": text}}
+    return NewOutbound(wa_id, PHONE_NUMBER_ID, "message", body, fallback)
+
+
+def texts(items) -> list[str]:
+    return [item.body["text"]["body"] for item in items]
+
+
+# The step
+
+
+async def test_commit_step_refuses_a_replayed_event(store: Store) -> None:
+    await store.add_events([event("e1")])
+    pending = await store.next_event("561")
+    await store.commit_step(pending.id, None, [reply("561", "una vez")])
+
+    with pytest.raises(StorageError, match="not pending"):
+        await store.commit_step(pending.id, None, [reply("561", "dos veces")])
+
+    assert texts(await store.outbox_items()) == ["una vez"]
+
+
+async def test_expired_conversations_come_earliest_deadline_first(
+    store: Store,
+) -> None:
+    now = datetime.now(UTC)
+    await store.add_events([event(f"e{n}", f"56{n}") for n in range(4)])
+    for n, minutes in enumerate((5, -1, -10, None)):
+        pending = await store.next_event(f"56{n}")
+        deadline = None if minutes is None else now + timedelta(minutes=minutes)
+        conversation = Conversation(f"56{n}", "vincular", "pedir_rut", {}, None)
+        conversation.deadline = deadline
+        await store.commit_step(pending.id, conversation, [])
+
+    expired = await store.expired_conversations(now)
+    assert [c.wa_id for c in expired] == ["562", "561"]
+    assert [c.wa_id for c in await store.expired_conversations(now, 1)] == ["562"]
+
+
+# Outbox order and delivery
+
+
+async def test_a_phones_later_items_wait_for_its_earlier_ones(store: Store) -> None:
+    a1, a2, b1 = await store.enqueue(
+        [reply("561", "a1"), reply("561", "a2"), reply("562", "b1")]
+    )
+
+    assert [i.id for i in await store.due_outbox()] == [a1, b1]
+    assert await store.due_outbox() == []
+
+    # A retry keeps a1 unfinished, so a2 still waits.
+    await store.mark_retry(a1, datetime.now(UTC) - timedelta(seconds=1), "429")
+    assert [i.id for i in await store.due_outbox()] == [a1]
+    await store.mark_sent(a1, "wamid.a1", "accepted")
+    assert [i.id for i in await store.due_outbox()] == [a2]
+
+    # A failure ends an item: it holds nothing back.
+    [b2] = await store.enqueue([reply("562", "b2")])
+    await store.mark_failed(b1, 131026, "Undeliverable")
+    assert [i.id for i in await store.due_outbox()] == [b2]
+
+
+async def test_attempts_are_logged_per_item_in_order(store: Store) -> None:
+    [item_id] = await store.enqueue([reply("561", "x")])
+    await store.record_attempt(item_id, 1, "retry", 120, 130429, "rate limit")
+    await store.record_attempt(item_id, 2, "accepted", 35)
+
+    attempts = await store.attempts_of(item_id)
+
+    assert [(a["attempt"], a["outcome"], a["ms"]) for a in attempts] == [
+        (1, "retry", 120),
+        (2, "accepted", 35),
+    ]
+    assert (attempts[0]["error_code"], attempts[0]["detail"]) == (130429, "rate limit")
+    assert attempts[1]["error_code"] is None
+    assert attempts[0]["at"].utcoffset() == timedelta(0)
+    assert await store.attempts_of(item_id + 1000) == []
+
+
+async def test_last_inbound_and_outbox_by_wamid(store: Store) -> None:
+    wrote = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    await store.add_events([event("e1")])
+    pending = await store.next_event("561")
+    conversation = Conversation("561", last_inbound_at=wrote)
+    [item_id] = await store.commit_step(pending.id, conversation, [reply("561", "x")])
+    await store.mark_sent(item_id, "wamid.X", "accepted")
+
+    assert await store.last_inbound(["561", "599"]) == {"561": wrote}
+    assert await store.last_inbound([]) == {}
+    found = await store.outbox_by_wamid("wamid.X")
+    assert found is not None and (found.id, found.wa_id) == (item_id, "561")
+    assert await store.outbox_by_wamid("wamid.unknown") is None
+
+
+async def test_a_template_fallback_replaces_an_item_once(store: Store) -> None:
+    with_fallback, without = await store.enqueue(
+        [reply("561", "ventana", TEMPLATE), reply("562", "sin plantilla")]
+    )
+    [stored, _] = await store.outbox_items()
+    assert stored.fallback == TEMPLATE and stored.fallback_of is None
+
+    template = await store.add_fallback(with_fallback, replace=True)
+
+    assert template is not None
+    assert (template.status, template.attempts) == ("sending", 1)
+    assert (template.body, template.fallback_of) == (TEMPLATE, with_fallback)
+    assert template.wa_id == "561" and template.phone_number_id == PHONE_NUMBER_ID
+    statuses = {i.id: i.status for i in await store.outbox_items()}
+    assert statuses[with_fallback] == "replaced"
+    assert await store.add_fallback(with_fallback, replace=True) is None
+    assert await store.add_fallback(without, replace=False) is None
+
+
+async def test_a_fallback_after_a_failure_is_queued(store: Store) -> None:
+    [item_id] = await store.enqueue([reply("561", "tarde", TEMPLATE)])
+    await store.due_outbox()
+    await store.mark_sent(item_id, "wamid.F", "accepted")
+    await store.apply_status("wamid.F", "failed", 131047, "Re-engagement message")
+
+    template = await store.add_fallback(item_id, replace=False)
+
+    assert template is not None and template.status == "queued"
+    [item, queued] = await store.outbox_items()
+    assert (item.status, item.error_code) == ("failed", 131047)
+    assert item.error_detail == "Re-engagement message"
+    assert queued.id == template.id
+    assert [i.id for i in await store.due_outbox()] == [template.id]
+
+
+# History and metrics
+
+
+async def test_history_pages_a_phones_messages_newest_first(store: Store) -> None:
+    await store.add_events([event("in.1"), event("read.1", kind="status")])
+    first = await store.next_event("561")
+    read_mark = NewOutbound("561", PHONE_NUMBER_ID, "read", {"message_id": "in.1"})
+    await store.commit_step(first.id, None, [read_mark, reply("561", "hola")])
+    await store.add_events([event("in.2"), event("other", wa_id="562")])
+    await store.enqueue([reply("561", "aviso")])
+
+    total, page = await store.history("561", limit=3, offset=0)
+
+    assert total == 4
+    assert [(e.direction, e.status) for e in page] == [
+        ("out", "queued"),
+        ("in", "received"),
+        ("out", "queued"),
+    ]
+    assert page[0].body["text"]["body"] == "aviso"
+    assert page[1].wamid == "in.2" and page[1].body == {"id": "in.2"}
+    assert all(e.at.utcoffset() == timedelta(0) for e in page)
+    assert page[0].at >= page[1].at >= page[2].at
+
+    total, rest = await store.history("561", limit=3, offset=3)
+    assert total == 4
+    assert [(e.direction, e.wamid) for e in rest] == [("in", "in.1")]
+    assert await store.history("599", 10, 0) == (0, [])
+
+
+async def test_delivery_counts_and_queue_stats(store: Store) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    ids = await store.enqueue([reply(f"56{n}", str(n)) for n in range(5)])
+    await store.due_outbox()
+    for n, status in enumerate(("sent", "delivered", "read")):
+        await store.mark_sent(ids[n], f"wamid.{n}", "accepted")
+        await store.apply_status(f"wamid.{n}", status)
+    await store.mark_failed(ids[3], 131026, "Undeliverable")
+    await store.mark_retry(ids[4], datetime.now(UTC), "timeout")
+    await store.add_events([event("e1"), event("e2", "562"), event("s", kind="x")])
+    end = datetime.now(UTC) + timedelta(minutes=1)
+
+    counts = await store.delivery_counts(start, end)
+
+    assert counts == DeliveryCounts(
+        total=5, queued=1, sent=3, delivered=2, read=1, failed=1
+    )
+    assert await store.delivery_counts(end, end + timedelta(hours=1)) == (
+        DeliveryCounts()
+    )
+    assert await store.inbound_count(start, end) == 2
+    stats = await store.queue_stats()
+    assert (stats.inbox_pending, stats.outbox_queued) == (3, 1)
+    assert stats.inbox_oldest_at is not None
+    assert abs(stats.inbox_oldest_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+# Account links
+
+
+def link(wa_id: str, driver_id: str, name: str = "José Ñúñez 🚚") -> Link:
+    linked_at = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    return Link(wa_id, driver_id, "12345678-5", name, "driver", "rut", linked_at)
+
+
+async def test_links_are_saved_replaced_and_moved(store: Store) -> None:
+    await store.save_link(link("561", "d1"))
+    assert await store.get_link("561") == link("561", "d1")
+    assert await store.link_of_driver("d1") == link("561", "d1")
+    assert await store.get_link("562") is None
+
+    await store.save_link(link("561", "d2", "Otra"))
+    assert await store.get_link("561") == link("561", "d2", "Otra")
+    assert await store.link_of_driver("d1") is None
+
+    # The new number's own link gives way to the account that moved there.
+    await store.save_link(link("563", "d3"))
+    assert await store.move_link("561", "563") is True
+    assert await store.get_link("561") is None
+    assert (await store.get_link("563")).driver_id == "d2"
+    assert await store.move_link("561", "564") is False
+
+
+async def test_a_driver_has_one_phone(store: Store) -> None:
+    await store.save_link(link("561", "d1"))
+
+    with pytest.raises(StorageError):
+        await store.save_link(link("562", "d1"))
+    assert await store.get_link("562") is None
+
+
+async def test_failed_link_attempts_count_since_a_time(store: Store) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    for outcome in ("invalid", "unknown", "ok", "denied"):
+        await store.add_link_attempt("561", "11111111-1", outcome)
+    await store.add_link_attempt("562", "11111111-1", "invalid")
+
+    assert await store.failed_link_attempts("561", before) == 3
+    assert await store.failed_link_attempts("562", before) == 1
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert await store.failed_link_attempts("561", later) == 0
+
+
+# Schema
+
+
+async def test_migrate_refuse_names_the_pending_migrations(store_url: str) -> None:
+    versions = [m.name for m in migrations("sqlite")]
+
+    with pytest.raises(StorageError, match="tracbot migrate") as refused:
+        await create_store(store_url, migrate="refuse").open()
+    assert versions[-1] in str(refused.value)
+
+    assert len(await migrate_url(store_url)) == len(versions)
+    assert await migrate_url(store_url) == []
+    async with create_store(store_url, migrate="refuse") as store:
+        assert store.applied == []
+        assert await store.pending_count() == 0
