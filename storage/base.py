@@ -214,6 +214,21 @@ class Store(abc.ABC):
     async def next_event(self, wa_id: str) -> InboxEvent | None:
         """Return the oldest unprocessed event of a phone."""
 
+    async def next_turn(
+        self, wa_id: str
+    ) -> tuple[InboxEvent | None, Conversation | None]:
+        """Return a phone's oldest unprocessed event and its conversation.
+
+        One round trip where a backend can (the dispatcher's hot path). A
+        phone without a stored conversation gets a new, empty one; there is
+        none when there is no event or `wa_id` is empty (events of no phone).
+        """
+        event = await self.next_event(wa_id)
+        if event is None or not wa_id:
+            return event, None
+        conversation = await self.load_conversation(wa_id)
+        return event, conversation or Conversation(wa_id=wa_id)
+
     @abc.abstractmethod
     async def pending_count(self) -> int:
         """Return how many inbox events wait to be processed."""
@@ -325,6 +340,16 @@ class Store(abc.ABC):
     ) -> None:
         """Log one request of the sender for an item and its outcome."""
         raise NotImplementedError(f"{type(self).__name__}: record_attempt")
+
+    async def record_sent(
+        self, item_id: int, wamid: str | None, status: str, attempt: int, ms: int
+    ) -> None:
+        """`mark_sent`, and log the attempt as `accepted` (detail: the wamid).
+
+        One round trip where a backend can (the sender's hot path).
+        """
+        await self.mark_sent(item_id, wamid, status)
+        await self.record_attempt(item_id, attempt, "accepted", ms, None, wamid)
 
     async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
         """Return the attempts log of an item, oldest first."""

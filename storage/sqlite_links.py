@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.base import Link, utcnow
+from storage.sqlite_batch import transaction
 
 
 def _ts(value: datetime) -> str:
@@ -28,13 +29,9 @@ class LinksMixin:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        # A savepoint when the call runs inside a group commit.
+        with transaction(self.db):
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     async def get_link(self, wa_id: str) -> Link | None:
         return await self._run(self._one_link, "wa_id", wa_id)

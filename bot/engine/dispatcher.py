@@ -110,18 +110,27 @@ class Dispatcher:
             async with self.store.claim(wa_id) as mine:
                 if not mine:
                     return
-                while (event := await self.store.next_event(wa_id)) is not None:
-                    await self.process(event)
+                while True:
+                    # The event and the phone's conversation in one trip.
+                    event, conversation = await self.store.next_turn(wa_id)
+                    if event is None:
+                        return
+                    await self.process(event, conversation)
         except StorageError as exc:
             # The event stays pending; the next sweep tries again.
             log.error("storage failed phone=%s, will retry: %s", mask(wa_id), exc)
             await asyncio.sleep(self.poll_seconds)
 
-    async def process(self, event: InboxEvent) -> None:
-        """Handle one inbox event and commit its outcome."""
+    async def process(
+        self, event: InboxEvent, conversation: Conversation | None = None
+    ) -> None:
+        """Handle one inbox event and commit its outcome.
+
+        `conversation` is the phone's, loaded with the event, if it was.
+        """
         item = from_json(event.payload)
         if isinstance(item, InboundMessage):
-            await self._message(event, item)
+            await self._message(event, item, conversation)
         elif isinstance(item, StatusUpdate):
             await self._status(event, item)
         elif isinstance(item, Notice) and timeouts.is_timeout(item) and event.wa_id:
@@ -131,7 +140,12 @@ class Dispatcher:
             await self.store.commit_step(event.id, None, [])
         self.on_step()
 
-    async def _message(self, event: InboxEvent, message: InboundMessage) -> None:
+    async def _message(
+        self,
+        event: InboxEvent,
+        message: InboundMessage,
+        loaded: Conversation | None = None,
+    ) -> None:
         if (
             self.phone_number_ids
             and message.phone_number_id not in self.phone_number_ids
@@ -144,8 +158,10 @@ class Dispatcher:
             await self.store.commit_step(event.id, None, [])
             return
 
-        conversation = await self.store.load_conversation(message.wa_id)
-        conversation = conversation or Conversation(wa_id=message.wa_id)
+        conversation = loaded
+        if conversation is None or conversation.wa_id != message.wa_id:
+            conversation = await self.store.load_conversation(message.wa_id)
+            conversation = conversation or Conversation(wa_id=message.wa_id)
         if message.opens_window:
             conversation.last_inbound_at = utcnow()
 

@@ -1,0 +1,55 @@
+"""`tracbot migrate`, and `tracbot serve` under `storage.migrate: refuse`.
+
+Both run as real commands against a fresh database of the session's
+PostgreSQL, the way an operator runs them before and during a deploy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from bench import procs
+from storage.migrations import migrations
+
+
+def tracbot(config: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **procs.tracbot_env("http://127.0.0.1:9", url)}
+    return subprocess.run(
+        [str(procs.TRACBOT), "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_then_serve_refusing_migrations(postgres_db, tmp_path: Path) -> None:
+    config = procs.write_config(tmp_path, {"storage.migrate": "refuse"})
+    names = [m.name for m in migrations("postgres")]
+
+    # A schema behind this tracbot: serve stops with a message, no traceback.
+    refused = tracbot(config, postgres_db.dsn, "serve", "--port", "0")
+    assert refused.returncode == 2, refused.stderr
+    assert "tracbot migrate" in refused.stderr and names[0] in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    applied = tracbot(config, postgres_db.dsn, "migrate")
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == f"postgresql: applied {', '.join(names)}"
+
+    again = tracbot(config, postgres_db.dsn, "migrate")
+    assert again.stdout.strip() == "postgresql: schema up to date"
+
+
+def test_migrate_names_an_unreachable_database(tmp_path: Path) -> None:
+    config = procs.write_config(tmp_path, {"storage.acquire_timeout_seconds": 1})
+    port = procs.free_port()
+    url = f"postgresql://tracbot:x@127.0.0.1:{port}/tracbot"
+
+    failed = tracbot(config, url, "migrate")
+
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("tracbot migrate: cannot connect to PostgreSQL")
+    assert "Traceback" not in failed.stderr
