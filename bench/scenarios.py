@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench import procs, wrk
 from bench.webhooks import phone
 
 SERVER_CPU = 0
@@ -61,10 +61,12 @@ class Load:
     run: str = "r0"
 
     def command(self, url: str) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "bench.load",
+        command = [sys.executable, "-m", "bench.load", *self.args(url)]
+        return procs.pinned(command, LOAD_CPU)
+
+    def args(self, url: str) -> list[str]:
+        """The arguments of bench/load.py (bench/wrk.py reads them too)."""
+        return [
             "--url",
             f"{url}/webhook",
             "--count",
@@ -82,7 +84,6 @@ class Load:
             "--secret",
             procs.APP_SECRET,
         ]
-        return procs.pinned(command, LOAD_CPU)
 
 
 def run_load(
@@ -91,8 +92,18 @@ def run_load(
     """Run the generator to completion and return its summary.
 
     `on_start` is called once the generator has signed its bodies and is
-    about to post the first one: the start of every measured window.
+    about to post the first one: the start of every measured window. A
+    fixed-rate load runs on wrk when it is installed (bench/wrk.py): the
+    Python generator cannot hold 1,000/s on the core it shares.
     """
+    if load.rate and wrk.available():
+        with procs.workdir("tracbot-wrk-") as folder:
+            return wrk.run(
+                load.args(server.url),
+                folder,
+                lambda command: procs.pinned(command, LOAD_CPU),
+                on_start,
+            )
     command = [*load.command(server.url), "--wait-go"]
     with subprocess.Popen(
         command,

@@ -98,9 +98,10 @@ class GroupCommit:
         db = self.db()
         failed: list[Outcome] = []
         held: list[Outcome] = []
+        # A call whose caller was cancelled meanwhile still runs: it may be
+        # the record of a message Meta already accepted (a sender stopped
+        # mid-send), which must not be lost to a shutdown.
         for fn, args, future in jobs:
-            if future.cancelled():
-                continue
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
             try:

@@ -1,0 +1,103 @@
+"""Group commit of the SQLite backend (storage/sqlite_batch.py).
+
+Calls queued together share one transaction; each must still be answered
+only after its rows are committed, and one call's failure must not undo or
+fail the others of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage import NewInboxEvent, NewOutbound
+from storage.errors import StorageError
+from storage.sqlite import SqliteStore
+
+PHONE_NUMBER_ID = "106540352242922"
+
+
+def event(key: str, wa_id: str = "561") -> NewInboxEvent:
+    return NewInboxEvent(key, "message", wa_id, PHONE_NUMBER_ID, {"id": key})
+
+
+def reply(wa_id: str, text: str) -> NewOutbound:
+    body = {"type": "text", "text": {"body": text}}
+    return NewOutbound(wa_id, PHONE_NUMBER_ID, "message", body)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    async with SqliteStore(f"sqlite:///{tmp_path}/t.db") as opened:
+        yield opened
+
+
+def committed_keys(path: str) -> set[str]:
+    """What another connection sees: only committed rows."""
+    with sqlite3.connect(path) as other:
+        return {row[0] for row in other.execute("SELECT key FROM inbox")}
+
+
+async def test_each_caller_is_answered_after_its_rows_are_committed(
+    store: SqliteStore,
+) -> None:
+    seen_at_answer: dict[str, bool] = {}
+
+    async def webhook(key: str) -> None:
+        await store.add_events([event(key, f"56{len(key)}")])
+        seen_at_answer[key] = key in committed_keys(store.path)
+
+    await asyncio.gather(*(webhook(f"k{i}") for i in range(50)))
+    assert seen_at_answer == {f"k{i}": True for i in range(50)}
+
+
+async def test_a_failing_call_leaves_the_rest_of_its_batch_committed(
+    store: SqliteStore,
+) -> None:
+    await store.add_events([event("done")])
+    first = await store.next_event("561")
+    await store.commit_step(first.id, None, [reply("561", "una vez")])
+
+    # Queued together: new events, a replayed step (refused), more events.
+    results = await asyncio.gather(
+        store.add_events([event("a", "562")]),
+        store.commit_step(first.id, None, [reply("561", "dos veces")]),
+        store.add_events([event("b", "563")]),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], StorageError)
+    assert committed_keys(store.path) == {"done", "a", "b"}
+    assert [i.body["text"]["body"] for i in await store.outbox_items()] == ["una vez"]
+
+
+async def test_close_waits_for_queued_calls(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path}/t.db")
+    await store.open()
+    calls = [
+        asyncio.ensure_future(store.add_events([event(f"q{i}")])) for i in range(20)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    assert [await c for c in calls] == [1] * 20
+    assert len(committed_keys(store.path)) == 20
+
+
+async def test_a_call_whose_caller_was_cancelled_still_commits(
+    store: SqliteStore,
+) -> None:
+    # A sender stopped right after Meta accepted a message must still
+    # record it, or the message would go out again after a restart.
+    first = asyncio.ensure_future(store.add_events([event("before", "566")]))
+    stopped = asyncio.ensure_future(store.add_events([event("stopped", "567")]))
+    await asyncio.sleep(0)  # both queued
+    stopped.cancel()
+    assert await first == 1
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+    await store.pending_count()  # a later batch: the queue has moved on
+    assert {"before", "stopped"} <= committed_keys(store.path)
