@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from bot.whatsapp.events import Notice, to_json
+from bot.whatsapp.events import Event, Notice, to_json
 from bot.whatsapp.payloads import ParseResult, parse_body
 from bot.whatsapp.signature import verify
 from storage.base import NewInboxEvent, Store
@@ -79,7 +79,7 @@ class WebhookHandler:
                 phone_number_id=event.phone_number_id,
                 payload=to_json(event),
             )
-            for event in parsed.events
+            for event in sorted(parsed.events, key=_sent_at)
         ]
         try:
             new = await self.store.add_events(events) if events else 0
@@ -117,3 +117,9 @@ def _parse(body: bytes) -> ParseResult:
 
 def _no_constant(name: str) -> None:
     return None
+
+
+def _sent_at(event: Event) -> int:
+    # Meta may batch a phone's messages in any order; the inbox order is
+    # the processing order, so it follows the users' own timestamps.
+    return getattr(event, "timestamp", 0)
