@@ -9,6 +9,7 @@ land, in the simulator, by polling its `/_sim/count`.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench import procs, wrk
 from bench.webhooks import phone
@@ -220,6 +223,7 @@ def tracbot(
         # With no phone allowed at once, the dispatcher takes nothing: what
         # is left is the webhook path alone (signature, parse, insert, 200).
         settings["engine.max_concurrent_phones"] = 0
+    settings.update(_engine_snapshot(folder))
     settings.update(overrides or {})
 
     database = folder / "tracbot.db"
@@ -245,6 +249,22 @@ def tracbot(
     finally:
         server.stop()
         sim.stop()
+
+
+def _engine_snapshot(folder: Path) -> dict[str, str]:
+    """Copies of the flows and templates for one run.
+
+    The server hot-reloads its flow and template folders; in a working tree
+    that others are editing, a reload (and its check) in the middle of a
+    measured window would be counted as the server's own latency.
+    """
+    engine = yaml.safe_load((procs.ROOT / "config.yaml").read_text("utf-8"))["engine"]
+    out = {}
+    for key in ("flows_dir", "templates_dir"):
+        copy = folder / f"snapshot_{key}"
+        shutil.copytree(procs.ROOT / engine[key], copy)
+        out[f"engine.{key}"] = str(copy)
+    return out
 
 
 def _end_to_end(name: str, load: Load, server: procs.Proc, sim: procs.Proc) -> Row:

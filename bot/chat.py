@@ -2,16 +2,20 @@
 
 Each line typed becomes a signed webhook POST to a tracbot started in this
 process, so it runs through the real webhook, inbox, engine, outbox and
-sender; the replies the Graph API (simulator in demo mode) accepted are
-printed as the driver would read them.
+sender; the replies its own in-process Graph API simulator accepted are
+printed as the driver would read them. Chat never reaches the configured
+Graph API, whatever the token: it is for trying flows, not for messaging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +38,11 @@ async def chat(settings: Settings, phone: str) -> int:
         print(f"tracbot chat: {phone!r} is not a phone number", file=sys.stderr)
         return 2
 
+    with tempfile.TemporaryDirectory(prefix="tracbot-chat-") as scratch:
+        return await _chat(offline(settings, Path(scratch)), phone, wa_id)
+
+
+async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
     replies: asyncio.Queue[str] = asyncio.Queue()
 
     def on_sent(item: OutboxItem, result: SendResult | None) -> None:
@@ -47,7 +56,11 @@ async def chat(settings: Settings, phone: str) -> int:
     await site.start()
     port = runner.addresses[0][1]
     url = f"http://127.0.0.1:{port}/webhook"
-    print(f"Escribe como el conductor {phone} (Ctrl-D para salir).", flush=True)
+    print(
+        "Chat de prueba: responde el simulador local, nada se envía a WhatsApp."
+        f"\nEscribe como el conductor {phone} (Ctrl-D para salir).",
+        flush=True,
+    )
     try:
         async with aiohttp.ClientSession() as session:
             while (line := await _read_line()) is not None:
@@ -56,6 +69,20 @@ async def chat(settings: Settings, phone: str) -> int:
     finally:
         await runner.cleanup()
     return 0
+
+
+def offline(settings: Settings, scratch: Path) -> Settings:
+    """`settings` without an access token: the bot then runs in demo mode,
+    its replies answered by the simulator in this process, never by Meta.
+
+    A deployment's settings (a token was set) also get a scratch outbox,
+    so that chat's sender never drains messages queued for real drivers.
+    """
+    storage_url = settings.storage_url
+    if not settings.demo:
+        storage_url = f"sqlite:///{scratch / 'chat.db'}"
+    whatsapp = dataclasses.replace(settings.whatsapp, access_token=None)
+    return dataclasses.replace(settings, whatsapp=whatsapp, storage_url=storage_url)
 
 
 async def _read_line() -> str | None:

@@ -6,18 +6,24 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from bot import logs
 from bot.config import Settings, load_settings
-from bot.errors import TracbotError
+from bot.errors import FlowError, TracbotError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logs.setup(args.log_level)
+    # Chat prints a conversation: only warnings may interrupt it, unless a
+    # level was asked for.
+    default = "WARNING" if args.command == "chat" else "INFO"
+    logs.setup(args.log_level or default)
     try:
         return args.run(args) or 0
     except TracbotError as exc:
@@ -27,8 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line that says what is wrong, like every other tracbot error.
+        self.exit(2, f"tracbot: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tracbot",
         description="WhatsApp Cloud API conversation framework.",
     )
@@ -36,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         "--config", default="config.yaml", help="config file (default: config.yaml)"
     )
     parser.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)"
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for chat)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -50,7 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=_migrate)
 
-    chat = sub.add_parser("chat", help="talk to the bot as a driver, in a terminal")
+    chat = sub.add_parser(
+        "chat",
+        help="talk to the bot as a driver, in a terminal",
+        description="Talk to the bot as a driver. Chat runs its own bot with "
+        "its own in-process Graph API simulator: it never sends a real "
+        "WhatsApp message, whatever WHATSAPP_API_TOKEN and "
+        "WHATSAPP_API_BASE_URL say.",
+    )
     chat.add_argument("phone", help="the driver's number, e.g. +56911112222")
     chat.set_defaults(run=_chat)
 
@@ -159,11 +181,16 @@ def _graph(args: argparse.Namespace) -> int:
     from bot.engine.flows import load_flows
     from bot.engine.graph import mermaid, write_all
 
-    flows = load_flows(_settings(args).engine.flows_dir)
+    with _unreadable_as_flow_error():
+        flows = load_flows(_settings(args).engine.flows_dir)
     if args.all:
-        for path in write_all(flows, Path(args.all)):
-            print(path)
+        with _unreadable_as_flow_error():
+            written = write_all(flows, Path(args.all))
+        print(*written, sep="\n")
         return 0
+    if args.flow is None:
+        print("tracbot graph: name a flow, or use --all DIR", file=sys.stderr)
+        return 2
     if args.flow not in flows:
         known = ", ".join(sorted(flows))
         print(f"tracbot graph: unknown flow {args.flow!r} ({known})", file=sys.stderr)
@@ -178,11 +205,27 @@ def _test(args: argparse.Namespace) -> int:
     from bot.engine.convtest import run_files
 
     paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            print(f"tracbot test: {path}: no such file", file=sys.stderr)
+            return 2
     if not paths:
         paths = sorted(Path(args.config).parent.glob("tests/conversations/*.yaml"))
     if not paths:
         print("tracbot test: no conversation tests found", file=sys.stderr)
         return 2
-    report = asyncio.run(run_files(paths, args.config))
+    with _unreadable_as_flow_error():
+        report = asyncio.run(run_files(paths, args.config))
     print(report.text())
     return 0 if report.passed else 1
+
+
+@contextlib.contextmanager
+def _unreadable_as_flow_error() -> Iterator[None]:
+    # The flow tools report a file they cannot read or write as a message
+    # naming it, like any other mistake in a flow, never as a traceback.
+    try:
+        yield
+    except (OSError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "filename", None) or "a file"
+        raise FlowError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from exc

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -20,6 +21,8 @@ from bot.errors import ConfigError
 from bot.whatsapp.templates import TemplateSpec, parse_templates
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
+# The backends storage.create_store knows.
+STORAGE_SCHEMES = ("sqlite", "postgres", "postgresql", "odbc")
 DEMO_SECRETS = {
     "phone_number_id": "200000000000002",
     "business_account_id": "100000000000001",
@@ -127,8 +130,7 @@ def load_settings(
 
     secrets = _secrets(reader, env)
     whatsapp = WhatsAppSettings(
-        api_base_url=env.get("WHATSAPP_API_BASE_URL")
-        or reader.str("whatsapp.api_base_url", DEFAULT_BASE_URL),
+        api_base_url=_base_url(reader, env),
         api_version=reader.str("whatsapp.api_version", "v23.0"),
         timeout_seconds=reader.number("whatsapp.timeout_seconds", 10.0),
         mark_read=reader.bool("whatsapp.mark_read", True),
@@ -155,6 +157,7 @@ def load_settings(
     storage_url = env.get("TRACBOT_STORAGE_URL") or reader.str(
         "storage.url", "sqlite:///var/tracbot.db"
     )
+    _check_storage_url(path, storage_url, bool(env.get("TRACBOT_STORAGE_URL")))
     return Settings(
         path=path,
         whatsapp=whatsapp,
@@ -167,6 +170,31 @@ def load_settings(
         templates=parse_templates(path, raw.get("templates")),
         storage=_storage(reader),
     )
+
+
+def _base_url(reader: _Reader, env: Mapping[str, str]) -> str:
+    """The Graph API address; a typo fails here, not at the first send."""
+    url = env.get("WHATSAPP_API_BASE_URL")
+    where = "WHATSAPP_API_BASE_URL"
+    if not url:
+        url = reader.str("whatsapp.api_base_url", DEFAULT_BASE_URL)
+        where = f"{reader.path}: whatsapp.api_base_url"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: expected an http(s)://host[:port] address, got {url!r}"
+        )
+    return url
+
+
+def _check_storage_url(path: Path, url: str, from_env: bool) -> None:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in STORAGE_SCHEMES:
+        where = "TRACBOT_STORAGE_URL" if from_env else f"{path}: storage.url"
+        raise ConfigError(
+            f"{where}: unknown storage scheme {scheme!r} in {url.split('@')[-1]!r} "
+            "(expected sqlite, postgresql or odbc)"
+        )
 
 
 def _storage(reader: _Reader) -> StorageSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 
@@ -13,7 +14,7 @@ from bot.config import Settings
 from bot.console import banner
 from bot.engine.check import check_project, format_problems
 from bot.engine.reload import Reloader
-from bot.errors import FlowError
+from bot.errors import ConfigError, FlowError
 from bot.whatsapp.client import SendResult
 from storage.base import OutboxItem
 
@@ -29,6 +30,7 @@ async def serve(
 
     Raises:
         FlowError: a flow or template is invalid (the checker's report).
+        ConfigError: the address cannot be listened on (port in use).
     """
     engine_dirs = (settings.engine.flows_dir, settings.engine.templates_dir)
     problems = check_project(*engine_dirs)
@@ -46,7 +48,11 @@ async def serve(
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(_bind_problem(exc, host, port)) from None
     _announce(settings, host, port)
 
     # Edited flows and templates are picked up by polling, or at once on HUP.
@@ -64,6 +70,14 @@ async def serve(
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await runner.cleanup()
+
+
+def _bind_problem(exc: OSError, host: str, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (--port or server.port)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: no such address here (--host)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def _print_message(item: OutboxItem, result: SendResult | None) -> None:

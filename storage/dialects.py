@@ -52,10 +52,11 @@ CONVERSATION_COLUMNS = (
 )
 
 # An outbox item waits while an older item of its phone is unfinished, so a
-# phone's messages leave in order whatever their retries (storage.base).
+# phone's messages leave in order whatever their retries (storage.base);
+# read marks are best effort and hold nothing back.
 EARLIER_UNFINISHED = (
     "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
-    "AND e.id < o.id AND e.status IN ('queued', 'sending'))"
+    "AND e.id < o.id AND e.kind <> 'read' AND e.status IN ('queued', 'sending'))"
 )
 
 # SQLSTATEs meaning "the server, not the statement": connection errors of

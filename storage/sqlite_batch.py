@@ -7,11 +7,14 @@ that COMMIT (so a webhook's 200 still follows the durable insert). Under
 load this turns thirty inserts, thirty commits and thirty thread hops into
 one of each; with a single caller it is the plain one-call transaction.
 
-Each call stays atomic on its own: a method that writes does so inside
-`transaction()`, which is a SAVEPOINT within the batch, so one call that
-fails rolls back only its own rows. An error that makes SQLite abandon the
-whole transaction (disk full, I/O error) fails every call of the batch that
-had written before it, since their rows went with it.
+Each call stays atomic on its own. A batch is optimistic: when one of its
+calls raises, the whole batch is rolled back and its calls run again one by
+one, each in a transaction of its own, so the failing call fails alone and
+the others commit as if they had never met it.
+
+Webhook inserts go first (`urgent`): a batch takes every queued insert and
+at most `MAX_CALLS` other calls, so that the 200 of a webhook never waits
+behind a long batch of the dispatcher's and the sender's calls.
 """
 
 from __future__ import annotations
@@ -29,21 +32,18 @@ Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
+# Calls of the dispatcher and the sender in one batch, at most; the cap keeps
+# a batch (and so the wait of a webhook insert queued behind it) short.
+MAX_CALLS = 32
+
+
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One store call's writes: a transaction, or a savepoint inside a batch."""
+    """One store call's writes in a transaction of their own, or, within a
+    batch (or another call), in the enclosing transaction."""
     if db.in_transaction:
-        db.execute("SAVEPOINT call")
-        try:
-            yield
-        except BaseException:
-            # A failure that already ended the transaction leaves nothing
-            # to roll back to.
-            if db.in_transaction:
-                db.execute("ROLLBACK TO call")
-                db.execute("RELEASE call")
-            raise
-        db.execute("RELEASE call")
+        # Rolled back whole by its owner if this raises (see the module).
+        yield
         return
 
     db.execute("BEGIN IMMEDIATE")
@@ -64,16 +64,19 @@ class GroupCommit:
     ) -> None:
         self.executor = executor
         self.db = db
+        self._urgent: collections.deque[Job] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
         # Touched on the event loop only: whether a batch is queued or running.
         self._busy = False
         self._idle: asyncio.Event | None = None
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, urgent: bool = False
+    ) -> Any:
         """Run `fn(*args)` in the next batch; return once it is committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((fn, args, future))
+        (self._urgent if urgent else self._queue).append((fn, args, future))
         if not self._busy:
             self._busy = True
             self.executor.submit(self._batch, loop)
@@ -87,40 +90,51 @@ class GroupCommit:
 
     def _batch(self, loop: asyncio.AbstractEventLoop) -> None:
         # On the database thread. The loop only appends, we only pop.
-        jobs = [self._queue.popleft() for _ in range(len(self._queue))]
+        jobs = [self._urgent.popleft() for _ in range(len(self._urgent))]
+        jobs += [self._queue.popleft() for _ in range(min(len(self._queue), MAX_CALLS))]
+        import time, sys  # DEBUG
+        t0 = time.perf_counter()
         try:
             outcomes = self._commit(jobs)
+            dt = time.perf_counter() - t0
+            if dt > 0.004:
+                print(f"SLOW {dt*1000:.1f}ms", [j[0].__name__ for j in jobs][:8], len(jobs), file=sys.stderr, flush=True)
         except BaseException as exc:  # noqa: BLE001  (handed to every caller)
+            with contextlib.suppress(sqlite3.Error):
+                if self.db().in_transaction:
+                    self.db().execute("ROLLBACK")
             outcomes = [(future, None, exc) for _, _, future in jobs]
         loop.call_soon_threadsafe(self._settle, loop, outcomes)
 
     def _commit(self, jobs: list[Job]) -> list[Outcome]:
-        db = self.db()
-        failed: list[Outcome] = []
-        held: list[Outcome] = []
         # A call whose caller was cancelled meanwhile still runs: it may be
         # the record of a message Meta already accepted (a sender stopped
         # mid-send), which must not be lost to a shutdown.
+        if len(jobs) == 1:
+            return self._alone(jobs)
+        db = self.db()
+        db.execute("BEGIN IMMEDIATE")
+        results = []
+        try:
+            for fn, args, future in jobs:
+                results.append((future, fn(*args), None))
+            db.execute("COMMIT")
+        except Exception:  # noqa: BLE001  (each call is run again below)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return self._alone(jobs)
+        return results
+
+    def _alone(self, jobs: list[Job]) -> list[Outcome]:
+        # Each call in its own transaction (`transaction()`), as without
+        # group commit.
+        outcomes: list[Outcome] = []
         for fn, args, future in jobs:
-            if not db.in_transaction:
-                db.execute("BEGIN IMMEDIATE")
             try:
-                held.append((future, fn(*args), None))
+                outcomes.append((future, fn(*args), None))
             except Exception as exc:  # noqa: BLE001  (handed to its caller)
-                failed.append((future, None, exc))
-                if not db.in_transaction:
-                    # SQLite gave up the whole transaction: the calls before
-                    # this one lost their rows too.
-                    failed += [(f, None, exc) for f, _, _ in held]
-                    held = []
-        if db.in_transaction:
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                return failed + [(f, None, exc) for f, _, _ in held]
-        return failed + held
+                outcomes.append((future, None, exc))
+        return outcomes
 
     def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
         # On the event loop: answer the callers, then start the next batch.
@@ -131,7 +145,7 @@ class GroupCommit:
                 future.set_result(result)
             else:
                 future.set_exception(error)
-        if self._queue:
+        if self._queue or self._urgent:
             self.executor.submit(self._batch, loop)
             return
         self._busy = False

@@ -26,6 +26,7 @@ def error(status: int, message: str, **headers: str) -> web.HTTPException:
         web.HTTPUnauthorized,
         web.HTTPForbidden,
         web.HTTPNotFound,
+        web.HTTPConflict,
         web.HTTPServiceUnavailable,
         web.HTTPInternalServerError,
     ):
@@ -53,14 +54,14 @@ class Authenticator:
 
         token = self._find(presented.strip())
         if token is None:
-            log.warning("api call refused: unknown token path=%s", request.path)
+            log.warning("api call refused: unknown token path=%s", _route(request))
             raise error(401, "unknown bearer token", **{"WWW-Authenticate": "Bearer"})
         if role not in token.roles:
             log.warning(
                 "api call refused: token=%s lacks role=%s path=%s",
                 token.env,
                 role,
-                request.path,
+                _route(request),
             )
             raise error(403, f"this token lacks the {role!r} role")
         return token
@@ -72,3 +73,9 @@ class Authenticator:
             if hmac.compare_digest(token.token.encode(), presented.encode()):
                 found = token
         return found
+
+
+def _route(request: web.Request) -> str:
+    # The route's pattern, not the path: a path may hold a phone number.
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "-"

@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.engine.outbound import text_messages
 from bot.engine.replies import Renderer
 from bot.engine.text import normalize
+from bot.errors import TracbotError
 from bot.whatsapp.messages import text_bodies
-from bot.whatsapp.templates import TemplateSpec
+from bot.whatsapp.templates import TemplateSpec, template_parts
 from storage.base import NewOutbound
 
 TRIP_EMOJI = {
@@ -32,6 +34,10 @@ TRIP_DEFAULT_EMOJI = "📢"
 SEVERITY_EMOJI = {"low": "ℹ️", "medium": "⚠️", "high": "🚨", "critical": "🔴"}
 
 
+class WindowClosed(TracbotError):
+    """Nothing configured can reach a phone whose window is closed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Notifier:
     """Turns backend requests into outbox items for one business number."""
@@ -46,12 +52,39 @@ class Notifier:
         wa_id: str,
         text: str,
         *,
+        window_open: bool,
         preview_url: bool = False,
-        template: str | None = "text",
     ) -> list[NewOutbound]:
-        """A free-form text, split if long; its template says it on one line."""
-        fallback = {"texto": text}
-        return self._items(wa_id, text, template, fallback, preview_url)
+        """A backend text, whole, whichever way the phone can receive it.
+
+        With the 24-hour window open: free-form parts of up to 4096
+        characters, each carrying the `text` template as fallback when it
+        fits in one parameter. Closed: one `text` template per part of up
+        to 1024 characters, on one line.
+
+        Raises:
+            WindowClosed: the window is closed and no `text` template is
+                configured, so nothing can carry the text.
+        """
+        spec = self.templates.get("text")
+        if window_open:
+            return text_messages(
+                wa_id, self.phone_number_id, [text], spec, preview_url=preview_url
+            )
+        if spec is None:
+            raise WindowClosed(
+                "the phone's 24-hour window is closed and no templates.text "
+                "template is configured to carry a free-form text"
+            )
+        return [
+            NewOutbound(
+                wa_id,
+                self.phone_number_id,
+                "message",
+                spec.body(wa_id, {spec.parameters[0]: part}),
+            )
+            for part in template_parts(text)
+        ]
 
     def trip_status(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
         """The seed's trip update: emoji by estado, ubicación if given."""

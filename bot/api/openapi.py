@@ -109,7 +109,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "required": ["phone", "status"],
                     "properties": {
                         "phone": {"type": "string"},
-                        "status": {"enum": ["queued", "invalid"]},
+                        "status": {"enum": ["queued", "duplicate", "invalid"]},
                         "message_ids": {"type": "array", "items": {"type": "integer"}},
                         "error": {"type": "string"},
                     },
@@ -206,6 +206,20 @@ ERRORS = {
 }
 
 
+SEND_TEXT = (
+    "Role: backend. Queues and answers at once; it never waits for Meta. The "
+    "whole text is always delivered, never cut: the driver's 24-hour window "
+    "is checked once, when the call is made. Open: the text goes free-form, "
+    "split at paragraphs into parts of at most 4096 characters; each part of "
+    "at most 1024 characters also carries the `text` template, in case the "
+    "window closes before it leaves. Closed: the text goes as one `text` "
+    "template per part of at most 1024 characters (a template parameter's "
+    "limit), its new lines and runs of spaces made single spaces, as Meta "
+    "requires; `message_ids` lists every part. Closed with no `text` template "
+    "configured: 409, nothing queued."
+)
+
+
 def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
     return {
         "post": {
@@ -237,7 +251,15 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the backend API."""
     alert = _send("Alert a list of admins", "Alert")
     alert["post"]["responses"]["202"] = _json(
-        "AlertResults", "One result per phone; invalid ones are reported, not queued"
+        "AlertResults",
+        "One result per input phone, in order; invalid ones are reported, not "
+        "queued, and a number given twice is sent once (`duplicate` carries "
+        "the ids of the first).",
+    )
+    send_text = _send("Send a text", "SendText")
+    send_text["post"]["description"] = SEND_TEXT
+    send_text["post"]["responses"]["409"] = _json(
+        "Error", "The window is closed and no `text` template is configured"
     )
     return {
         "openapi": "3.1.0",
@@ -249,7 +271,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": {
-            f"{PREFIX}/send_text": _send("Send a text", "SendText"),
+            f"{PREFIX}/send_text": send_text,
             f"{PREFIX}/send_template": _send(
                 "Send an approved template", "SendTemplate"
             ),

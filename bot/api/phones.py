@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+EXPECTED = "expected E.164 like +56912345678"
+
 
 class InvalidPhone(ValueError):
     """Not a valid phone number; the message says why, for a 400."""
@@ -35,7 +37,7 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
         InvalidPhone: not a string, not a number, or not a valid one.
     """
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidPhone("phone must be a non-empty string like +56912345678")
+        raise InvalidPhone(f"phone must be a non-empty string {EXPECTED}")
     text = raw.strip()
     compact = "".join(ch for ch in text if ch not in " -.()")
     # Digits only with a country code, as in a wa_id, parse as international;
@@ -46,14 +48,17 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
         text = compact[1:]
     try:
         number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidPhone(f"{raw!r} is not a phone number: {exc}") from None
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone(f"{_shown(raw)} is not a phone number: {EXPECTED}") from None
     # "Possible" checks the length for the country; "valid" also checks
     # the assigned ranges, which lag behind real and test numbers (it
     # refuses +56 9 1234 5678, a form CLOUD_API.md §12 must accept).
     if not phonenumbers.is_possible_number(number):
-        raise InvalidPhone(
-            f"{raw!r} is not a valid phone number (expected e.g. +56912345678)"
-        )
+        raise InvalidPhone(f"{_shown(raw)} is not a valid phone number: {EXPECTED}")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Phone(e164)
+
+
+def _shown(raw: str) -> str:
+    # An error answer quotes at most a short number, never a whole body.
+    return repr(raw if len(raw) <= 32 else raw[:31] + "…")

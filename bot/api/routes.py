@@ -18,7 +18,7 @@ import jsonschema
 from aiohttp import web
 
 from bot.api.auth import Authenticator, error
-from bot.api.notifications import Notifier
+from bot.api.notifications import Notifier, WindowClosed
 from bot.api.openapi import PREFIX, SCHEMAS, document
 from bot.api.phones import InvalidPhone, Phone, normalize_phone
 from bot.api.settings import ApiSettings
@@ -27,11 +27,15 @@ from bot.errors import RenderError
 from bot.logs import mask
 from bot.whatsapp.limits import LimitError
 from bot.whatsapp.messages import template_body
+from bot.whatsapp.templates import window_open
 from storage.base import NewOutbound, Store, utcnow
 
 log = logging.getLogger("tracbot.api")
 
 METRICS_DEFAULT_DAYS = 30
+
+# The longest value an error answer quotes back.
+SHOWN = 40
 
 _VALIDATORS = {
     name: jsonschema.Draft202012Validator(schema) for name, schema in SCHEMAS.items()
@@ -70,9 +74,19 @@ class BackendApi:
 
     async def send_text(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "SendText")
-        items = self.notifier.text(
-            phone.wa_id, data["message"], preview_url=data.get("preview_url", False)
-        )
+
+        # The window is decided once for the whole text, so its parts all
+        # go the same way (see the OpenAPI description).
+        last = (await self.store.last_inbound([phone.wa_id])).get(phone.wa_id)
+        try:
+            items = self.notifier.text(
+                phone.wa_id,
+                data["message"],
+                window_open=window_open(last, utcnow()),
+                preview_url=data.get("preview_url", False),
+            )
+        except WindowClosed as exc:
+            raise error(409, str(exc)) from None
         return await self._queued(phone, items, "text")
 
     async def send_template(self, request: web.Request) -> web.Response:
@@ -104,21 +118,27 @@ class BackendApi:
         data = await self._json(request, "Alert")
         data.setdefault("severidad", "medium")
 
-        # One bad number must not keep an alert from the other admins.
-        now, results, queued = utcnow(), [], 0
+        # One bad number must not keep an alert from the other admins, and
+        # a number written twice (maybe two ways) gets the alert once.
+        now, results = utcnow(), []
+        sent: dict[str, list[int]] = {}
         for raw in data["phones"]:
             try:
                 phone = normalize_phone(raw, self.settings.default_region)
             except InvalidPhone as exc:
-                results.append({"phone": raw, "status": "invalid", "error": str(exc)})
+                results.append(
+                    {"phone": _shown(raw), "status": "invalid", "error": str(exc)}
+                )
                 continue
-            values = {k: v for k, v in data.items() if k != "phones"}
-            items = self.notifier.alert(phone.wa_id, values, now)
-            ids = await self.store.enqueue(items)
-            queued += 1
-            results.append(
-                {"phone": phone.e164, "status": "queued", "message_ids": ids}
-            )
+            if phone.e164 in sent:
+                ids, status = sent[phone.e164], "duplicate"
+            else:
+                values = {k: v for k, v in data.items() if k != "phones"}
+                items = self.notifier.alert(phone.wa_id, values, now)
+                ids, status = await self.store.enqueue(items), "queued"
+                sent[phone.e164] = ids
+            results.append({"phone": phone.e164, "status": status, "message_ids": ids})
+        queued = len(sent)
         if not queued:
             raise error(400, "no valid phone number in phones")
         self.wake_sender()
@@ -174,7 +194,7 @@ class BackendApi:
         )
         if problem is not None:
             where = ".".join(str(part) for part in problem.absolute_path)
-            raise error(400, f"{where or 'body'}: {problem.message}")
+            raise error(400, f"{where or 'body'}: {_rule(problem)}")
         return data
 
     def _phone(self, raw: object) -> Phone:
@@ -207,6 +227,39 @@ class BackendApi:
         )
 
 
+def _rule(problem: jsonschema.ValidationError) -> str:
+    """The broken rule in words; a value is quoted only when short."""
+    rule, value, instance = problem.validator, problem.validator_value, problem.instance
+    size = len(instance) if isinstance(instance, str | list) else None
+    if rule == "maxLength":
+        return f"must be at most {value} characters, got {size}"
+    if rule == "minLength":
+        return f"must be at least {value} characters, got {size}"
+    if rule == "maxItems":
+        return f"must have at most {value} items, got {size}"
+    if rule == "minItems":
+        return f"must have at least {value} items, got {size}"
+    if rule == "type":
+        return f"must be of type {value}, got {type(instance).__name__}"
+    if rule == "enum":
+        return f"must be one of {', '.join(map(str, value))}, got {_shown(instance)}"
+    if rule == "pattern":
+        return f"must match {value}, got {_shown(instance)}"
+    if rule == "required":
+        missing = [name for name in value if name not in (instance or {})]
+        return f"missing required field {', '.join(missing)}"
+    if rule == "additionalProperties":
+        extra = sorted(set(instance) - set(problem.schema.get("properties", {})))
+        return f"unknown field {', '.join(_shown(name) for name in extra)}"
+    return f"breaks the {rule} rule"
+
+
+def _shown(value: object) -> str:
+    """A value for an error message, cut so an answer never echoes a lot."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
 def _int_query(
     request: web.Request, name: str, default: int, low: int, high: int | None
 ) -> int:
@@ -216,7 +269,7 @@ def _int_query(
     try:
         value = int(raw)
     except ValueError:
-        raise error(400, f"{name} must be an integer, got {raw!r}") from None
+        raise error(400, f"{name} must be an integer, got {_shown(raw)}") from None
     if value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise error(400, f"{name} must be {bound}, got {value}")
@@ -230,5 +283,7 @@ def _date_query(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise error(400, f"{name} must be an ISO 8601 date, got {raw!r}") from None
+        raise error(
+            400, f"{name} must be an ISO 8601 date, got {_shown(raw)}"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)

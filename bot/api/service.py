@@ -1,7 +1,8 @@
 """Mounting the backend API and the operator endpoints on the service.
 
 `/healthz` says the process answers; `/readyz` says it can do its job
-(storage reachable, sending not held by a refused token); `/metrics` is
+(storage reachable, sending not held by a refused token, the Graph API
+reachable: not when the last sends all failed on the network); `/metrics` is
 the Prometheus scrape. They carry no token: bind the service where only
 the load balancer and Prometheus reach it, or filter those paths.
 """
@@ -80,6 +81,11 @@ class _Operations:
             problems.append("sender: not started")
         elif sender.held:
             problems.append("sender: held, the access token was refused")
+        elif sender.unreachable:
+            problems.append(
+                f"sender: the last {sender.network_failures} Graph API requests "
+                f"failed: {sender.network_reason}"
+            )
 
         body: dict[str, object] = {"status": "not ready" if problems else "ready"}
         if problems:
@@ -96,7 +102,14 @@ class _Operations:
                 "Webhook POSTs answered, by HTTP status.",
                 "outcome",
                 self.webhook.counts.items(),
-            )
+            ),
+            metrics.labelled_counter(
+                "tracbot_webhook_signature_failures_total",
+                "Webhook POSTs refused for their signature (missing: no header; "
+                "mismatch: a wrong WHATSAPP_APP_SECRET or a forged body).",
+                "reason",
+                self.webhook.signature_failures.items(),
+            ),
         ]
         try:
             stats = await self.runtime.store.queue_stats()

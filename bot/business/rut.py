@@ -10,6 +10,7 @@ reason a driver can act on when the value is wrong.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from stdnum import exceptions
@@ -19,6 +20,17 @@ from stdnum.cl import rut as stdnum_rut
 # optional "CL" prefix, which stdnum strips. Anything else is not a RUT.
 _RUT_CHARS = re.compile(r"^(cl)?[0-9.\-\s]+[0-9k]$", re.IGNORECASE | re.ASCII)
 _DIGITS = re.compile(r"\d")
+# WhatsApp markup (*bold*, _italic_, ~strike~, `mono`) around a pasted RUT.
+_MARKUP = re.compile(r"[*_~`]+")
+# Dashes a phone keyboard or autocorrect puts where the guion goes: hyphen,
+# non-breaking hyphen, figure dash, en dash, em dash, minus sign.
+_DASHES = re.compile("[\u2010-\u2015\u2212\ufe63\uff0d]")
+# A comma used as a thousands separator (10,000,013-K).
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# Punctuation a sentence leaves around a word: "es 10.000.013-K."
+_TOKEN_EDGES = re.compile(r"^[^\w]+|[^\w]+$")
+# Written with digits only, no guion and no K: maybe the body alone.
+_BODY_ONLY = re.compile(r"^[0-9.\s]+$")
 
 # Reasons, in the words the `rut_invalido` template switches on.
 EMPTY = "vacio"
@@ -27,6 +39,7 @@ SHORT = "corto"
 LONG = "largo"
 CHECK_DIGIT = "digito"
 ZEROS = "ceros"
+MISSING_DIGIT = "sin_digito"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +75,7 @@ def parse(text: str | None) -> Rut:
         RutError: the text is empty, has characters a RUT cannot have, is
             too short or too long, is all zeros, or its check digit is wrong.
     """
-    value = (text or "").strip()
+    value = candidate(text)
     if not value:
         raise RutError(EMPTY)
     if not _RUT_CHARS.match(value):
@@ -72,8 +85,12 @@ def parse(text: str | None) -> Rut:
         compact = stdnum_rut.validate(value)
     except exceptions.InvalidLength:
         digits = len(stdnum_rut.compact(value))
+        if _body_alone(value):
+            raise RutError(MISSING_DIGIT) from None
         raise RutError(SHORT if digits < 8 else LONG) from None
     except exceptions.InvalidChecksum:
+        if _body_alone(value):
+            raise RutError(MISSING_DIGIT) from None
         raise RutError(CHECK_DIGIT) from None
     except exceptions.ValidationError:
         raise RutError(CHARACTERS) from None
@@ -90,4 +107,33 @@ def looks_like_rut(text: str | None) -> bool:
     A flow waiting for a RUT answers "that RUT is wrong" only to these, and
     lets other texts (a command, a greeting) go their own way.
     """
-    return len(_DIGITS.findall(text or "")) >= 5
+    return len(_DIGITS.findall(candidate(text))) >= 5
+
+
+def candidate(text: str | None) -> str:
+    """The part of a message that is the RUT, in plain ASCII.
+
+    Full-width digits, markup, typographic dashes and thousands commas are
+    undone first. A text that is not a RUT as a whole but holds exactly one
+    word shaped like one ("mi rut es 10.000.013-K") gives that word; any
+    other text is returned whole, for `parse` to say what is wrong with it.
+    """
+    value = unicodedata.normalize("NFKC", text or "")
+    value = _DASHES.sub("-", _MARKUP.sub(" ", value))
+    value = _THOUSANDS_COMMA.sub(".", value).strip()
+    if not value or _RUT_CHARS.match(value):
+        return value
+
+    found = [
+        word
+        for word in (_TOKEN_EDGES.sub("", w) for w in value.split())
+        if _RUT_CHARS.match(word) and len(_DIGITS.findall(word)) >= 5
+    ]
+    return found[0] if len(found) == 1 else value
+
+
+def _body_alone(value: str) -> bool:
+    # 7 or 8 digits with no guion and no K read as a RUT body whose check
+    # digit was forgotten (10000013), more likely than a wrong check digit.
+    digits = len(_DIGITS.findall(value))
+    return bool(_BODY_ONLY.match(value)) and digits in (7, 8)

@@ -10,6 +10,7 @@ variables a state cannot provide, and replies over WhatsApp's limits.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from bot.engine.source import line_of, load_yaml
 from bot.errors import FlowError
 from bot.whatsapp import limits
 from bot.whatsapp.events import InboundMessage
+
+log = logging.getLogger("tracbot.engine")
 
 STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 TRANSITION_KEYS = {"input", "match", "one_of", "id", "save", "if", "unless", "do"}
@@ -49,9 +52,23 @@ class Problem:
         return f"{self.path}:{self.line}: {self.message}"
 
 
-def check_project(flows_dir: Path, templates_dir: Path) -> list[Problem]:
-    """Check every flow and template; return the problems, sorted."""
-    templates = Templates(templates_dir)
+def check_project(
+    flows_dir: Path, templates_dir: Path, templates: Templates | None = None
+) -> list[Problem]:
+    """Check every flow and template; return the problems, sorted.
+
+    Pass `templates` to check a copy already read (hot reload serves it).
+    Never raises: a failure of the checker itself is reported as a problem.
+    """
+    try:
+        return _check(flows_dir, templates or Templates(templates_dir))
+    except Exception as exc:
+        log.debug("checker failed", exc_info=True)
+        return [Problem(str(flows_dir), 1, f"checker failed: {exc!r}")]
+
+
+def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
+    templates_dir = templates.dir
     problems = list(templates.problems)
     flows: dict[str, FlowSpec] = {}
     for path in sorted(flows_dir.glob("*.yaml")):
@@ -70,10 +87,11 @@ def check_project(flows_dir: Path, templates_dir: Path) -> list[Problem]:
     for spec in flows.values():
         problems += FlowChecker(spec, flows, templates).run()
     problems += _project_rules(flows, templates_dir)
+    problems += templates.sample_problems()
     if not problems:
         # Only a clean set is compiled: the engine stops at its first error,
         # which the checks above have already reported with its line.
-        problems = _engine_rules(flows, templates_dir)
+        problems = _engine_rules(flows, templates)
     return sorted(set(problems))
 
 
@@ -104,7 +122,7 @@ def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
         data, lines = load_yaml(path.read_text("utf-8"), path)
         problems = list(_unknown_keys(path, data, lines))
         return load_flow(path), problems
-    except (FlowError, UnicodeDecodeError) as exc:
+    except (FlowError, UnicodeDecodeError, OSError) as exc:
         return None, [_from_error(path, exc)]
 
 
@@ -153,52 +171,174 @@ def _at(spec: FlowSpec, at: str, message: str) -> Problem:
 
 # Templates
 
+_REFERENCES = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
+SAMPLE = "muestra"
+
 
 class Templates:
-    """Every template of the folder, parsed once."""
+    """Every template of the folder, read and parsed once.
+
+    `sources` is the copy that a `Renderer` built from this check serves, so
+    what was checked is exactly what drivers get.
+    """
 
     def __init__(self, templates_dir: Path) -> None:
         self.dir = templates_dir
-        self.env = make_environment(templates_dir)
         self.problems: list[Problem] = []
+        self.sources: dict[str, str] = {}
+        self.unreadable: set[str] = set()
         self.variables: dict[str, set[str]] = {}
         self.static_length: dict[str, int] = {}
+        self.referenced: set[str] = set()
+        self.partials: set[str] = set()
         for path in sorted(templates_dir.glob("*.j2")):
-            self._parse(path)
+            self._read(path)
+        # Includes resolve among these sources, so all are read first.
+        self.env = make_environment(self.sources)
+        self._trees: dict[str, nodes.Template] = {}
+        for name, source in self.sources.items():
+            self._parse(templates_dir / name, source)
 
     def exists(self, name: str) -> bool:
-        return template_file(name) in self.variables or (
-            (self.dir / template_file(name)).is_file()
-        )
+        name = template_file(name)
+        return name in self.sources or name in self.unreadable
 
-    def _parse(self, path: Path) -> None:
+    def sample_problems(self) -> list[Problem]:
+        """Render each template with sample values; report what would fail."""
+        names = set().union(*self.variables.values(), context_names())
+        sample = dict.fromkeys(names, SAMPLE)
+        problems = []
+        for name in self._trees.keys() - self.partials:
+            problems += self._sample(name, sample)
+        return problems
+
+    def _read(self, path: Path) -> None:
         try:
-            source = path.read_text("utf-8")
-            tree = self.env.parse(source, path.name, str(path))
-        except jinja2.TemplateSyntaxError as exc:
-            self.problems.append(
-                Problem(str(path), exc.lineno or 1, f"template syntax: {exc.message}")
-            )
-            return
-        except UnicodeDecodeError as exc:
+            self.sources[path.name] = path.read_text("utf-8")
+        except FileNotFoundError:
+            return  # deleted since the folder was listed
+        except (OSError, UnicodeDecodeError) as exc:
+            self.unreadable.add(path.name)
             self.problems.append(Problem(str(path), 1, f"not UTF-8 text: {exc}"))
+
+    def _parse(self, path: Path, source: str) -> None:
+        try:
+            tree = self.env.parse(source, path.name, str(path))
+            # Unknown filters and tests only show when the tree is compiled.
+            self.env.compile(tree, path.name, str(path))
+            used = meta.find_undeclared_variables(tree) - set(self.env.globals)
+        except jinja2.TemplateSyntaxError as exc:
+            self._fail(path, exc.lineno or 1, _jinja_reason(exc))
             return
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            name = _attribute(node)
-            if name is not None and name.startswith("_"):
-                self.problems.append(
-                    Problem(
-                        str(path),
-                        node.lineno,
-                        f"template reaches for {name!r}: names starting with _ "
-                        "are Python internals, blocked by the sandbox",
-                    )
-                )
-        used = meta.find_undeclared_variables(tree) - set(self.env.globals)
+        except jinja2.TemplateError as exc:
+            self._fail(path, getattr(exc, "lineno", None) or 1, _jinja_reason(exc))
+            return
+
+        self._trees[path.name] = tree
+        self._unknown_names(path, tree)
+        self._internals(path, tree)
+        self._references(path, tree)
         self.variables[path.name] = used
         self.static_length[path.name] = sum(
             len(data.data) for data in tree.find_all(nodes.TemplateData)
         )
+
+    def _fail(self, path: Path, line: int, message: str) -> None:
+        self.problems.append(Problem(str(path), line, message))
+
+    def _unknown_names(self, path: Path, tree: nodes.Template) -> None:
+        # Jinja defers an unknown filter or test inside `{% if %}` to run
+        # time, so compiling finds only those outside any condition.
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            kind, known = (
+                ("filter", self.env.filters)
+                if isinstance(node, nodes.Filter)
+                else ("test", self.env.tests)
+            )
+            if node.name not in known:
+                self._fail(path, node.lineno, f"unknown {kind} {node.name!r}")
+
+    def _internals(self, path: Path, tree: nodes.Template) -> None:
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            name = _attribute(node)
+            if name is not None and name.startswith("_"):
+                self._fail(
+                    path,
+                    node.lineno,
+                    f"template reaches for {name!r}: names starting with _ "
+                    "are Python internals, blocked by the sandbox",
+                )
+
+    def _references(self, path: Path, tree: nodes.Template) -> None:
+        for node in tree.find_all(_REFERENCES):
+            target = node.template
+            # A computed name can only be known when it renders.
+            if not isinstance(target, nodes.Const) or getattr(
+                node, "ignore_missing", False
+            ):
+                continue
+            self.partials.add(target.value)
+            if target.value not in self.sources:
+                keyword = type(node).__name__.lower().replace("fromimport", "import")
+                self._fail(
+                    path,
+                    node.lineno,
+                    f"{keyword} of unknown template {target.value!r} "
+                    f"(no such file in {self.dir})",
+                )
+
+    def _sample(self, name: str, sample: dict[str, str]) -> list[Problem]:
+        path = str(self.dir / name)
+        if not self.sources[name].strip():
+            return [
+                Problem(
+                    path,
+                    1,
+                    "the template is empty; the driver would get the apology "
+                    "instead of a reply",
+                )
+            ]
+        try:
+            text = self.env.get_template(name).render(sample).strip()
+        except Exception:
+            # The sample strings cannot stand in for every value (a dict from
+            # an action, a number): only `tracbot test` can render those.
+            return []
+        if not text:
+            return [
+                Problem(
+                    path,
+                    1,
+                    "renders an empty message with sample values; the driver "
+                    "would get the apology instead of a reply",
+                )
+            ]
+        static = self.static_length.get(name, 0)
+        if len(text) > limits.MAX_TEXT and not (
+            static > limits.MAX_TEXT and name in self.referenced
+        ):
+            return [
+                Problem(
+                    path,
+                    1,
+                    f"renders {len(text)} characters with sample values; "
+                    f"a WhatsApp text holds at most {limits.MAX_TEXT}",
+                )
+            ]
+        return []
+
+
+def _jinja_reason(exc: jinja2.TemplateError) -> str:
+    if isinstance(exc, jinja2.TemplateAssertionError):
+        # Jinja says "No filter named 'mayus'."; say it like the others.
+        message = str(exc.message or exc).rstrip(".")
+        found = re.match(r"No (\w+) named '(.+)'$", message)
+        if found:
+            return f"unknown {found[1]} {found[2]!r}"
+        return f"template error: {message}"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax: {exc.message}"
+    return f"template error: {type(exc).__name__}: {exc.message or exc}"
 
 
 def _attribute(node: nodes.Node) -> str | None:
@@ -282,6 +422,7 @@ class FlowChecker:
                 self._template(at, name)
             self._interactive(at, reply)
             return
+        self.templates.referenced.add(template_file(reply))
         if not self.templates.exists(reply):
             self.fail(
                 at,
@@ -503,15 +644,32 @@ def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Prob
             else:
                 owners.setdefault(word, spec.name)
     problems += _handover_loops(flows)
+    problems += _fallbacks(flows)
     return problems
 
 
-def _engine_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Problem]:
+def _fallbacks(flows: dict[str, FlowSpec]) -> list[Problem]:
+    """More than one general fallback: the engine could not choose."""
+    found = [s for s in flows.values() if s.fallback and s.audience == "anyone"]
+    if len(found) < 2:
+        return []  # none at all is the engine's own refusal, reported later
+    return [
+        _at(
+            spec,
+            "fallback",
+            "exactly one flow may say `fallback: true`; also in "
+            + ", ".join(other.path.name for other in found if other is not spec),
+        )
+        for spec in found
+    ]
+
+
+def _engine_rules(flows: dict[str, FlowSpec], templates: Templates) -> list[Problem]:
     """Whatever else the engine refuses when it compiles the whole set."""
     if not flows:
         return []
     try:
-        Engine(dict(flows), Renderer(templates_dir))
+        Engine(dict(flows), Renderer(templates.dir, templates.sources))
     except FlowError as exc:
         first = next(iter(flows.values()))
         found = _LOCATED.match(str(exc))

@@ -120,7 +120,13 @@ def load_cases(path: Path) -> list[Case]:
     Raises:
         FlowError: the file is not a valid test file; the message has the line.
     """
-    data, lines = load_yaml(path.read_text("utf-8"), path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise FlowError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"{path}: cannot read the file: {exc}") from exc
+    data, lines = load_yaml(text, path)
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise FlowError(f"{path}:1: a test file needs a `cases:` list")
     return [
@@ -208,7 +214,7 @@ async def run_case(
             async with Harness(settings, engine) as harness:
                 await _setup(case, harness)
                 for number, step in enumerate(case.steps, start=1):
-                    failures = await _run_step(harness, case, step)
+                    failures = await _run_step_or_error(harness, case, step)
                     result.failures += [
                         f"step {number} (line {step.line}): {f}" for f in failures
                     ]
@@ -225,9 +231,23 @@ async def _setup(case: Case, harness: Harness) -> None:
         if hook is None:
             known = ", ".join(sorted(GIVEN)) or "none registered"
             raise FlowError(f"{case.where}: unknown `given` {key!r} ({known})")
-        done = hook(harness.runtime, value, case.phone)
-        if inspect.isawaitable(done):
-            await done
+        try:
+            done = hook(harness.runtime, value, case.phone)
+            if inspect.isawaitable(done):
+                await done
+        except Exception as exc:
+            raise FlowError(
+                f"{case.where}: `given` {key!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+async def _run_step_or_error(harness: Harness, case: Case, step: Step) -> list[str]:
+    try:
+        return await _run_step(harness, case, step)
+    except Exception as exc:
+        # A step the harness cannot play (`send: {foo: 1}`) fails its case
+        # with the reason; it does not stop the other cases.
+        return [f"error: {type(exc).__name__}: {exc}"]
 
 
 async def _run_step(harness: Harness, case: Case, step: Step) -> list[str]:

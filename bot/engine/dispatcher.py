@@ -21,6 +21,7 @@ from bot.engine.replies import APOLOGY
 from bot.logs import mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.statuses import record_status
+from bot.whatsapp.templates import TemplateSpec
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.crash import crash_point
 from storage.errors import StorageError
@@ -42,6 +43,7 @@ class Dispatcher:
         max_concurrent: int = 64,
         poll_seconds: float = 1.0,
         on_step: Callable[[], None] = lambda: None,
+        text_fallback: TemplateSpec | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -51,6 +53,8 @@ class Dispatcher:
         self.max_concurrent = _capped(max_concurrent, store)
         self.poll_seconds = poll_seconds
         self.on_step = on_step
+        # Carries a reply when the window turns out closed (templates.text).
+        self.text_fallback = text_fallback
         self._wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
 
@@ -169,7 +173,9 @@ class Dispatcher:
         outbound: list[NewOutbound] = []
         if self.mark_read and message.opens_window:
             outbound.append(read_mark(message, self.typing_indicator))
-        outbound += text_messages(message.wa_id, message.phone_number_id, replies)
+        outbound += text_messages(
+            message.wa_id, message.phone_number_id, replies, self.text_fallback
+        )
 
         crash_point("after_engine")
         await self.store.commit_step(event.id, conversation, outbound)
@@ -206,7 +212,7 @@ class Dispatcher:
             return
         replies = timeouts.expire(self.engine, conversation)
         phone_number_id = notice.phone_number_id or event.phone_number_id or ""
-        outbound = text_messages(wa_id, phone_number_id, replies)
+        outbound = text_messages(wa_id, phone_number_id, replies, self.text_fallback)
         await self.store.commit_step(event.id, conversation, outbound)
 
     async def _status(self, event: InboxEvent, status: StatusUpdate) -> None:

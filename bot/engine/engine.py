@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import bot.engine.actions  # noqa: F401  (registers the hooks flows name)
-from bot.engine import audience, timeouts
+from bot.engine import audience, keywords, timeouts
 from bot.engine.flows import FlowSpec, load_flows
 from bot.engine.machine import CompiledFlow, Turn, compile_flow
 from bot.engine.replies import Renderer
-from bot.engine.text import close_enough, normalize, words
+from bot.engine.text import close_enough, collapse_shout, command_form, words
 from bot.errors import FlowError
 from bot.whatsapp.events import InboundMessage
 from storage.base import Conversation
@@ -118,7 +118,8 @@ class Engine:
         self, message: InboundMessage, conversation: Conversation
     ) -> Outcome:
         """Pick the flow that takes the message (DESIGN.md, step 4)."""
-        typed = normalize(message.text)
+        # A caption describes a file; it never starts a command.
+        typed = "" if message.media is not None else command_form(message.text)
         chosen = self._global(typed)
         if chosen is not None:
             return await self._start(chosen, message, conversation, keep=True)
@@ -131,7 +132,9 @@ class Engine:
                 return await self._settle(turn, message, conversation)
             other = self._starting(typed, exclude=active, message=message)
             if other is not None:
-                return await self._start(other, message, conversation)
+                # "necesito ayuda" mid-flow answers like AYUDA: keep the flow.
+                keep = other.spec.is_global
+                return await self._start(other, message, conversation, keep=keep)
             return await self._reprompt(active, turn, conversation)
 
         chosen = self._starting(typed, message=message) or self._fallback_for()
@@ -156,7 +159,10 @@ class Engine:
                 message is not None and audience.started_by(flow.spec, message)
             ):
                 return flow
-        return None
+        # No start word first: one command named in a short sentence.
+        specs = (f.spec for f in self.flows.values() if f is not exclude)
+        named = keywords.named_in(specs, typed)
+        return self.flows[named.name] if named is not None else None
 
     def _fallback_for(self) -> CompiledFlow:
         # Unlinked numbers may have a fallback of their own (the offer to
@@ -206,15 +212,21 @@ class Engine:
             flow=flow.spec,
             message=message,
             slots=dict(conversation.slots) if same_flow else {},
-            context=self._context(message),
+            context=self._context(message, conversation),
             render=self.renderer.render_or_apologise,
             services=self.services,
             state=conversation.state or "",
         )
 
-    def _context(self, message: InboundMessage) -> dict[str, Any]:
+    def _context(
+        self, message: InboundMessage, conversation: Conversation | None = None
+    ) -> dict[str, Any]:
+        # `in_flow`: the driver was in the middle of a flow (CANCELAR says
+        # whether there was anything to cancel).
+        in_flow = conversation is not None and self._active(conversation) is not None
         return {
             "name": message.profile_name or "",
+            "in_flow": in_flow,
             "text": message.text or "",
             "message_type": message.type,
             "voice_note": bool(message.media and message.media.voice),
@@ -279,6 +291,8 @@ class Engine:
         context = {
             **self._context(message),
             "command": flow.spec.command or flow.spec.name.upper(),
+            # A flow started only by a button has no command one could type.
+            "typed_command": flow.spec.command is not None,
             "audience": flow.spec.audience,
         }
         text = self.renderer.render_or_apologise(UNAVAILABLE, context)
@@ -337,5 +351,5 @@ def _starts(spec: FlowSpec, typed: str) -> bool:
         return False
     if typed in spec.start:
         return True
-    first = words(typed)[:1]
+    first = [collapse_shout(w) for w in words(typed)[:1]]
     return bool(first) and any(close_enough(first[0], w) for w in spec.start)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.source import Lines, line_of, load_yaml
-from bot.engine.text import normalize
+from bot.engine.text import command_form, normalize
 from bot.errors import FlowError
 
 INPUT_KINDS = ("any", "text", "location", "button", "list", "quick_reply", "media")
@@ -76,6 +76,9 @@ class FlowSpec:
     fallback: bool = False
     description: str = ""
     command: str | None = None
+    # Start words also start the flow from inside a short sentence
+    # ("¿dónde está mi guía?"); see bot.engine.keywords.
+    keywords: bool = False
     version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     timeout: TimeoutSpec | None = None
@@ -139,12 +142,13 @@ def load_flow(path: Path) -> FlowSpec:
         path=path,
         initial=initial,
         states=states,
-        start=tuple(normalize(w) for w in where.words(data, "start")),
+        start=tuple(command_form(w) for w in where.words(data, "start")),
         audience=where.choice(data, "audience", AUDIENCES, "anyone"),
         is_global=bool(data.get("global", False)),
         fallback=bool(data.get("fallback", False)),
         description=str(data.get("description", "")),
         command=data.get("command"),
+        keywords=bool(data.get("keywords", False)),
         version=hashlib.sha256(raw_bytes).hexdigest()[:16],
         extra={k: v for k, v in data.items() if k not in _FLOW_KEYS},
         timeout=_timeout(where, data.get("timeout")),
@@ -173,6 +177,7 @@ _FLOW_KEYS = {
     "cancels",
     "start_ids",
     "start_types",
+    "keywords",
 }
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}

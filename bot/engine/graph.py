@@ -8,9 +8,12 @@ cannot hold spaces or accents and `state` is a Mermaid keyword.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from transitions.extensions.diagrams import GraphMachine
 
 from bot.engine.flows import FlowSpec, TransitionSpec
@@ -52,7 +55,8 @@ def mermaid(spec: FlowSpec) -> str:
         title=spec.name,
     )
     text = canvas.get_graph().draw(None)  # type: ignore[attr-defined]
-    return _plain(text, labels, [ids[n] for n, s in spec.states.items() if s.final])
+    finals = [ids[n] for n, s in spec.states.items() if s.final]
+    return _front_matter(spec.name) + _plain(_body(text), labels, finals)
 
 
 def write_all(flows: dict[str, FlowSpec], folder: Path) -> list[Path]:
@@ -94,6 +98,23 @@ def _input_label(kind: str, item: TransitionSpec) -> str:
 def _quote(text: str) -> str:
     # A colon ends a Mermaid edge label and quotes end a state label.
     return text.replace('"', "'").replace(":", "∶").replace("\n", " ")
+
+
+def _front_matter(title: str) -> str:
+    # transitions writes the bare title between the `---` lines; Mermaid
+    # reads that block as YAML and wants `title:`. JSON quoting is valid YAML.
+    if not re.fullmatch(r"\w[\w-]*", title) or yaml.safe_load(title) != title:
+        title = json.dumps(title, ensure_ascii=False)
+    return f"---\ntitle: {title}\n---\n"
+
+
+def _body(text: str) -> str:
+    """The diagram without the front matter transitions wrote, if any."""
+    if text.startswith("---\n"):
+        end = text.find("\n---\n", 4)
+        if end >= 0:
+            return text[end + len("\n---\n") :]
+    return text
 
 
 def _plain(text: str, labels: dict[str, str], finals: list[str]) -> str:

@@ -2,34 +2,60 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.engine.interactive import message_body
 from bot.whatsapp.events import InboundMessage
-from bot.whatsapp.limits import split_text
+from bot.whatsapp.limits import MAX_PARAMETER, clean_parameter, split_text
+from bot.whatsapp.templates import TemplateSpec
 from storage.base import NewOutbound
 
 
 def text_messages(
-    wa_id: str, phone_number_id: str, texts: list[str]
+    wa_id: str,
+    phone_number_id: str,
+    texts: list[str],
+    fallback: TemplateSpec | None = None,
+    *,
+    preview_url: bool = False,
 ) -> list[NewOutbound]:
     """One outbox item per text part; long replies are split, never cut off.
 
     A reply with buttons, a list or a location request goes as one
-    interactive message instead (see `bot.engine.interactive`).
+    interactive message instead (see `bot.engine.interactive`). With a
+    `fallback` template of one parameter (config.yaml `templates.text`),
+    each item whose text fits in it carries it, for a closed window.
     """
     items = []
     for text in texts:
         interactive = message_body(wa_id, text)
         if interactive is not None:
-            items.append(NewOutbound(wa_id, phone_number_id, "message", interactive))
+            said = interactive["interactive"]["body"]["text"]
+            items.append(_item(wa_id, phone_number_id, interactive, said, fallback))
             continue
         for part in split_text(text):
             body = {
                 "to": wa_id,
                 "type": "text",
-                "text": {"preview_url": False, "body": part},
+                "text": {"preview_url": preview_url, "body": part},
             }
-            items.append(NewOutbound(wa_id, phone_number_id, "message", body))
+            items.append(_item(wa_id, phone_number_id, body, part, fallback))
     return items
+
+
+def _item(
+    wa_id: str,
+    phone_number_id: str,
+    body: dict[str, Any],
+    text: str,
+    spec: TemplateSpec | None,
+) -> NewOutbound:
+    fallback = None
+    # A part too long for one parameter gets none rather than a cut text.
+    fits = len(clean_parameter(text)) <= MAX_PARAMETER
+    if spec is not None and len(spec.parameters) == 1 and fits:
+        fallback = spec.body(wa_id, {spec.parameters[0]: text})
+    return NewOutbound(wa_id, phone_number_id, "message", body, fallback=fallback)
 
 
 def read_mark(message: InboundMessage, typing: bool) -> NewOutbound:

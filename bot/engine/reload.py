@@ -6,7 +6,10 @@ filesystem) and can be asked to reload at once (`tracbot serve` does on
 SIGHUP). A change is checked with the same checker as `tracbot check`;
 with any problem the change is refused, each problem is logged, and the
 version already loaded keeps serving. A valid change is swapped into the
-engine whole, between two messages.
+engine whole, between two messages: the templates as they were checked (the
+renderer serves that copy, never the files), and the flows. A flow whose
+file was deleted is logged at WARNING; drivers left in it start over.
+The watcher never stops on an error: it logs it and keeps watching.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from bot.engine.check import check_project
+from bot.engine.check import Templates, check_project
 from bot.engine.engine import Engine
 from bot.engine.flows import load_flows
 from bot.engine.replies import Renderer
@@ -65,16 +68,25 @@ class Reloader:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._asked.wait(), self.interval)
-            asked = self._asked.is_set()
-            self._asked.clear()
-            now = self.snapshot()
-            if asked or now != self._seen:
-                self._seen = now
-                self.reload()
+            try:
+                self._tick()
+            except Exception:
+                # One bad edit or a filesystem hiccup must not end hot reload.
+                self.refusals += 1
+                log.exception("reload failed; the previous version keeps serving")
+
+    def _tick(self) -> None:
+        asked = self._asked.is_set()
+        self._asked.clear()
+        now = self.snapshot()
+        if asked or now != self._seen:
+            self._seen = now
+            self.reload()
 
     def reload(self) -> bool:
         """Check and load the folders; swap them in if valid. Return success."""
-        problems = check_project(self.flows_dir, self.templates_dir)
+        templates = Templates(self.templates_dir)
+        problems = check_project(self.flows_dir, self.templates_dir, templates)
         if problems:
             self.refusals += 1
             for problem in problems:
@@ -86,12 +98,15 @@ class Reloader:
             return False
         try:
             flows = load_flows(self.flows_dir)
-            self.engine.swap(flows, Renderer(self.templates_dir))
-        except FlowError as exc:
+            before = set(self.engine.flows)
+            self.engine.swap(flows, Renderer(self.templates_dir, templates.sources))
+        except (FlowError, OSError) as exc:
             self.refusals += 1
             log.error("reload refused: %s", exc)
             return False
         self.reloads += 1
+        for name in sorted(before - set(flows)):
+            log.warning("flow removed flow=%s; drivers in it start over", name)
         versions = " ".join(f"{n}={s.version[:8]}" for n, s in sorted(flows.items()))
         log.info("flows reloaded %s", versions)
         return True

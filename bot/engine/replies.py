@@ -5,6 +5,10 @@ to Python internals, an undefined variable is an error (never an empty
 string), and printing `None` is an error too. A driver never sees a
 traceback, `None` or a raw `{{ placeholder }}`; when a template fails at run
 time the driver gets a short apology and the operator gets the log line.
+
+A `Renderer` holds a copy of the template files taken when it is built, not
+the folder: an edit reaches drivers only when hot reload has checked it and
+swapped in a new renderer (Jinja would otherwise re-read a changed file).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bot.errors import RenderError
+from bot.errors import FlowError, RenderError
 
 log = logging.getLogger("tracbot.engine")
 
@@ -33,10 +37,28 @@ def _no_none(value: Any) -> Any:
     return value
 
 
-def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
+def read_templates(templates_dir: Path) -> dict[str, str]:
+    """The text of every `.j2` file of a folder, by file name.
+
+    Raises:
+        FlowError: a file is not UTF-8 text.
+    """
+    sources = {}
+    for path in sorted(templates_dir.glob(f"*{SUFFIX}")):
+        try:
+            sources[path.name] = path.read_text("utf-8")
+        except FileNotFoundError:
+            continue  # deleted since the folder was listed
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FlowError(f"{path}:1: cannot read the template: {exc}") from exc
+    return sources
+
+
+def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
     """Return the sandboxed environment every reply is rendered in."""
     return ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(templates_dir, encoding="utf-8"),
+        loader=jinja2.DictLoader(dict(sources)),
+        auto_reload=False,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
@@ -52,11 +74,20 @@ def template_file(name: str) -> str:
 
 
 class Renderer:
-    """Renders named templates; loaded templates are cached by Jinja."""
+    """Renders named templates from a copy of the folder taken when built."""
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(
+        self, templates_dir: Path, sources: dict[str, str] | None = None
+    ) -> None:
+        """Copy the templates of `templates_dir` (or use `sources`, by file name).
+
+        Raises:
+            FlowError: a template file cannot be read as UTF-8 text.
+        """
         self.templates_dir = templates_dir
-        self.env = make_environment(templates_dir)
+        if sources is None:
+            sources = read_templates(templates_dir)
+        self.env = make_environment(sources)
 
     def render(self, name: str, context: dict[str, Any]) -> str:
         """Render a template to the text a driver will read.

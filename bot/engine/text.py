@@ -14,6 +14,7 @@ import unicodedata
 _MARKUP = re.compile(r"[*_~`]+")
 _SPACE = re.compile(r"\s+")
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+_SHOUT = re.compile(r"([^\W\d_])\1{2,}")
 
 
 def normalize(text: str | None) -> str:
@@ -34,6 +35,28 @@ def normalize(text: str | None) -> str:
     plain = _MARKUP.sub(" ", plain)
     plain = _SPACE.sub(" ", plain).strip()
     return _EDGE_PUNCT.sub("", plain)
+
+
+def command_form(text: str | None) -> str:
+    """`normalize`, except that a text of only symbols keeps them.
+
+    "?" or "🆘" alone normalise to nothing, yet a flow may name them as
+    start words; they are compared without spaces and invisible marks.
+    """
+    typed = normalize(text)
+    if typed or not text:
+        return typed
+    plain = unicodedata.normalize("NFKC", text)
+    return "".join(
+        ch
+        for ch in plain
+        if not ch.isspace() and unicodedata.category(ch) not in ("Mn", "Cf", "Cc")
+    )
+
+
+def collapse_shout(word: str) -> str:
+    """`ayudaaa` → `ayuda`: a letter held down 3+ times counts once."""
+    return _SHOUT.sub(r"\1", word)
 
 
 def words(text: str) -> list[str]:

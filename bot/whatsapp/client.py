@@ -179,9 +179,21 @@ class GraphClient:
                 status = response.status
                 raw = await response.read()
         except TimeoutError as exc:
-            raise GraphError("Graph API request timed out", action=RETRY) from exc
+            seconds = self._timeout.total
+            message = f"Graph API request timed out after {seconds:g} s ({url})"
+            raise GraphError(message, action=RETRY) from exc
+        except aiohttp.InvalidURL as exc:
+            message = f"Graph API URL is invalid: {str(exc)!r}"
+            raise GraphError(message, action=RETRY) from exc
+        except aiohttp.ClientConnectorError as exc:
+            where = f"{exc.host}:{exc.port}"
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                reason = "connection refused"
+            message = f"Graph API connection to {where} failed: {reason}"
+            raise GraphError(message, action=RETRY) from exc
         except aiohttp.ClientError as exc:
-            message = f"Graph API connection failed: {type(exc).__name__}"
+            message = f"Graph API connection failed: {type(exc).__name__}: {exc}"
             raise GraphError(message, action=RETRY) from exc
 
         if not 200 <= status < 300:

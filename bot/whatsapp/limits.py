@@ -8,11 +8,16 @@ names the rule, the way Meta's 131009 details would.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot.errors import TracbotError
 
 MAX_TEXT = 4096
+# Meta refuses template parameters with new lines, tabs or more than four
+# spaces in a row (error 132018), and longer ones than this.
+MAX_PARAMETER = 1024
+_SPACES = re.compile(r"\s+")
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20
 MAX_BUTTON_ID = 256
@@ -49,6 +54,11 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
+
+
+def clean_parameter(text: str) -> str:
+    """`text` as Meta takes a template parameter: one line, single spaces."""
+    return _SPACES.sub(" ", text).strip()
 
 
 def _cut_point(text: str, limit: int) -> int:
@@ -129,6 +139,11 @@ def _sections(sections: Any) -> None:
 def _template(template: dict[str, Any]) -> None:
     _text(template.get("name"), "template name", 512)
     _text(_get(template, "language", "code"), "template language", 15)
+    for component in template.get("components") or []:
+        for index, parameter in enumerate(component.get("parameters") or [], 1):
+            if parameter.get("type") == "text":
+                what = f"template parameter {index}"
+                _text(parameter.get("text"), what, MAX_PARAMETER)
 
 
 def _text(value: Any, what: str, limit: int) -> str:

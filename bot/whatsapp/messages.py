@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.whatsapp.limits import check, split_text
+from bot.whatsapp.limits import check, clean_parameter, split_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +43,16 @@ def text_body(to: str, text: str, *, preview_url: bool = False) -> dict[str, Any
 def template_body(
     to: str, name: str, language: str, parameters: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """An approved template with positional body parameters ({{1}}, {{2}}…)."""
+    """An approved template with positional body parameters ({{1}}, {{2}}…).
+
+    Parameters are put on one line with single spaces, as Meta requires.
+    """
     template: dict[str, Any] = {"name": name, "language": {"code": language}}
     if parameters:
-        values = [{"type": "text", "text": str(value)} for value in parameters]
+        values = [
+            {"type": "text", "text": clean_parameter(str(value))}
+            for value in parameters
+        ]
         template["components"] = [{"type": "body", "parameters": values}]
     return _checked({"to": to, "type": "template", "template": template})
 

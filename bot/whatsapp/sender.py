@@ -15,6 +15,10 @@ What the Graph API refuses is classified (graph_errors.py):
 - 131047 (window closed) sends the template fallback, once;
 - anything else is permanent and never retried.
 
+Read marks are best effort: one attempt, never retried, sent beside the
+round so that a slow one never holds a reply (the store does not make a
+phone's messages wait behind them either).
+
 Every request and its outcome go to the attempts log.
 """
 
@@ -55,6 +59,10 @@ THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 
 # Meta's pair limit is about one message every six seconds to one user.
 PAIR_PAUSE_SECONDS = 6.0
+
+# This many failures in a row without an answer from the Graph API (refused
+# connection, timeout, bad URL) make the service not ready.
+UNREACHABLE_AFTER = 3
 
 
 @dataclass(slots=True)
@@ -170,26 +178,42 @@ class Sender:
         self.limiter = RateLimiter(settings.rate_per_second)
         self.metrics = SendMetrics()
         self.held = False
+        # Consecutive failures that never reached the Graph API, and why
+        # the last one failed: /readyz reports them.
+        self.network_failures = 0
+        self.network_reason = ""
         self._probe_at = 0.0
         self._wake = asyncio.Event()
+        self._reads: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Tell the sender that new items are queued."""
         self._wake.set()
 
+    @property
+    def unreachable(self) -> bool:
+        """Whether the recent attempts all failed before reaching Meta."""
+        return self.network_failures >= UNREACHABLE_AFTER
+
     async def run(self) -> None:
         """Send until cancelled."""
-        while True:
-            try:
-                taken = await self.send_due()
-            except Exception:
-                # The sender must outlive any one bad item or query.
-                log.exception("send round failed")
-                taken = 0
-            if not taken:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                self._wake.clear()
+        try:
+            while True:
+                try:
+                    taken = await self.send_due()
+                except Exception:
+                    # The sender must outlive any one bad item or query.
+                    log.exception("send round failed")
+                    taken = 0
+                if not taken:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    self._wake.clear()
+        finally:
+            # Read marks in flight go back to the queue like the rest.
+            for task in self._reads:
+                task.cancel()
+            await asyncio.gather(*self._reads, return_exceptions=True)
 
     async def send_due(self) -> int:
         """Send every item due now; return how many were taken."""
@@ -214,7 +238,14 @@ class Sender:
             for item in items
             if _free_form(item) and not window_open(windows.get(item.wa_id), now)
         }
-        await asyncio.gather(*(self._deliver(i, i.id in closed) for i in items))
+        for item in items:
+            if item.kind == "read":
+                task = asyncio.create_task(self._deliver(item, False))
+                self._reads.add(task)
+                task.add_done_callback(self._reads.discard)
+        await asyncio.gather(
+            *(self._deliver(i, i.id in closed) for i in items if i.kind != "read")
+        )
         return len(items)
 
     async def _deliver(self, item: OutboxItem, window_closed: bool) -> None:
@@ -264,9 +295,19 @@ class Sender:
         except GraphError as exc:
             await self._failed(item, exc, self._elapsed(started))
             return
+        except asyncio.CancelledError:
+            # Stopped mid-request: whether Meta got it is unknown, as after
+            # a lost answer; queue it again now, as a restart would.
+            await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
+            raise
 
         ms = self._elapsed(started)
         self.limiter.succeeded(item.phone_number_id)
+        if self.network_failures:
+            log.warning(
+                "Graph API reachable again after %d failures", self.network_failures
+            )
+            self.network_failures = 0
         if self.held:
             self.held = False
             log.warning("access token accepted again: sending resumed")
@@ -297,26 +338,49 @@ class Sender:
 
     async def _failed(self, item: OutboxItem, exc: GraphError, ms: int) -> None:
         self.metrics.errors.inc(str(exc.code) if exc.code is not None else "none")
-        await self._log(item, exc.action, ms, exc.code, str(exc))
+        if exc.code is None and exc.http_status is None:
+            self.network_failures += 1
+            self.network_reason = str(exc)
+        action = exc.action
+        if item.kind == "read":
+            action = "dropped"
+        await self._log(item, action, ms, exc.code, str(exc))
         log.warning(
-            "send failed id=%s phone=%s code=%s action=%s attempt=%d",
+            "send failed id=%s kind=%s phone=%s code=%s action=%s attempt=%d: %s",
             item.id,
+            item.kind,
             mask(item.wa_id),
             exc.code,
-            exc.action,
+            action,
             item.attempts,
+            exc,
         )
-        if exc.action == AUTH:
+        if item.kind == "read":
+            # Best effort: a late read receipt is worth less than the queue.
+            await self.store.mark_failed(item.id, exc.code, str(exc))
+        elif exc.action == AUTH:
             await self._hold(item, exc)
         elif exc.action in (RETRY, RETRY_RECIPIENT):
             await self._retry(item, exc)
         elif exc.action == TEMPLATE:
-            await self.store.mark_failed(item.id, exc.code, str(exc))
-            replacement = await self._template_instead(item, "131047")
-            if replacement is not None:
-                await self._attempt(replacement)
+            await self._window_closed(item, exc)
         else:
             await self.store.mark_failed(item.id, exc.code, str(exc))
+
+    async def _window_closed(self, item: OutboxItem, exc: GraphError) -> None:
+        # The replacement is written with the item's new status in one
+        # transaction: the outbox never looks finished in between.
+        replacement = await self._template_instead(item, "131047")
+        if replacement is not None:
+            await self._attempt(replacement)
+            return
+        await self.store.mark_failed(item.id, exc.code, str(exc))
+        log.error(
+            "no template fallback configured for id=%s phone=%s: the window is "
+            "closed and the message is lost (configure templates.text)",
+            item.id,
+            mask(item.wa_id),
+        )
 
     async def _hold(self, item: OutboxItem, exc: GraphError) -> None:
         # Every send would fail the same way: keep the queue for when a

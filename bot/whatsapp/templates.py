@@ -16,14 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.whatsapp.limits import MAX_PARAMETER, clean_parameter, split_text
 from bot.whatsapp.messages import template_body
 
 WINDOW = timedelta(hours=24)
 
-# Meta refuses parameters with new lines, tabs or more than four spaces in
-# a row (error 132018), and long ones; a parameter may not be empty either.
-MAX_PARAMETER = 1024
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +36,11 @@ class TemplateSpec:
         """The template message for `to`, parameters taken from `values`."""
         filled = [_parameter(values.get(name)) for name in self.parameters]
         return template_body(to, self.name, self.language, filled)
+
+
+def template_parts(text: str) -> list[str]:
+    """`text` on one line, in parts that each fit one template parameter."""
+    return split_text(clean_parameter(text), MAX_PARAMETER)
 
 
 def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
@@ -81,7 +83,7 @@ def _spec(path: Any, key: str, entry: Any) -> TemplateSpec:
 
 
 def _parameter(value: Any) -> str:
-    text = _SPACES.sub(" ", "" if value is None else str(value)).strip()
+    text = clean_parameter("" if value is None else str(value))
     if len(text) > MAX_PARAMETER:
         text = text[: MAX_PARAMETER - 1] + "…"
     return text or "-"

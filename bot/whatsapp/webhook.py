@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -23,6 +24,33 @@ from storage.errors import StorageError
 log = logging.getLogger("tracbot.webhook")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+class RefusalStreak:
+    """Signature refusals in a row, reported at most once a period."""
+
+    def __init__(self, at_least: int = 3, every_seconds: float = 60.0) -> None:
+        self.at_least = at_least
+        self.every_seconds = every_seconds
+        self.count = 0
+        self._reported_at: float | None = None
+
+    def accepted(self) -> None:
+        self.count = 0
+
+    def refused(self) -> int | None:
+        """Count one refusal; return the streak when it is time to say so."""
+        self.count += 1
+        now = time.monotonic()
+        if self.count < self.at_least:
+            return None
+        if (
+            self._reported_at is not None
+            and now - self._reported_at < self.every_seconds
+        ):
+            return None
+        self._reported_at = now
+        return self.count
 
 
 class WebhookHandler:
@@ -40,6 +68,8 @@ class WebhookHandler:
         self.verify_token = verify_token
         self.on_stored = on_stored
         self.counts: dict[str, int] = {}
+        self.signature_failures: dict[str, int] = {}
+        self.refusals = RefusalStreak()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/webhook", self.handshake), web.post("/webhook", self.post)]
@@ -61,11 +91,10 @@ class WebhookHandler:
     async def post(self, request: web.Request) -> web.Response:
         """Verify, parse, store, then answer."""
         body = await request.read()
-        if not verify(self.app_secret, body, request.headers.get(SIGNATURE_HEADER)):
-            # Meta retries a 401 for days: a wrong app secret shows up as
-            # this line repeating, which is what an operator must look for.
-            log.warning("webhook refused: bad signature bytes=%d", len(body))
-            return self._answer(401, "bad signature")
+        header = request.headers.get(SIGNATURE_HEADER)
+        if not verify(self.app_secret, body, header):
+            return self._refused(header, len(body))
+        self.refusals.accepted()
 
         parsed = _parse(body)
         for problem in parsed.problems:
@@ -92,6 +121,27 @@ class WebhookHandler:
         if new:
             self.on_stored()
         return self._answer(200, "ok")
+
+    def _refused(self, header: str | None, size: int) -> web.Response:
+        reason = "missing" if not header else "mismatch"
+        self.signature_failures[reason] = self.signature_failures.get(reason, 0) + 1
+        if reason == "missing":
+            log.warning(
+                "webhook refused: no %s header bytes=%d", SIGNATURE_HEADER, size
+            )
+        else:
+            log.warning("webhook refused: signature does not match bytes=%d", size)
+
+        # Meta retries a 401 for days: a wrong app secret shows up as
+        # refusals that never stop, which an operator must not miss.
+        streak = self.refusals.refused()
+        if streak is not None:
+            log.error(
+                "webhook signatures keep failing: %d refused in a row, none "
+                "accepted; WHATSAPP_APP_SECRET may be wrong",
+                streak,
+            )
+        return self._answer(401, "bad signature")
 
     def _answer(self, status: int, text: str) -> web.Response:
         outcome = str(status)

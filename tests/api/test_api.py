@@ -92,6 +92,7 @@ async def test_invalid_phone_is_a_clear_400(api, phone):
 
 
 async def test_long_text_is_split_into_parts(api):
+    await _open_window(api, "56911120011")
     paragraph = "Línea de reporte. " * 100
     message = "\n\n".join([paragraph] * 4)  # about 7,200 characters
     status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
@@ -211,8 +212,8 @@ async def test_history_is_newest_first_with_paging_and_total(api):
     body = await response.json()
 
     assert response.status == 200
-    # Five texts replaced by templates: ten outgoing entries.
-    assert body["total"] == 10 and len(body["messages"]) == 2
+    # The window is closed: five texts queued as five templates.
+    assert body["total"] == 5 and len(body["messages"]) == 2
     ids = [m["id"] for m in body["messages"]]
     assert ids == sorted(ids, reverse=True)
     assert {m["direction"] for m in body["messages"]} == {"outgoing"}

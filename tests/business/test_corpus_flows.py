@@ -179,6 +179,62 @@ async def test_arrival_button_tapped_again_is_answered_politely(
         assert response.status == 200
         await settle(runtime)
 
-    registered, refused = _texts(runtime, "56911120017")
+    registered, again_text = _texts(runtime, "56911120017")
     assert "Llegada registrada" in registered
-    assert refused.startswith("No pude registrar la llegada del viaje VJ-20931")
+    assert "Tu llegada del viaje VJ-20931 ya estaba registrada" in again_text
+    assert "No pude" not in again_text
+
+
+async def test_status_question_in_a_sentence_lists_ignacias_trips(
+    aiohttp_client, tmp_path
+):
+    # "¿Cuál es el estado de mi viaje? 🚛💨 … https://…": routed by keyword.
+    runtime = await _post(aiohttp_client, tmp_path, "text_with_emoji_and_accents.json")
+    [text] = _texts(runtime, "56911120021")
+    assert "Tus Viajes Activos" in text and "FKLM-90" in text
+
+
+async def test_pdf_caption_naming_a_guide_gets_the_media_reply(
+    aiohttp_client, tmp_path
+):
+    # Caption "Guía de despacho escaneada": a file, not the GUIA command.
+    runtime = await _post(aiohttp_client, tmp_path, "document_pdf_with_caption.json")
+    [text] = _texts(runtime, "56911120012")
+    assert "No proceso archivos" in text and "guía" not in text.lower()
+
+
+def _pin(latitude: str, longitude: str, name: str | None = None) -> bytes:
+    body = corpus("location_pin.json")
+    body = body.replace(b"-22.4561833", latitude.encode())
+    body = body.replace(b"-68.9290161", longitude.encode())
+    if name is not None:
+        named = f'"name": "{name}", "latitude"'.encode()
+        body = body.replace(b'"latitude"', named, 1)
+    return body
+
+
+async def _post_bytes(aiohttp_client, tmp_path: Path, body: bytes):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+    await settle(runtime)
+    return runtime
+
+
+async def test_pin_out_of_range_is_asked_again_and_not_stored(aiohttp_client, tmp_path):
+    runtime = await _post_bytes(aiohttp_client, tmp_path, _pin("999", "-700.4"))
+    [text] = _texts(runtime, "56911120024")
+    assert "coordenadas no son válidas" in text and "recibida" not in text
+    rows = _business(tmp_path).execute("SELECT * FROM ubicaciones").fetchall()
+    assert rows == []
+
+
+async def test_a_5000_character_place_name_is_capped(aiohttp_client, tmp_path):
+    runtime = await _post_bytes(
+        aiohttp_client, tmp_path, _pin("-22.5", "-68.9", "Faena " * 833 + "xx")
+    )
+    [text] = _texts(runtime, "56911120024")
+    assert "Ubicación recibida" in text and len(text) < 400
+    [row] = _business(tmp_path).execute("SELECT * FROM ubicaciones").fetchall()
+    assert 100 < len(row["nombre"]) <= 200 and row["nombre"].endswith("…")

@@ -18,6 +18,22 @@ VALID = [
     ("9.876.543-3", "9876543-3", "9.876.543-3"),
     ("9876543-3", "9876543-3", "9.876.543-3"),
     ("CL12345678-5", "12345678-5", "12.345.678-5"),
+    # Pasted in bold, inside a sentence, with a typographic dash, typed on a
+    # full-width keyboard or with thousands commas: still the RUT.
+    ("*10.000.013-K*", "10000013-K", "10.000.013-K"),
+    ("mi rut es 10.000.013-K", "10000013-K", "10.000.013-K"),
+    ("Mi RUT es: 12.345.678-5.", "12345678-5", "12.345.678-5"),
+    ("10000013\u2013K", "10000013-K", "10.000.013-K"),
+    ("10000013\u2014K", "10000013-K", "10.000.013-K"),
+    ("10000013\u2212K", "10000013-K", "10.000.013-K"),
+    (
+        "\uff11\uff10.\uff10\uff10\uff10.\uff10\uff11\uff13-K",
+        "10000013-K",
+        "10.000.013-K",
+    ),
+    ("１２３４５６７８-５", "12345678-5", "12.345.678-5"),
+    ("10,000,013-K", "10000013-K", "10.000.013-K"),
+    ("12,345,678-5", "12345678-5", "12.345.678-5"),
 ]
 
 INVALID = [
@@ -33,10 +49,12 @@ INVALID = [
     ("1234567890-1", rut.LONG),
     ("12.3A5.678-5", rut.CHARACTERS),
     ("12345678-X", rut.CHARACTERS),
-    ("mi rut es 12345678-5", rut.CHARACTERS),
     ("12345678/5", rut.CHARACTERS),
-    ("12,345,678-5", rut.CHARACTERS),
-    ("１２３４５６７８-５", rut.CHARACTERS),
+    ("12.345.678-5 o 10.000.013-K", rut.CHARACTERS),
+    # The body alone: the check digit was forgotten, not wrong.
+    ("10000013", rut.MISSING_DIGIT),
+    ("10.000.013", rut.MISSING_DIGIT),
+    ("9876543", rut.MISSING_DIGIT),
 ]
 
 

@@ -208,3 +208,81 @@ def test_cli_check_exit_status(tmp_path, capsys):
     assert main(["--config", str(config), "check"]) == 1
     err = capsys.readouterr().err
     assert "pedido.yaml:9: states.preguntar.on[0].to: unknown state 'x'" in err
+
+
+def test_unknown_filter_and_test_are_reported_not_raised(tmp_path):
+    found = problems_of(
+        tmp_path,
+        {"pedido": GOOD},
+        {"eco": "📄\n{{ numero | mayus }}", "otra": "{% if 1 is raro %}x{% endif %}"},
+    )
+    assert ("eco.j2", 2, "unknown filter 'mayus'") in found
+    assert ("otra.j2", 1, "unknown test 'raro'") in found
+
+
+@pytest.mark.parametrize(
+    "source, keyword",
+    [
+        ('hola\n{% include "nope.j2" %}', "include"),
+        ('{% extends "nope.j2" %}', "extends"),
+        ('hola\n{% from "nope.j2" import m %}{{ m() }}', "import"),
+        ('hola\n{% import "nope.j2" as n %}{{ n.m() }}', "import"),
+    ],
+)
+def test_missing_include_extends_or_import_target(tmp_path, source, keyword):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": source})
+    name, line, message = one(found, "unknown template 'nope.j2'")
+    assert (name, line) == ("eco.j2", source.count("\n") + 1)
+    assert message.startswith(keyword)
+
+
+def test_include_that_may_be_missing_and_existing_partials_pass(tmp_path):
+    templates = {
+        "eco": 'Hola{% include "nope.j2" ignore missing %}{% include "_pie.j2" %}',
+        "_pie": "{# a partial may render nothing by itself #}",
+    }
+    assert problems_of(tmp_path, {"pedido": GOOD}, templates) == []
+
+
+def test_empty_template_and_template_that_renders_nothing(tmp_path):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "  \n"})
+    assert one(found, "the template is empty")[:2] == ("eco.j2", 1)
+    silent = "{% if numero == 'nunca' %}N° {{ numero }}{% endif %}"
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": silent})
+    assert one(found, "renders an empty message")[:2] == ("eco.j2", 1)
+
+
+def test_render_over_whatsapp_text_limit_with_sample_values(tmp_path):
+    loop = "{% for i in range(5000) %}x{% endfor %}"
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": loop})
+    name, _, message = one(found, "renders 5000 characters")
+    assert name == "eco.j2" and "holds at most 4096" in message
+    fits = "{% for i in range(4000) %}x{% endfor %} {{ numero }}"
+    assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fits}) == []
+
+
+def test_second_fallback_flow_names_both_files(tmp_path):
+    other = (REPO / "flows" / "no_entendi.yaml").read_text("utf-8")
+    other = other.replace("name: no_entendi", "name: otro_fallback")
+    assert "name: otro_fallback" in other
+    found = problems_of(tmp_path, {"otro_fallback": other})
+    hits = sorted(p for p in found if "exactly one flow may say" in p[2])
+    assert [(h[0], h[2].rsplit(" ", 1)[1]) for h in hits] == [
+        ("no_entendi.yaml", "otro_fallback.yaml"),
+        ("otro_fallback.yaml", "no_entendi.yaml"),
+    ]
+
+
+def test_cli_check_reports_a_bad_template_without_traceback(tmp_path, capsys):
+    config = make_project(tmp_path, {}, {"guia": "📄 {{ text | mayus }}\n"})
+    assert main(["--config", str(config), "check"]) == 1
+    err = capsys.readouterr().err
+    assert "guia.j2:1: unknown filter 'mayus'" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_filter_inside_a_condition_is_reported(tmp_path):
+    # Jinja itself only complains when that branch runs.
+    source = "hola\n{% if numero %}\n{{ numero | mayus }}\n{% endif %}"
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": source})
+    assert ("eco.j2", 3, "unknown filter 'mayus'") in found

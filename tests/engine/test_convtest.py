@@ -129,3 +129,45 @@ def test_bad_test_files_name_the_line(tmp_path):
     )
     with pytest.raises(FlowError, match=r"b.yaml:5: unknown key 'rely'"):
         load_cases(tmp_path / "b.yaml")
+
+
+async def test_a_step_that_cannot_be_sent_fails_its_case_not_the_run(tmp_path):
+    config, cases = project(
+        tmp_path,
+        """
+        cases:
+          - name: envío raro
+            steps:
+              - send: {foo: 1}
+          - name: sigue
+            steps:
+              - send: pregunta
+                reply: ¿Sí o no?
+        """,
+    )
+    report = await run_files([cases], config)
+    first, second = report.results
+    assert len(first.failures) == 1 and second.passed
+    assert first.failures[0].startswith("step 1 (line 4): error: ValueError: send")
+
+
+async def test_a_given_hook_that_raises_names_the_case(tmp_path):
+    @given("falla_de_prueba")
+    def broken(runtime, value, phone):
+        raise KeyError("rut")
+
+    try:
+        config, cases = project(
+            tmp_path,
+            "cases:\n  - name: x\n    given: {falla_de_prueba: 1}\n"
+            "    steps:\n      - send: pregunta\n",
+        )
+        with pytest.raises(FlowError, match=r"casos.yaml:2: `given` 'falla_de_prueba'"):
+            await run_files([cases], config)
+    finally:
+        GIVEN.pop("falla_de_prueba")
+
+
+def test_missing_test_file_is_a_flow_error(tmp_path):
+    with pytest.raises(FlowError, match=r"nope.yaml: no such file"):
+        load_cases(tmp_path / "nope.yaml")

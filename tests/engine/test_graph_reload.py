@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
+import yaml
 
 from bot.cli import main
 from bot.config import load_settings
@@ -33,6 +35,7 @@ states:
     reply: ruta_b
 """
 TEMPLATES = {"ruta_a": "A", "ruta_b": "B"}
+TEMPLATES_FILES = {f"{k}.j2": v for k, v in TEMPLATES.items()}
 PHONE = "56911120012"
 
 
@@ -40,7 +43,7 @@ def test_mermaid_uses_safe_ids_and_real_names(tmp_path):
     make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
     text = mermaid(load_flow(tmp_path / "flows" / "ruta.yaml"))
     lines = [line.strip() for line in text.splitlines()]
-    assert lines[:4] == ["---", "ruta", "---", "stateDiagram-v2"]
+    assert lines[:4] == ["---", "title: ruta", "---", "stateDiagram-v2"]
     assert 'state "state 💬 ruta_a" as s0' in lines
     assert 'state "paso 2" as s1' in lines
     assert 'state "dirección 💬 ruta_b" as s2' in lines
@@ -114,3 +117,109 @@ async def _until(predicate, seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("name", ["vincular", "ruta 2", "true", "a: b"])
+def test_mermaid_front_matter_is_yaml_with_a_title(tmp_path, name):
+    flow = FLOW.replace("name: ruta", f"name: {json.dumps(name)}")
+    make_project(tmp_path, {"ruta": flow}, TEMPLATES)
+    text = mermaid(load_flow(tmp_path / "flows" / "ruta.yaml"))
+    first, front, rest = text.split("---\n", 2)
+    assert first == "" and yaml.safe_load(front) == {"title": name}
+    assert rest.startswith("stateDiagram-v2\n")
+
+
+def test_cli_graph_and_test_bad_inputs_give_a_message(tmp_path, capsys):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    assert main(["--config", str(config), "test", "nope.yaml"]) == 2
+    assert capsys.readouterr().err == "tracbot test: nope.yaml: no such file\n"
+
+    assert main(["--config", str(config), "graph"]) == 2
+    (tmp_path / "flows" / "carpeta.yaml").mkdir()
+    assert main(["--config", str(config), "graph", "ruta"]) == 2
+    err = capsys.readouterr().err
+    assert "name a flow" in err and "carpeta.yaml: Is a directory" in err
+
+    (tmp_path / "flows" / "carpeta.yaml").rmdir()
+    busy = tmp_path / "ocupado"
+    busy.write_text("", "utf-8")
+    assert main(["--config", str(config), "graph", "--all", str(busy)]) == 2
+    assert "ocupado: File exists" in capsys.readouterr().err
+
+
+async def test_serve_refuses_an_unknown_filter_with_the_checkers_line(tmp_path):
+    config = make_project(tmp_path, {"ruta": FLOW}, {"ruta_b": "📄 {{ text | mayus }}"})
+    with pytest.raises(FlowError, match=r"ruta_b.j2:1: unknown filter 'mayus'"):
+        await serve(load_settings(config, env={}), port=0)
+
+
+async def test_watcher_survives_a_bad_template_and_applies_the_next_edit(
+    tmp_path, caplog
+):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        reloader = Reloader(
+            harness.runtime.engine, flows_dir, templates_dir, interval=0.02
+        )
+        watcher = asyncio.create_task(reloader.run())
+        try:
+            with caplog.at_level(logging.ERROR, "tracbot.engine"):
+                write_files(templates_dir, {"ruta_a.j2": "📄 {{ text | mayus }}"})
+                await _until(lambda: reloader.refusals == 1)
+            assert "ruta_a.j2:1: unknown filter 'mayus'" in caplog.text
+            assert [b["text"]["body"] for b in await harness.send(PHONE, "ruta")] == [
+                "A"
+            ]
+
+            write_files(templates_dir, TEMPLATES_FILES)
+            write_files(flows_dir, {"ruta.yaml": FLOW.replace("[ruta]", "[ruta, r]")})
+            reloader.request()
+            await _until(lambda: reloader.reloads == 1)
+            assert harness.runtime.engine.flows["ruta"].spec.start == ("ruta", "r")
+            assert not watcher.done()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def test_refused_template_edit_never_reaches_drivers(tmp_path):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        reloader = Reloader(harness.runtime.engine, flows_dir, templates_dir)
+        # Rendered once, so Jinja holds it; the edit must not be re-read.
+        assert [b["text"]["body"] for b in await harness.send(PHONE, "ruta")] == ["A"]
+
+        write_files(templates_dir, {"ruta_a.j2": "A {% endfi %}"})
+        assert not reloader.reload()
+        await harness.send(PHONE, "cancelar")
+        assert [b["text"]["body"] for b in await harness.send(PHONE, "ruta")] == ["A"]
+
+        write_files(templates_dir, {"ruta_a.j2": "A nueva"})
+        assert reloader.reload()
+        await harness.send(PHONE, "cancelar")
+        replies = await harness.send(PHONE, "ruta")
+        assert [b["text"]["body"] for b in replies] == ["A nueva"]
+
+
+async def test_deleted_flow_is_a_warning_and_its_drivers_start_over(tmp_path, caplog):
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        reloader = Reloader(harness.runtime.engine, flows_dir, templates_dir)
+        await harness.send(PHONE, "ruta")
+        assert (await harness.conversation(PHONE)).flow == "ruta"
+
+        (flows_dir / "ruta.yaml").unlink()
+        with caplog.at_level(logging.INFO, "tracbot.engine"):
+            assert reloader.reload()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert [r.getMessage() for r in warnings] == [
+            "flow removed flow=ruta; drivers in it start over"
+        ]
+
+        replies = [b["text"]["body"] for b in await harness.send(PHONE, "hola")]
+        assert replies[0].startswith("Actualizamos esta conversación")
+        assert "No entendí tu mensaje" in replies[1]
+        assert (await harness.conversation(PHONE)).flow is None

@@ -9,13 +9,14 @@ templates show in `turn.slots`.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.business import links, rut
 from bot.business.services import Services
-from bot.engine import audience
+from bot.engine import audience, keywords
 from bot.engine.machine import Turn
 from bot.engine.registry import action, condition
 from bot.engine.text import normalize, words
@@ -23,6 +24,10 @@ from storage.base import utcnow
 
 TRIP_STATUS = "TRIP_STATUS:"
 CONFIRM_ARRIVAL = "confirm_arrival:"
+ARRIVED = "Llegada Cliente"
+# How much of a pin's name or address is stored, and shown back.
+STORED_NAME = 200
+SHOWN_NAME = 100
 CHILE = ZoneInfo("America/Santiago")
 
 
@@ -78,7 +83,10 @@ async def record_invalid_rut(turn: Turn) -> None:
         rut.parse(_text(turn))
     except rut.RutError as exc:
         turn.slots["rut_error"] = exc.reason
-    await _record(turn, _text(turn)[:32], links.INVALID)
+    # A RUT without its check digit guesses no one's account: it gets the
+    # explanation but costs no attempt.
+    if turn.slots.get("rut_error") != rut.MISSING_DIGIT:
+        await _record(turn, _text(turn)[:32], links.INVALID)
 
 
 @action("buscar_conductor", provides=("rut", "conductor", "rut_ocupado"))
@@ -216,6 +224,24 @@ def has_location(turn: Turn) -> bool:
     return turn.message is not None and turn.message.location is not None
 
 
+@condition("ubicacion_valida")
+def location_is_valid(turn: Turn) -> bool:
+    """Whether a pin's coordinates exist: latitude ±90, longitude ±180."""
+    location = turn.message.location if turn.message else None
+    if location is None:
+        return False
+    lat, lon = location.latitude, location.longitude
+    return (
+        math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180
+    )
+
+
+def _capped(text: str | None, limit: int) -> str:
+    # A place name is a few words; a pasted essay is cut, visibly.
+    value = " ".join((text or "").split())
+    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
+
+
 @action("guardar_ubicacion", provides=("viaje", "ubicacion"))
 async def save_location(turn: Turn) -> None:
     location = turn.message.location if turn.message else None
@@ -235,44 +261,56 @@ async def save_location(turn: Turn) -> None:
             trip_id=trip["id"] if trip else None,
             latitude=location.latitude,
             longitude=location.longitude,
-            name=location.name,
-            address=location.address,
+            name=_capped(location.name, STORED_NAME) or None,
+            address=_capped(location.address, STORED_NAME) or None,
             at=utcnow().isoformat(),
         )
     turn.slots["viaje"] = trip
     turn.slots["ubicacion"] = {
         "latitude": f"{location.latitude:.5f}",
         "longitude": f"{location.longitude:.5f}",
-        "name": location.name or "",
-        "address": location.address or "",
+        "name": _capped(location.name, SHOWN_NAME),
+        "address": _capped(location.address, SHOWN_NAME),
     }
 
 
 @condition("es_comando")
 def is_command(turn: Turn) -> bool:
-    """Whether the text starts with a command this number may use, so that
-    a state waiting for something else lets it through."""
-    typed = words(normalize(_text(turn)))
+    """Whether the text is a command this number may use (first, or named
+    in a short sentence), so that a state waiting for something else lets
+    it through."""
+    typed = normalize(_text(turn))
     commands = {normalize(c["command"]) for c in turn.context.get("commands", [])}
-    return bool(typed) and typed[0] in commands
+    first = words(typed)[:1]
+    if first and first[0] in commands:
+        return True
+    return bool(keywords.named({c: (c,) for c in commands}, typed))
 
 
 # Arrival confirmed with a reply button (`confirm_arrival:<trip>`)
 
 
-@action("confirmar_llegada", provides=("viaje_id", "llegada_registrada"))
+@action(
+    "confirmar_llegada", provides=("viaje_id", "llegada_registrada", "llegada_previa")
+)
 async def confirm_arrival(turn: Turn) -> None:
     trip_id = _reply_value(turn, CONFIRM_ARRIVAL)
     driver_id = _driver_id(turn)
     turn.slots["viaje_id"] = trip_id or "-"
+    turn.slots["llegada_previa"] = False
     changed = 0
     if trip_id is not None and driver_id is not None:
-        changed = await _services(turn).business.execute(
+        business = _services(turn).business
+        changed = await business.execute(
             "confirm_arrival",
             trip_id=trip_id,
             driver_id=driver_id,
             at=datetime.now(CHILE).strftime("%Y-%m-%d %H:%M"),
         )
+        if not changed:
+            # The same button tapped twice: the first tap already did it.
+            row = await business.row("trip_by_id", trip_id=trip_id, driver_id=driver_id)
+            turn.slots["llegada_previa"] = bool(row) and row.get("estado") == ARRIVED
     turn.slots["llegada_registrada"] = changed > 0
 
 

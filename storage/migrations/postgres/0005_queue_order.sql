@@ -1,0 +1,3 @@
+-- Nothing to do: the SQLite schema's queue-order indexes (0005) serve
+-- queries this schema answers with its own indexes since 0001.
+-- The version exists so that every backend counts the same migrations.
