@@ -82,9 +82,6 @@ class SqliteStore(LinksMixin, Store):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracbot-sqlite")
         self._batches = GroupCommit(self._executor, lambda: self.db)
-        import os, sys  # EXPERIMENT
-        if os.environ.get("SWITCH"):
-            sys.setswitchinterval(float(os.environ["SWITCH"]))
         try:
             await self._run_alone(self._connect)
         except BaseException:

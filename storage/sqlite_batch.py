@@ -92,13 +92,8 @@ class GroupCommit:
         # On the database thread. The loop only appends, we only pop.
         jobs = [self._urgent.popleft() for _ in range(len(self._urgent))]
         jobs += [self._queue.popleft() for _ in range(min(len(self._queue), MAX_CALLS))]
-        import time, sys  # DEBUG
-        t0 = time.perf_counter()
         try:
             outcomes = self._commit(jobs)
-            dt = time.perf_counter() - t0
-            if dt > 0.004:
-                print(f"SLOW {dt*1000:.1f}ms", [j[0].__name__ for j in jobs][:8], len(jobs), file=sys.stderr, flush=True)
         except BaseException as exc:  # noqa: BLE001  (handed to every caller)
             with contextlib.suppress(sqlite3.Error):
                 if self.db().in_transaction:

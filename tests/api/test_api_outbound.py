@@ -9,9 +9,16 @@ import logging
 import pytest
 
 from bot.api.openapi import PREFIX
-from tests.api.test_api import ADMIN, BACKEND, CAMILA, auth, post, sim_bodies
+from tests.api.test_api import (
+    ADMIN,
+    BACKEND,
+    CAMILA,
+    _open_window,
+    auth,
+    post,
+    sim_bodies,
+)
 from tests.api.test_api import api as api  # noqa: F401 (the fixture)
-from tests.api.test_api import _open_window
 from tests.support import runtime_of, settle
 
 
@@ -132,16 +139,22 @@ async def test_send_template_parameters_are_put_on_one_line(api):
 # Logs
 
 
-async def test_a_refused_history_call_logs_no_phone_number(api, caplog):
-    caplog.set_level(logging.WARNING, logger="tracbot.api")
-    # The tracbot logger may not propagate (logs.setup): listen on it too.
-    logging.getLogger("tracbot.api").addHandler(caplog.handler)
-    try:
-        response = await api.get(
-            f"{PREFIX}/history/+56911112222", headers=auth(BACKEND)
-        )
-    finally:
-        logging.getLogger("tracbot.api").removeHandler(caplog.handler)
+@pytest.fixture
+def api_log(caplog):
+    # The tracbot loggers may not propagate (logs.setup): listen on them.
+    logger = logging.getLogger("tracbot")
+    caplog.set_level(logging.INFO, logger="tracbot")
+    if logger.propagate:
+        yield caplog
+        return
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+async def test_a_refused_history_call_logs_no_phone_number(api, api_log):
+    caplog = api_log
+    response = await api.get(f"{PREFIX}/history/+56911112222", headers=auth(BACKEND))
 
     assert response.status == 403
     assert "lacks role=admin" in caplog.text

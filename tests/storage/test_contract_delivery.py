@@ -87,6 +87,20 @@ async def test_a_phones_later_items_wait_for_its_earlier_ones(store: Store) -> N
     assert [i.id for i in await store.due_outbox()] == [b2]
 
 
+async def test_a_read_mark_holds_back_none_of_its_phones_messages(
+    store: Store,
+) -> None:
+    read = NewOutbound("561", PHONE_NUMBER_ID, "read", {"message_id": "wamid.in"})
+    mark, a1 = await store.enqueue([read, reply("561", "a1")])
+
+    # Read marks are best effort: the reply leaves beside, not behind, one.
+    assert [i.id for i in await store.due_outbox()] == [mark, a1]
+    [a2] = await store.enqueue([reply("561", "a2")])
+    await store.mark_retry(mark, datetime.now(UTC) - timedelta(seconds=1), "slow")
+    await store.mark_sent(a1, "wamid.a1", "accepted")
+    assert [i.id for i in await store.due_outbox()] == [mark, a2]
+
+
 async def test_attempts_are_logged_per_item_in_order(store: Store) -> None:
     [item_id] = await store.enqueue([reply("561", "x")])
     await store.record_attempt(item_id, 1, "retry", 120, 130429, "rate limit")

@@ -1,0 +1,239 @@
+"""The sender as operators meet it, against the Graph API simulator on
+loopback: read marks that are best effort, a closed window with and without
+a template, failures whose log line says why, and a clean stop that leaves
+nothing half-sent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import pytest
+
+from bot.whatsapp.client import GraphClient
+from bot.whatsapp.simulator import Simulator, make_app
+from storage.base import NewOutbound
+from storage.sqlite import SqliteStore
+from tests.whatsapp.test_sender import (
+    CAMILA,
+    NUMBER,
+    TOKEN,
+    make_sender,
+    running,
+    settled,
+    text,
+)
+
+
+@pytest.fixture
+def simulator() -> Simulator:
+    return Simulator(token=TOKEN)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    async with SqliteStore(f"sqlite:///{tmp_path}/sender.db") as store:
+        yield store
+
+
+@pytest.fixture
+async def base_url(simulator, aiohttp_server) -> str:
+    server = await aiohttp_server(make_app(simulator))
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def graph(session, base_url: str, timeout: float = 2.0) -> GraphClient:
+    return GraphClient(
+        session, base_url=base_url, version="v23.0", token=TOKEN, timeout=timeout
+    )
+
+
+def read_mark(to: str) -> NewOutbound:
+    return NewOutbound(to, NUMBER, "read", {"message_id": "wamid.in", "typing": True})
+
+
+def reads(simulator: Simulator) -> int:
+    return sum(1 for r in simulator.received if r["body"].get("status") == "read")
+
+
+@pytest.fixture
+def sender_log(caplog):
+    # The tracbot loggers may not propagate (logs.setup): listen on them.
+    logger = logging.getLogger("tracbot")
+    caplog.set_level(logging.INFO, logger="tracbot")
+    if logger.propagate:
+        yield caplog
+        return
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+# Read marks
+
+
+async def test_a_failed_read_mark_is_tried_once_and_never_again(
+    store, simulator, session, base_url
+):
+    # Every answer is late: the read mark and the reply both time out.
+    simulator.delay = 1.0
+    [mark, _] = await store.enqueue([read_mark(CAMILA), text(CAMILA, "uno")])
+    sender = make_sender(store, graph(session, base_url, timeout=0.3))
+
+    async with running(sender):
+        await simulator.wait_for(2)
+        simulator.delay = 0.0
+        items = await settled(store)
+        await asyncio.sleep(0.3)  # time enough for any retry to show
+
+    by_id = {item.id: item for item in items}
+    assert by_id[mark].status == "failed"
+    assert reads(simulator) == 1
+    # The reply was retried and went out.
+    assert [i.status for i in items if i.kind == "message"] == ["accepted"]
+
+
+async def test_a_slow_read_mark_does_not_hold_the_reply_back(
+    store, simulator, session, base_url
+):
+    simulator.delay = 1.5
+    await store.enqueue([read_mark(CAMILA)])
+    sender = make_sender(store, graph(session, base_url))
+
+    async with running(sender):
+        await simulator.wait_for(1)
+        simulator.delay = 0.0
+        started = time.monotonic()
+        await store.enqueue([text(CAMILA, "uno")])
+        sender.wake()
+        await simulator.wait_for(2)
+        waited = time.monotonic() - started
+        await settled(store)
+
+    # The reply left while the read mark was still waiting for its answer.
+    assert waited < 1.0
+    assert reads(simulator) == 1
+
+
+# The closed window
+
+
+async def test_131047_without_a_fallback_says_so_at_error(
+    store, simulator, session, base_url, sender_log
+):
+    simulator.fail_for(CAMILA, 131047, times=1)
+    await store.enqueue([text(CAMILA, "uno")])
+    sender = make_sender(store, graph(session, base_url))
+
+    async with running(sender):
+        [item] = await settled(store)
+
+    assert item.status == "failed" and item.error_code == 131047
+    errors = [r.getMessage() for r in sender_log.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"no template fallback configured for id={item.id}")
+    assert "template instead" not in sender_log.text
+
+
+# Failures that say why
+
+
+async def test_a_refused_connection_is_named_in_the_log(store, session, sender_log):
+    with_nothing = aiohttp.web.Application()
+    runner = aiohttp.web.AppRunner(with_nothing)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await runner.cleanup()  # the port is now closed
+
+    await store.enqueue([text(CAMILA, "uno")])
+    sender = make_sender(store, graph(session, f"http://127.0.0.1:{port}"))
+    await sender.send_due()
+
+    [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
+    assert f"127.0.0.1:{port}" in line
+    assert "connection refused" in line
+    assert "action=retry" in line
+
+
+async def test_an_invalid_url_is_named_in_the_log(store, session, sender_log):
+    await store.enqueue([text(CAMILA, "uno")])
+    sender = make_sender(store, graph(session, "not-a-url"))
+    await sender.send_due()
+
+    [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
+    assert "URL is invalid" in line and "not-a-url" in line
+
+
+async def test_a_timeout_says_after_how_long(
+    store, simulator, session, base_url, sender_log
+):
+    simulator.delay = 0.5
+    await store.enqueue([text(CAMILA, "uno")])
+    sender = make_sender(store, graph(session, base_url, timeout=0.2))
+    await sender.send_due()
+
+    [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
+    assert "timed out after 0.2 s" in line
+
+
+# A clean stop
+
+
+async def test_a_stop_mid_request_puts_the_item_back(
+    tmp_path, simulator, session, base_url, sender_log
+):
+    url = f"sqlite:///{tmp_path}/stop.db"
+    simulator.delay = 2.0
+    async with SqliteStore(url) as store:
+        [item_id] = await store.enqueue([text(CAMILA, "uno")])
+        sender = make_sender(store, graph(session, base_url, timeout=5.0))
+        async with running(sender):
+            await simulator.wait_for(1)
+        [item] = await store.outbox_items()
+    assert item.id == item_id and item.status == "queued"
+
+    # So the next start finds nothing an unclean stop would have left.
+    async with SqliteStore(url):
+        pass
+    assert "unclean stop" not in sender_log.text
+
+
+async def test_the_outbox_never_looks_drained_before_its_fallback_is_queued(
+    store, simulator, session, base_url
+):
+    # A test (or an operator) that waits for a drained outbox must not see
+    # one between the 131047 and the template queued in its place.
+    fallback = {"to": CAMILA, "type": "template", "template": {"name": "t"}}
+    fallback["template"]["language"] = {"code": "es"}
+    sender = make_sender(store, graph(session, base_url))
+    drained: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            items = await store.outbox_items()
+            if all(i.status not in ("queued", "sending") for i in items):
+                drained.append(len(items))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    async with running(sender):
+        for n in range(15):
+            simulator.fail_for(CAMILA, 131047, times=1)
+            await store.enqueue([text(CAMILA, f"m{n}", fallback)])
+            sender.wake()
+            await simulator.wait_for(2 * (n + 1))
+            await settled(store)
+    watcher.cancel()
+
+    # Each text and its template: a drained outbox always holds pairs.
+    assert drained and all(count % 2 == 0 for count in drained)
