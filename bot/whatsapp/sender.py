@@ -225,10 +225,19 @@ class Sender:
             limit = 1
         try:
             items = await self.store.due_outbox(limit=limit)
+        except StorageError as exc:
+            log.error("outbox unavailable, retrying: %s", exc)
+            return 0
+        try:
             windows = await self.store.last_inbound(
                 sorted({item.wa_id for item in items if _free_form(item)})
             )
-        except StorageError as exc:
+        except (StorageError, asyncio.CancelledError) as exc:
+            # Taken, not sent: back in the queue now rather than after the
+            # lease, so a clean stop leaves nothing `sending`.
+            await asyncio.shield(self._release(items))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             log.error("outbox unavailable, retrying: %s", exc)
             return 0
 
@@ -247,6 +256,11 @@ class Sender:
             *(self._deliver(i, i.id in closed) for i in items if i.kind != "read")
         )
         return len(items)
+
+    async def _release(self, items: list[OutboxItem]) -> None:
+        with contextlib.suppress(StorageError):
+            for item in items:
+                await self.store.mark_retry(item.id, utcnow(), "not sent")
 
     async def _deliver(self, item: OutboxItem, window_closed: bool) -> None:
         try:
@@ -377,7 +391,8 @@ class Sender:
         await self.store.mark_failed(item.id, exc.code, str(exc))
         log.error(
             "no template fallback configured for id=%s phone=%s: the window is "
-            "closed and the message is lost (configure templates.text)",
+            "closed and the message is not delivered (set templates.text; a "
+            "text part over 1024 characters carries none)",
             item.id,
             mask(item.wa_id),
         )

@@ -22,7 +22,6 @@ from bot.whatsapp.messages import template_body
 WINDOW = timedelta(hours=24)
 
 
-
 @dataclass(frozen=True, slots=True)
 class TemplateSpec:
     """One approved template: its name, language and body parameters."""

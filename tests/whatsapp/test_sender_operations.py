@@ -20,6 +20,7 @@ from tests.whatsapp.test_sender import (
     CAMILA,
     NUMBER,
     TOKEN,
+    _wrote,
     make_sender,
     running,
     settled,
@@ -213,6 +214,7 @@ async def test_the_outbox_never_looks_drained_before_its_fallback_is_queued(
 ):
     # A test (or an operator) that waits for a drained outbox must not see
     # one between the 131047 and the template queued in its place.
+    await _wrote(store, CAMILA, hours_ago=1)
     fallback = {"to": CAMILA, "type": "template", "template": {"name": "t"}}
     fallback["template"]["language"] = {"code": "es"}
     sender = make_sender(store, graph(session, base_url))
