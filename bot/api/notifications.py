@@ -31,7 +31,12 @@ TRIP_EMOJI = {
 }
 TRIP_DEFAULT_EMOJI = "📢"
 
-SEVERITY_EMOJI = {"low": "ℹ️", "medium": "⚠️", "high": "🚨", "critical": "🔴"}
+SEVERITY_EMOJI = {
+    "low": "ℹ️",
+    "medium": "⚠️",
+    "high": "🚨",
+    "critical": "🔴",
+}
 
 
 class WindowClosed(TracbotError):

@@ -102,7 +102,8 @@ def context_names() -> set[str]:
     )
     try:
         # The engine builds the context per message; a probe shows its keys.
-        names = Engine._context(SimpleNamespace(flows={}), probe)  # type: ignore[arg-type]
+        stand_in = SimpleNamespace(flows={})
+        names = Engine._context(stand_in, probe)  # type: ignore[arg-type]
     except Exception:
         return set(CONTEXT)
     return set(names) | {"slots"}

@@ -136,7 +136,8 @@ async def test_trip_status_text_is_the_seed_message_inside_the_window(api):
 
     [sent] = sim_bodies(api, "text")
     assert sent["text"]["body"] == (
-        "🚛 *Actualización de Viaje*\n\n🚛 Patente: AB-12-CD\n📊 Estado: En Tránsito\n"
+        "🚛 *Actualización de Viaje*\n\n"
+        "🚛 Patente: AB-12-CD\n📊 Estado: En Tránsito\n"
         "📍 Ubicación: -23.65, -70.40\n\nTracmin - Extracción y Logística"
     )
 

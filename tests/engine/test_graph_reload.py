@@ -148,7 +148,8 @@ def test_cli_graph_and_test_bad_inputs_give_a_message(tmp_path, capsys):
 
 
 async def test_serve_refuses_an_unknown_filter_with_the_checkers_line(tmp_path):
-    config = make_project(tmp_path, {"ruta": FLOW}, {"ruta_b": "📄 {{ text | mayus }}"})
+    templates = {"ruta_b": "📄 {{ text | mayus }}"}
+    config = make_project(tmp_path, {"ruta": FLOW}, templates)
     with pytest.raises(FlowError, match=r"ruta_b.j2:1: unknown filter 'mayus'"):
         await serve(load_settings(config, env={}), port=0)
 
