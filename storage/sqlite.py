@@ -34,6 +34,7 @@ from storage.base import (
 from storage.errors import StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, migrations, refuse_pending
 from storage.sqlite_batch import GroupCommit, transaction
+from storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from storage.sqlite_links import LinksMixin
 from storage.status import advances
 
@@ -76,6 +77,7 @@ class SqliteStore(LinksMixin, Store):
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._batches: GroupCommit | None = None
+        self._checkpointer: Checkpointer | None = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -87,12 +89,17 @@ class SqliteStore(LinksMixin, Store):
         except BaseException:
             await self.close()
             raise
+        if self.path != ":memory:":
+            self._checkpointer = Checkpointer(self.path).start()
         log.info("storage open backend=sqlite path=%s", self.path)
 
     async def close(self) -> None:
         if self._executor is None or self._batches is None:
             return
         await self._batches.idle()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
         await self._run_alone(self._disconnect)
         self._executor.shutdown(wait=True)
         self._executor = self._batches = None
@@ -125,6 +132,8 @@ class SqliteStore(LinksMixin, Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints run on a thread of their own (sqlite_checkpoint.py).
+        db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         self._db = db
         self._migrate(db)
         self._release_sends(db)

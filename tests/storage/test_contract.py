@@ -19,7 +19,8 @@ PHONE_NUMBER_ID = "106540352242922"
 SANTIAGO_SUMMER = timezone(timedelta(hours=-3))
 
 # Accents, ñ, a flag, a family emoji joined by zero-width joiners, a NUL.
-SAMPLE = "Guía Nº 4521, camión ñandú: «listo» 🇨🇱👨\u200d👩\u200d👧 ✅ \u0000 "
+LATIN = "Guía Nº 4521, camión ñandú: «listo» "
+SAMPLE = LATIN + "🇨🇱👨\u200d👩\u200d👧 ✅ \u0000 "
 
 
 def event(key: str, wa_id: str | None = "56911111111", **payload) -> NewInboxEvent:
