@@ -174,6 +174,8 @@ def fill_row(row: Row, summary: dict[str, Any]) -> None:
     row.p99_ms = summary["p99_ms"]
     row.load_cpu = round(summary.get("cpu_s", 0.0) / summary["elapsed"], 3)
     row.extra["statuses"] = summary["statuses"]
+    row.extra["late"] = summary.get("late", 0)
+    row.extra["generator"] = summary.get("generator", "bench.load")
 
 
 def bare(load: Load, folder: Path) -> Row:

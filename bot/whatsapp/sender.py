@@ -304,17 +304,36 @@ class Sender:
             await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
             raise
         started = time.monotonic()
+        request = asyncio.ensure_future(self._request(item))
         try:
-            result = await self._request(item)
+            result = await asyncio.shield(request)
         except GraphError as exc:
             await self._failed(item, exc, self._elapsed(started))
             return
         except asyncio.CancelledError:
-            # Stopped mid-request: whether Meta got it is unknown, as after
-            # a lost answer; queue it again now, as a restart would.
-            await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
+            await self._finish_on_stop(item, request, started)
             raise
+        await self._succeeded(item, result, started)
 
+    async def _finish_on_stop(
+        self,
+        item: OutboxItem,
+        request: asyncio.Future[SendResult | None],
+        started: float,
+    ) -> None:
+        # Stopping mid-request: a request on the wire may reach Meta, so it
+        # is let finish (the client timeout bounds the wait) and its outcome
+        # recorded; re-queueing it blind would send the reply twice.
+        try:
+            result = await request
+        except GraphError as exc:
+            await self.store.mark_retry(item.id, utcnow(), str(exc))
+            return
+        await self._succeeded(item, result, started)
+
+    async def _succeeded(
+        self, item: OutboxItem, result: SendResult | None, started: float
+    ) -> None:
         ms = self._elapsed(started)
         self.limiter.succeeded(item.phone_number_id)
         if self.network_failures:

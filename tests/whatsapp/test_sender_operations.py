@@ -190,23 +190,28 @@ async def test_a_timeout_says_after_how_long(
 # A clean stop
 
 
-async def test_a_stop_mid_request_puts_the_item_back(
+async def test_a_stop_mid_request_lets_it_finish_and_records_it(
     tmp_path, simulator, session, base_url, sender_log
 ):
+    # The request is on the wire: Meta may accept it. Re-queueing it blind
+    # would send the reply again after the restart, so the stop waits for
+    # the answer (bounded by the client timeout) and records it.
     url = f"sqlite:///{tmp_path}/stop.db"
-    simulator.delay = 2.0
+    simulator.delay = 1.0
     async with SqliteStore(url) as store:
         [item_id] = await store.enqueue([text(CAMILA, "uno")])
         sender = make_sender(store, graph(session, base_url, timeout=5.0))
         async with running(sender):
             await simulator.wait_for(1)
         [item] = await store.outbox_items()
-    assert item.id == item_id and item.status == "queued"
+    assert item.id == item_id and item.status == "accepted"
+    assert item.wamid == simulator.received[0]["wamid"]
 
-    # So the next start finds nothing an unclean stop would have left.
-    async with SqliteStore(url):
-        pass
+    # The next start finds nothing left `sending`, and sends nothing again.
+    async with SqliteStore(url) as store:
+        assert await store.due_outbox() == []
     assert "unclean stop" not in sender_log.text
+    assert len(simulator.received) == 1
 
 
 async def test_the_outbox_never_looks_drained_before_its_fallback_is_queued(
