@@ -201,7 +201,9 @@ class BusinessData:
 
         started = time.monotonic()
         try:
-            result = await asyncio.wait_for(run(sql, params), self.timeout)
+            # asyncio.timeout, not wait_for: no extra task per query.
+            async with asyncio.timeout(self.timeout):
+                result = await run(sql, params)
         except TimeoutError:
             # The thread would go on running it, holding up every later query.
             self.driver.interrupt()

@@ -155,9 +155,22 @@ _KINDS: dict[str, type] = {
 }
 
 
+# Field names of each event class, in declaration order (the stored order).
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls))
+    for cls in (InboundMessage, StatusUpdate, Notice, Location, Media)
+}
+
+
 def to_json(event: Event) -> dict[str, Any]:
     """Return the event as JSON-ready data, tagged with its kind."""
-    data = dataclasses.asdict(event)
+    # By hand, not `dataclasses.asdict`: that deep-copies `raw` (the webhook
+    # item) on every webhook, while the data goes to JSON straight away.
+    data = {name: getattr(event, name) for name in _FIELDS[type(event)]}
+    for name in ("location", "media"):
+        value = data.get(name)
+        if value is not None:
+            data[name] = {key: getattr(value, key) for key in _FIELDS[type(value)]}
     data["kind"] = event.kind
     return data
 

@@ -349,7 +349,8 @@ class Sender:
         # The status and the attempts log in one store call: one round trip.
         self.metrics.attempts.inc("accepted")
         await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
-        log.info(
+        # DEBUG: one line per message; failures and pauses stay at WARNING.
+        log.debug(
             "sent id=%s kind=%s phone=%s ms=%d",
             item.id,
             item.kind,
