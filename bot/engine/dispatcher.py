@@ -10,10 +10,10 @@ still pending at the next start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 
+from bot.aio import wait_event
 from bot.engine import timeouts
 from bot.engine.engine import Engine
 from bot.engine.outbound import read_mark, text_messages
@@ -67,8 +67,7 @@ class Dispatcher:
         try:
             while True:
                 await self._sweep()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await wait_event(self._wake, self.poll_seconds)
                 self._wake.clear()
         finally:
             await self._stop_workers()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from bot.aio import wait_event
 from bot.engine.check import Templates, check_project
 from bot.engine.engine import Engine
 from bot.engine.flows import load_flows
@@ -66,8 +67,7 @@ class Reloader:
     async def run(self) -> None:
         """Watch until cancelled."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._asked.wait(), self.interval)
+            await wait_event(self._asked, self.interval)
             try:
                 self._tick()
             except Exception:

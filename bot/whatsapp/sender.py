@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from bot.aio import wait_event
 from bot.config import SenderSettings
 from bot.logs import mask
 from bot.metrics import Counter, Histogram
@@ -206,8 +207,7 @@ class Sender:
                     log.exception("send round failed")
                     taken = 0
                 if not taken:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await wait_event(self._wake, self.poll_seconds)
                     self._wake.clear()
         finally:
             # Read marks in flight go back to the queue like the rest.
