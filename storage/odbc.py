@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import aioodbc
@@ -26,6 +27,7 @@ import pyodbc
 from aioodbc.connection import Connection
 from aioodbc.cursor import Cursor
 
+from storage import rows
 from storage.base import (
     Conversation,
     DeliveryCounts,
@@ -855,61 +857,6 @@ def _inbox_event(row: dict[str, Any]) -> InboxEvent:
     )
 
 
-def _conversation(row: dict[str, Any]) -> Conversation:
-    return Conversation(
-        wa_id=row["wa_id"],
-        flow=row["flow"],
-        state=row["state"],
-        slots=json.loads(row["slots"]),
-        flow_version=row["flow_version"],
-        last_inbound_at=_aware(row["last_inbound_at"]),
-        deadline=_aware(row["deadline"]),
-    )
-
-
-def _outbox_item(row: dict[str, Any]) -> OutboxItem:
-    return OutboxItem(
-        id=int(row["id"]),
-        wa_id=row["wa_id"],
-        phone_number_id=row["phone_number_id"],
-        kind=row["kind"],
-        body=json.loads(row["body"]),
-        status=row["status"],
-        attempts=int(row["attempts"]),
-        wamid=row["wamid"],
-        created_at=_aware(row["created_at"]),
-        fallback=None if row["fallback"] is None else json.loads(row["fallback"]),
-        fallback_of=None if row["fallback_of"] is None else int(row["fallback_of"]),
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-    )
-
-
-def _history_entry(row: dict[str, Any]) -> HistoryEntry:
-    return HistoryEntry(
-        direction=row["direction"],
-        id=int(row["id"]),
-        body=json.loads(row["body"]),
-        status=row["status"],
-        wamid=row["wamid"],
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-        at=_aware(row["at"]),
-    )
-
-
-def _link(row: dict[str, Any]) -> Link:
-    return Link(
-        wa_id=row["wa_id"],
-        driver_id=row["driver_id"],
-        rut=row["rut"],
-        name=row["name"],
-        role=row["role"],
-        method=row["method"],
-        linked_at=_aware(row["linked_at"]),
-    )
-
-
 def _naive(value: datetime | None) -> datetime | None:
     """Return a time as naive UTC, the form the columns hold."""
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
@@ -921,3 +868,10 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# Rows into dataclasses (storage/rows.py); the columns hold naive UTC.
+_conversation = partial(rows.conversation, when=_aware)
+_outbox_item = partial(rows.outbox_item, when=_aware)
+_history_entry = partial(rows.history_entry, when=_aware)
+_link = partial(rows.link, when=_aware)

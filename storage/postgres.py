@@ -23,10 +23,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
 
+from storage import rows
 from storage.base import (
     Conversation,
     DeliveryCounts,
@@ -815,64 +817,16 @@ def _inbox_event(row: asyncpg.Record) -> InboxEvent:
     )
 
 
-def _conversation(row: asyncpg.Record) -> Conversation:
-    return Conversation(
-        wa_id=row["wa_id"],
-        flow=row["flow"],
-        state=row["state"],
-        slots=json.loads(row["slots"]),
-        flow_version=row["flow_version"],
-        last_inbound_at=row["last_inbound_at"],
-        deadline=row["deadline"],
-    )
-
-
-def _outbox_item(row: asyncpg.Record) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        wa_id=row["wa_id"],
-        phone_number_id=row["phone_number_id"],
-        kind=row["kind"],
-        body=json.loads(row["body"]),
-        status=row["status"],
-        attempts=row["attempts"],
-        wamid=row["wamid"],
-        created_at=row["created_at"],
-        fallback=None if row["fallback"] is None else json.loads(row["fallback"]),
-        fallback_of=row["fallback_of"],
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-    )
-
-
-def _history_entry(row: asyncpg.Record) -> HistoryEntry:
-    return HistoryEntry(
-        direction=row["direction"],
-        id=row["id"],
-        body=json.loads(row["body"]),
-        status=row["status"],
-        wamid=row["wamid"],
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-        at=row["at"],
-    )
-
-
-def _link(row: asyncpg.Record) -> Link:
-    return Link(
-        wa_id=row["wa_id"],
-        driver_id=row["driver_id"],
-        rut=row["rut"],
-        name=row["name"],
-        role=row["role"],
-        method=row["method"],
-        linked_at=row["linked_at"],
-    )
-
-
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# Rows into dataclasses (storage/rows.py); asyncpg returns aware datetimes.
+_conversation = partial(rows.conversation, when=rows.as_is)
+_outbox_item = partial(rows.outbox_item, when=rows.as_is)
+_history_entry = partial(rows.history_entry, when=rows.as_is)
+_link = partial(rows.link, when=rows.as_is)

@@ -15,10 +15,13 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from storage import rows
 from storage.base import (
     Conversation,
     DeliveryCounts,
@@ -271,15 +274,7 @@ class SqliteStore(LinksMixin, Store):
         ).fetchone()
         if row is None:
             return None
-        return Conversation(
-            wa_id=row["wa_id"],
-            flow=row["flow"],
-            state=row["state"],
-            slots=json.loads(row["slots"]),
-            flow_version=row["flow_version"],
-            last_inbound_at=_dt(row["last_inbound_at"]),
-            deadline=_dt(row["deadline"]),
-        )
+        return _conversation(row)
 
     async def expired_conversations(
         self, now: datetime, limit: int = 100
@@ -407,7 +402,10 @@ class SqliteStore(LinksMixin, Store):
                 "updated_at = ? WHERE id = ?",
                 [(_ts(now), row["id"]) for row in rows],
             )
-        return [_outbox_item(row, "sending", row["attempts"] + 1) for row in rows]
+        return [
+            replace(_outbox_item(row), status="sending", attempts=row["attempts"] + 1)
+            for row in rows
+        ]
 
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
         await self._run(self._update_outbox, item_id, status, wamid, None, None)
@@ -664,43 +662,6 @@ def _translated(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite error: {exc}")
 
 
-def _history_entry(row: sqlite3.Row) -> HistoryEntry:
-    return HistoryEntry(
-        direction=row["direction"],
-        id=row["id"],
-        body=json.loads(row["body"]),
-        status=row["status"],
-        wamid=row["wamid"],
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-        at=_dt(row["at"]),
-    )
-
-
-def _outbox_item(
-    row: sqlite3.Row, status: str | None = None, attempts: int | None = None
-) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        wa_id=row["wa_id"],
-        phone_number_id=row["phone_number_id"],
-        kind=row["kind"],
-        body=json.loads(row["body"]),
-        status=status or row["status"],
-        attempts=row["attempts"] if attempts is None else attempts,
-        wamid=row["wamid"],
-        created_at=_dt(row["created_at"]),
-        fallback=_json_or_none(row["fallback"]),
-        fallback_of=row["fallback_of"],
-        error_code=row["error_code"],
-        error_detail=row["error_detail"],
-    )
-
-
-def _json_or_none(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -708,3 +669,9 @@ def _json(value: Any) -> str:
 # BEGIN IMMEDIATE … COMMIT (ROLLBACK when the block raises), or a savepoint
 # when the call runs inside a group commit.
 _transaction = transaction
+
+
+# Rows into dataclasses (storage/rows.py); SQLite keeps times as ISO text.
+_conversation = partial(rows.conversation, when=_dt)
+_outbox_item = partial(rows.outbox_item, when=_dt)
+_history_entry = partial(rows.history_entry, when=_dt)

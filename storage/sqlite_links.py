@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from storage import rows
 from storage.base import Link, utcnow
 from storage.sqlite_batch import transaction
 
@@ -116,12 +117,4 @@ class LinksMixin:
 
 
 def _link(row: sqlite3.Row) -> Link:
-    return Link(
-        wa_id=row["wa_id"],
-        driver_id=row["driver_id"],
-        rut=row["rut"],
-        name=row["name"],
-        role=row["role"],
-        method=row["method"],
-        linked_at=datetime.fromisoformat(row["linked_at"]),
-    )
+    return rows.link(row, datetime.fromisoformat)
