@@ -79,6 +79,15 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class Turns:
+    """A phone's next events and its conversation (`Store.next_turns`)."""
+
+    events: list[InboxEvent]
+    conversation: Conversation | None
+    drained: bool
+
+
+@dataclass(frozen=True, slots=True)
 class NewOutbound:
     """A message the engine wants sent.
 
@@ -228,6 +237,20 @@ class Store(abc.ABC):
             return event, None
         conversation = await self.load_conversation(wa_id)
         return event, conversation or Conversation(wa_id=wa_id)
+
+    async def next_turns(self, wa_id: str, limit: int) -> Turns:
+        """Return up to `limit` of a phone's oldest unprocessed events, in
+        order, with its conversation (as `next_turn`), in one round trip
+        where a backend can.
+
+        `drained` is True when no other event of the phone was pending at
+        the time of reading, so the caller need not ask again; a backend
+        that cannot tell says False unless it found nothing.
+        """
+        event, conversation = await self.next_turn(wa_id)
+        if event is None:
+            return Turns([], conversation, drained=True)
+        return Turns([event], conversation, drained=False)
 
     @abc.abstractmethod
     async def pending_count(self) -> int:

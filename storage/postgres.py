@@ -40,6 +40,7 @@ from storage.base import (
     OutboxItem,
     QueueStats,
     Store,
+    Turns,
     utcnow,
 )
 from storage.crash import crash_point
@@ -328,6 +329,27 @@ class PostgresStore(Store):
             wa_id,
         )
         return _inbox_event(rows[0]) if rows else None
+
+    async def next_turns(self, wa_id: str, limit: int) -> Turns:
+        # The events and the conversation on one pooled connection.
+        async def work(conn: asyncpg.Connection) -> Turns:
+            rows = await conn.fetch(
+                "SELECT * FROM inbox WHERE done_at IS NULL "
+                "AND COALESCE(wa_id, '') = $1 ORDER BY id LIMIT $2",
+                wa_id,
+                limit,
+            )
+            events = [_inbox_event(row) for row in rows]
+            conversation = None
+            if events and wa_id:
+                found = await conn.fetch(
+                    "SELECT * FROM conversations WHERE wa_id = $1", wa_id
+                )
+                conversation = _conversation(found[0]) if found else None
+                conversation = conversation or Conversation(wa_id=wa_id)
+            return Turns(events, conversation, drained=len(events) < limit)
+
+        return await self._run(work)
 
     async def pending_count(self) -> int:
         rows = await self._fetch("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")

@@ -1,10 +1,12 @@
 """The embedded SQLite backend: `sqlite:///path/to/file.db`.
 
-Every store method runs as one synchronous function on a single database
-thread, so a method is atomic and no two can interleave; the event loop only
-waits for the result. Calls queued together run in one transaction (group
-commit, storage/sqlite_batch.py): one thread hop and one COMMIT for a batch,
-each caller answered after that COMMIT.
+Every store method runs as one synchronous function, so a method is atomic
+and no two can interleave. The short ones (the whole path of a message) run
+on the event loop, calls queued together in one transaction (group commit,
+storage/sqlite_batch.py, which says why not on a thread), each caller
+answered after that COMMIT. Reads that may scan many rows (history, delivery
+counts, queue stats) run on a reader thread with a connection of its own, so
+that they never hold the loop; WAL lets them read while the loop writes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from storage.base import (
     OutboxItem,
     QueueStats,
     Store,
+    Turns,
     utcnow,
 )
 from storage.errors import StorageError, StorageUnavailable
@@ -80,13 +83,15 @@ class SqliteStore(LinksMixin, Store):
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._batches: GroupCommit | None = None
+        # The reader thread's connection (see the module docstring).
+        self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracbot-sqlite")
-        self._batches = GroupCommit(self._executor, lambda: self.db)
+        self._batches = GroupCommit(lambda: self.db)
         try:
             await self._run_alone(self._connect)
         except BaseException:
@@ -103,6 +108,7 @@ class SqliteStore(LinksMixin, Store):
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
+        await self._run_alone(self._close_reader)
         await self._run_alone(self._disconnect)
         self._executor.shutdown(wait=True)
         self._executor = self._batches = None
@@ -126,6 +132,26 @@ class SqliteStore(LinksMixin, Store):
         except sqlite3.Error as exc:
             raise _translated(exc) from exc
 
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read that may scan on the reader thread: `fn(db, *args)`."""
+        if self.path == ":memory:":
+            # A memory database is private to its connection.
+            return await self._run(fn, self.db, *args)
+        return await self._run_alone(self._on_reader, fn, *args)
+
+    def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            self._reader.execute("PRAGMA query_only=1")
+            self._reader.execute("PRAGMA busy_timeout=5000")
+        return fn(self._reader, *args)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _connect(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
@@ -134,7 +160,10 @@ class SqliteStore(LinksMixin, Store):
         # crash of the process, which is the failure we guard against.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        # This connection works on the event loop: a file locked by another
+        # process (a migration run by hand) must not hold the loop for long.
+        # Past this wait the call fails as unavailable and is retried.
+        db.execute("PRAGMA busy_timeout=1000")
         # Checkpoints run on a thread of their own (sqlite_checkpoint.py).
         db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         self._db = db
@@ -225,25 +254,30 @@ class SqliteStore(LinksMixin, Store):
         return await self._run(self._next_event, wa_id)
 
     def _next_event(self, wa_id: str) -> InboxEvent | None:
+        found = self._next_events(wa_id, 1)
+        return found[0] if found else None
+
+    def _next_events(self, wa_id: str, limit: int) -> list[InboxEvent]:
         # `wa_id = ?`, not COALESCE(wa_id, ''): that would scan the whole
         # inbox, done events included, instead of the pending index.
         match = "wa_id = ?" if wa_id else "(wa_id IS NULL OR wa_id = ?)"
-        row = self.db.execute(
+        rows = self.db.execute(
             f"SELECT * FROM inbox WHERE done_at IS NULL AND {match} "
-            "ORDER BY id LIMIT 1",
-            (wa_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return InboxEvent(
-            id=row["id"],
-            key=row["key"],
-            kind=row["kind"],
-            wa_id=row["wa_id"],
-            phone_number_id=row["phone_number_id"],
-            payload=json.loads(row["payload"]),
-            received_at=_dt(row["received_at"]),
+            "ORDER BY id LIMIT ?",
+            (wa_id, limit),
         )
+        return [
+            InboxEvent(
+                id=row["id"],
+                key=row["key"],
+                kind=row["kind"],
+                wa_id=row["wa_id"],
+                phone_number_id=row["phone_number_id"],
+                payload=json.loads(row["payload"]),
+                received_at=_dt(row["received_at"]),
+            )
+            for row in rows
+        ]
 
     async def next_turn(
         self, wa_id: str
@@ -256,11 +290,21 @@ class SqliteStore(LinksMixin, Store):
             return event, None
         return event, self._load_conversation(wa_id) or Conversation(wa_id=wa_id)
 
-    async def pending_count(self) -> int:
-        return await self._run(self._pending_count)
+    async def next_turns(self, wa_id: str, limit: int) -> Turns:
+        return await self._run(self._next_turns, wa_id, limit)
 
-    def _pending_count(self) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")
+    def _next_turns(self, wa_id: str, limit: int) -> Turns:
+        events = self._next_events(wa_id, limit)
+        conversation = None
+        if events and wa_id:
+            conversation = self._load_conversation(wa_id) or Conversation(wa_id)
+        return Turns(events, conversation, drained=len(events) < limit)
+
+    async def pending_count(self) -> int:
+        return await self._read(self._pending_count)
+
+    def _pending_count(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")
         return row.fetchone()[0]
 
     # Conversations
@@ -473,13 +517,15 @@ class SqliteStore(LinksMixin, Store):
             return True
 
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
-        return await self._run(self._outbox_items, wa_id)
+        return await self._read(self._outbox_items, wa_id)
 
-    def _outbox_items(self, wa_id: str | None) -> list[OutboxItem]:
+    def _outbox_items(
+        self, db: sqlite3.Connection, wa_id: str | None
+    ) -> list[OutboxItem]:
         if wa_id is None:
-            rows = self.db.execute("SELECT * FROM outbox ORDER BY id")
+            rows = db.execute("SELECT * FROM outbox ORDER BY id")
         else:
-            rows = self.db.execute(
+            rows = db.execute(
                 "SELECT * FROM outbox WHERE wa_id = ? ORDER BY id", (wa_id,)
             )
         return [_outbox_item(row) for row in rows]
@@ -520,10 +566,12 @@ class SqliteStore(LinksMixin, Store):
             self._record_attempt(row)
 
     async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
-        return await self._run(self._attempts_of, item_id)
+        return await self._read(self._attempts_of, item_id)
 
-    def _attempts_of(self, item_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
+    def _attempts_of(
+        self, db: sqlite3.Connection, item_id: int
+    ) -> list[dict[str, Any]]:
+        rows = db.execute(
             "SELECT attempt, outcome, error_code, detail, ms, at FROM attempts "
             "WHERE outbox_id = ? ORDER BY id",
             (item_id,),
@@ -599,10 +647,10 @@ class SqliteStore(LinksMixin, Store):
     async def history(
         self, wa_id: str, limit: int, offset: int
     ) -> tuple[int, list[HistoryEntry]]:
-        return await self._run(self._history, wa_id, limit, offset)
+        return await self._read(self._history, wa_id, limit, offset)
 
     def _history(
-        self, wa_id: str, limit: int, offset: int
+        self, db: sqlite3.Connection, wa_id: str, limit: int, offset: int
     ) -> tuple[int, list[HistoryEntry]]:
         # Read marks are requests, not messages; inbox statuses are about
         # our own messages, already in the outbox rows.
@@ -613,10 +661,10 @@ class SqliteStore(LinksMixin, Store):
             "SELECT 'in', id, payload, 'received', key, NULL, NULL, received_at "
             "FROM inbox WHERE wa_id = ? AND kind = 'message'"
         )
-        total = self.db.execute(
+        total = db.execute(
             f"SELECT COUNT(*) FROM ({union})", (wa_id, wa_id)
         ).fetchone()[0]
-        rows = self.db.execute(
+        rows = db.execute(
             f"SELECT * FROM ({union}) ORDER BY at DESC, direction, id DESC "
             "LIMIT ? OFFSET ?",
             (wa_id, wa_id, limit, offset),
@@ -624,10 +672,12 @@ class SqliteStore(LinksMixin, Store):
         return total, [_history_entry(row) for row in rows]
 
     async def delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
-        return await self._run(self._delivery_counts, start, end)
+        return await self._read(self._delivery_counts, start, end)
 
-    def _delivery_counts(self, start: datetime, end: datetime) -> DeliveryCounts:
-        rows = self.db.execute(
+    def _delivery_counts(
+        self, db: sqlite3.Connection, start: datetime, end: datetime
+    ) -> DeliveryCounts:
+        rows = db.execute(
             "SELECT status, wamid IS NOT NULL AS accepted, COUNT(*) AS n "
             "FROM outbox WHERE kind = 'message' AND created_at >= ? "
             "AND created_at < ? GROUP BY status, accepted",
@@ -638,13 +688,13 @@ class SqliteStore(LinksMixin, Store):
         )
 
     async def queue_stats(self) -> QueueStats:
-        return await self._run(self._queue_stats)
+        return await self._read(self._queue_stats)
 
-    def _queue_stats(self) -> QueueStats:
-        pending, oldest = self.db.execute(
+    def _queue_stats(self, db: sqlite3.Connection) -> QueueStats:
+        pending, oldest = db.execute(
             "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE done_at IS NULL"
         ).fetchone()
-        queued = self.db.execute(
+        queued = db.execute(
             "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')"
         ).fetchone()[0]
         return QueueStats(pending, _dt(oldest), queued)

@@ -1,11 +1,20 @@
 """Group commit for the SQLite backend: many store calls, one transaction.
 
-Store calls are queued on the event loop and run on the single database
-thread in batches: whatever is queued when the thread gets free runs in one
-`BEGIN IMMEDIATE … COMMIT`, and every caller gets its own result only after
-that COMMIT (so a webhook's 200 still follows the durable insert). Under
-load this turns thirty inserts, thirty commits and thirty thread hops into
-one of each; with a single caller it is the plain one-call transaction.
+Store calls are queued and run on the event loop itself, in batches: the
+calls queued while the loop was busy run in one `BEGIN IMMEDIATE … COMMIT`
+from a single loop callback, and every caller gets its own result only
+after that COMMIT (so a webhook's 200 still follows the durable insert).
+
+Why on the loop and not on a thread: the hot calls are indexed look-ups
+and small writes that take SQLite a few microseconds, and in WAL mode with
+`synchronous=NORMAL` a COMMIT writes to the page cache without an fsync
+(the checkpointer thread does the syncing, storage/sqlite_checkpoint.py).
+A hop to a database thread cost more than the work: a future, a wake-up of
+the loop through its self-pipe, and the GIL passed back and forth between
+two threads that share a core, which made webhook answers wait for the GIL
+for up to its 5 ms switch interval. Reads that can scan (history, metrics,
+queue stats) do not come here: they run on a reader thread of their own
+(storage/sqlite.py).
 
 Each call stays atomic on its own. A batch is optimistic: when one of its
 calls raises, the whole batch is rolled back and its calls run again one by
@@ -13,8 +22,8 @@ one, each in a transaction of its own, so the failing call fails alone and
 the others commit as if they had never met it.
 
 Webhook inserts go first (`urgent`): a batch takes every queued insert and
-at most `MAX_CALLS` other calls, so that the 200 of a webhook never waits
-behind a long batch of the dispatcher's and the sender's calls.
+at most `MAX_CALLS` other calls, so that one batch never holds the loop
+(and the webhooks behind it) for long; the rest run in the next callback.
 """
 
 from __future__ import annotations
@@ -24,16 +33,15 @@ import collections
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-# (future, result, error): how one call ended, handed back to the loop.
+# (future, result, error): how one call ended.
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 # Calls of the dispatcher and the sender in one batch, at most; the cap keeps
-# a batch (and so the wait of a webhook insert queued behind it) short.
+# a batch (and so the loop callback that runs it) short.
 MAX_CALLS = 32
 
 
@@ -57,17 +65,14 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 class GroupCommit:
-    """Runs queued calls on one database thread, a batch per transaction."""
+    """Runs queued calls on the event loop, a batch per transaction."""
 
-    def __init__(
-        self, executor: ThreadPoolExecutor, db: Callable[[], sqlite3.Connection]
-    ) -> None:
-        self.executor = executor
+    def __init__(self, db: Callable[[], sqlite3.Connection]) -> None:
         self.db = db
         self._urgent: collections.deque[Job] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
-        # Touched on the event loop only: whether a batch is queued or running.
-        self._busy = False
+        # Whether a batch callback is scheduled on the loop.
+        self._scheduled = False
         self._idle: asyncio.Event | None = None
 
     async def run(
@@ -77,19 +82,19 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         (self._urgent if urgent else self._queue).append((fn, args, future))
-        if not self._busy:
-            self._busy = True
-            self.executor.submit(self._batch, loop)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._batch, loop)
         return await future
 
     async def idle(self) -> None:
-        """Wait until no call is queued or running (before closing)."""
-        while self._busy:
+        """Wait until no call is queued (before closing)."""
+        while self._scheduled:
             self._idle = self._idle or asyncio.Event()
             await self._idle.wait()
 
     def _batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        # On the database thread. The loop only appends, we only pop.
+        # A loop callback: everything queued since the last one, up to the cap.
         jobs = [self._urgent.popleft() for _ in range(len(self._urgent))]
         jobs += [self._queue.popleft() for _ in range(min(len(self._queue), MAX_CALLS))]
         try:
@@ -99,7 +104,15 @@ class GroupCommit:
                 if self.db().in_transaction:
                     self.db().execute("ROLLBACK")
             outcomes = [(future, None, exc) for _, _, future in jobs]
-        loop.call_soon_threadsafe(self._settle, loop, outcomes)
+        _settle(outcomes)
+
+        if self._queue or self._urgent:
+            loop.call_soon(self._batch, loop)
+            return
+        self._scheduled = False
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     def _commit(self, jobs: list[Job]) -> list[Outcome]:
         # A call whose caller was cancelled meanwhile still runs: it may be
@@ -131,19 +144,13 @@ class GroupCommit:
                 outcomes.append((future, None, exc))
         return outcomes
 
-    def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
-        # On the event loop: answer the callers, then start the next batch.
-        for future, result, error in outcomes:
-            if future.cancelled():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-        if self._queue or self._urgent:
-            self.executor.submit(self._batch, loop)
-            return
-        self._busy = False
-        if self._idle is not None:
-            self._idle.set()
-            self._idle = None
+
+def _settle(outcomes: list[Outcome]) -> None:
+    # Answer the callers; a cancelled caller's call has run all the same.
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)

@@ -1,7 +1,8 @@
 """Account links in the embedded SQLite backend (issue 4).
 
-A mixin of `SqliteStore`: each method runs as one function on the store's
-database thread, like every other method of that backend.
+A mixin of `SqliteStore`: each method runs as one function in the store's
+group commit, like every other method of that backend; the count of the
+metrics runs on its reader thread.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LinksMixin:
     # Provided by SqliteStore.
     db: sqlite3.Connection
     _run: Callable[..., Awaitable[Any]]
+    _read: Callable[..., Awaitable[Any]]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -105,10 +107,12 @@ class LinksMixin:
         return row[0]
 
     async def inbound_count(self, start: datetime, end: datetime) -> int:
-        return await self._run(self._inbound_count, start, end)
+        return await self._read(self._inbound_count, start, end)
 
-    def _inbound_count(self, start: datetime, end: datetime) -> int:
-        row = self.db.execute(
+    def _inbound_count(
+        self, db: sqlite3.Connection, start: datetime, end: datetime
+    ) -> int:
+        row = db.execute(
             "SELECT COUNT(*) FROM inbox WHERE kind = 'message' "
             "AND received_at >= ? AND received_at < ?",
             (_ts(start), _ts(end)),

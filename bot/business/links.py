@@ -5,11 +5,19 @@ A phone is linked to a driver account when the driver confirmed their RUT
 (`driver_by_phone`, if the deployment configures it). Administrators are
 the numbers listed in `business.admins` or drivers whose business role is
 `admin`. Wrong linking attempts are recorded and limited per hour.
+
+An unlinked phone would cost a `driver_by_phone` query on every message it
+sends, against the deployment's own database. A phone found not on file is
+therefore believed not on file for `recheck_seconds` (config
+`business.phone_recheck_seconds`): a number the office adds is recognised
+within that time, and the driver can always link with the RUT meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +37,9 @@ INVALID = "invalid"
 UNKNOWN = "unknown"
 DENIED = "denied"
 TAKEN = "taken"
+
+# Phones remembered as not on file, at most; the oldest are forgotten first.
+NOT_ON_FILE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +68,15 @@ class Accounts:
         business: BusinessData,
         admins: frozenset[str] = frozenset(),
         attempts_per_hour: int = 3,
+        recheck_seconds: float = 60.0,
     ) -> None:
         self.store = store
         self.business = business
         self.admins = admins
         self.attempts_per_hour = attempts_per_hour
+        self.recheck_seconds = recheck_seconds
+        # wa_id -> monotonic time until which it is believed not on file.
+        self._not_on_file: OrderedDict[str, float] = OrderedDict()
 
     async def identify(self, wa_id: str) -> Identity:
         """Return who a phone is, linking it by its number if on file."""
@@ -76,10 +91,11 @@ class Accounts:
         return Identity(wa_id, role, link)
 
     async def _link_by_phone(self, wa_id: str) -> Link | None:
-        if not self.business.has("driver_by_phone"):
+        if not self.business.has("driver_by_phone") or self._known_absent(wa_id):
             return None
         row = await self.business.row("driver_by_phone", phone=wa_id)
         if row is None:
+            self._remember_absent(wa_id)
             return None
         if await self.store.link_of_driver(str(row["id"])) is not None:
             # The driver linked another number with their RUT; that link wins.
@@ -88,6 +104,23 @@ class Accounts:
         await self.store.save_link(link)
         log.info("phone linked by number on file phone=%s", mask(wa_id))
         return link
+
+    def _known_absent(self, wa_id: str) -> bool:
+        until = self._not_on_file.get(wa_id)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._not_on_file[wa_id]
+        return False
+
+    def _remember_absent(self, wa_id: str) -> None:
+        if self.recheck_seconds <= 0:
+            return
+        self._not_on_file[wa_id] = time.monotonic() + self.recheck_seconds
+        self._not_on_file.move_to_end(wa_id)
+        if len(self._not_on_file) > NOT_ON_FILE_MAX:
+            self._not_on_file.popitem(last=False)
 
     async def driver_by_rut(self, rut: str) -> Row | None:
         """Look a canonical RUT (`12345678-5`) up in the business data."""

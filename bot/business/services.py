@@ -31,7 +31,11 @@ class Services:
             create_driver(settings.url), settings.queries, settings.timeout_seconds
         )
         accounts = Accounts(
-            store, business, settings.admins, settings.link_attempts_per_hour
+            store,
+            business,
+            settings.admins,
+            settings.link_attempts_per_hour,
+            recheck_seconds=settings.phone_recheck_seconds,
         )
         return cls(store, business, accounts, settings)
 

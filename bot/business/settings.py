@@ -2,7 +2,8 @@
 
 It names the business database (`url`, overridden by TRACBOT_BUSINESS_URL),
 the fixture the demo database is built from, the administrators' numbers,
-the limit on wrong linking attempts, and the named queries the flows run.
+the limit on wrong linking attempts, how long a phone found not on file is
+not looked up again, and the named queries the flows run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class BusinessSettings:
     link_attempts_per_hour: int
     timeout_seconds: float
     queries: Mapping[str, str] = field(default_factory=dict)
+    # How long "this phone is not on file" is believed before asking again.
+    phone_recheck_seconds: float = 60.0
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -61,6 +64,7 @@ def business_settings(
         link_attempts_per_hour=int(_number(raw, "link_attempts_per_hour", where, 3)),
         timeout_seconds=float(_number(raw, "timeout_seconds", where, 5)),
         queries=_queries(raw, where),
+        phone_recheck_seconds=float(_number(raw, "phone_recheck_seconds", where, 60)),
     )
 
 

@@ -28,6 +28,11 @@ from storage.errors import StorageError
 
 log = logging.getLogger("tracbot.dispatcher")
 
+# Events of one phone read in one trip to the store. While the phone's task
+# holds its claim, the conversation it saved is the stored one, so it is
+# carried from one event of the trip to the next.
+TURNS_PER_TRIP = 8
+
 
 class Dispatcher:
     """Feeds inbox events to the engine; see the module docstring."""
@@ -113,12 +118,18 @@ class Dispatcher:
             async with self.store.claim(wa_id) as mine:
                 if not mine:
                     return
-                while True:
-                    # The event and the phone's conversation in one trip.
-                    event, conversation = await self.store.next_turn(wa_id)
-                    if event is None:
-                        return
-                    await self.process(event, conversation)
+                drained = False
+                while not drained:
+                    # A few events and the phone's conversation in one trip;
+                    # `drained` spares the trip that would find none left.
+                    turns = await self.store.next_turns(wa_id, TURNS_PER_TRIP)
+                    conversation, drained = turns.conversation, turns.drained
+                    for event in turns.events:
+                        await self.process(event, conversation)
+                        if event.kind != "message":
+                            # A timeout saves a conversation of its own:
+                            # the next message loads the stored one.
+                            conversation = None
         except StorageError as exc:
             # The event stays pending; the next sweep tries again.
             log.error("storage failed phone=%s, will retry: %s", mask(wa_id), exc)
@@ -179,15 +190,17 @@ class Dispatcher:
         crash_point("after_engine")
         await self.store.commit_step(event.id, conversation, outbound)
         crash_point("after_commit")
-        log.info(
-            "message handled wamid=…%s phone=%s type=%s flow=%s state=%s replies=%d",
-            message.wamid[-6:],
-            mask(message.wa_id),
-            message.type,
-            conversation.flow or "-",
-            conversation.state or "-",
-            len(replies),
-        )
+        if log.isEnabledFor(logging.INFO):  # masking costs time at any level
+            log.info(
+                "message handled wamid=…%s phone=%s type=%s flow=%s state=%s "
+                "replies=%d",
+                message.wamid[-6:],
+                mask(message.wa_id),
+                message.type,
+                conversation.flow or "-",
+                conversation.state or "-",
+                len(replies),
+            )
 
     async def _replies(
         self, message: InboundMessage, conversation: Conversation

@@ -67,20 +67,22 @@ class GraphClient:
         """
         payload = {"messaging_product": "whatsapp", "recipient_type": "individual"}
         payload.update(body)
-        log.debug(
-            "send phone_number_id=%s to=%s type=%s body=%s",
-            phone_number_id,
-            mask(payload.get("to")),
-            payload.get("type"),
-            _body_text(payload),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # masking and the text cost time
+            log.debug(
+                "send phone_number_id=%s to=%s type=%s body=%s",
+                phone_number_id,
+                mask(payload.get("to")),
+                payload.get("type"),
+                _body_text(payload),
+            )
 
         data = await self._post(phone_number_id, payload)
 
         result = _send_result(data)
         if result is None:
             raise GraphError("Send answered 2xx without a message id", action=RETRY)
-        log.debug("sent wamid=%s to=%s", result.wamid, mask(result.wa_id))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("sent wamid=%s to=%s", result.wamid, mask(result.wa_id))
         return result
 
     async def send_text(

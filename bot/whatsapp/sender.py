@@ -350,13 +350,14 @@ class Sender:
         self.metrics.attempts.inc("accepted")
         await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
         # DEBUG: one line per message; failures and pauses stay at WARNING.
-        log.debug(
-            "sent id=%s kind=%s phone=%s ms=%d",
-            item.id,
-            item.kind,
-            mask(item.wa_id),
-            ms,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "sent id=%s kind=%s phone=%s ms=%d",
+                item.id,
+                item.kind,
+                mask(item.wa_id),
+                ms,
+            )
         if self.on_sent is not None:
             self.on_sent(item, result)
 

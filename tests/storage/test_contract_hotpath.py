@@ -83,3 +83,32 @@ async def test_concurrent_calls_each_get_their_own_answer(store: Store) -> None:
     assert counts[:40] == [1] * 40
     assert counts[40] == 1
     assert await store.pending_count() == 41
+
+
+async def test_next_turns_gives_events_in_order_and_says_when_drained(
+    store: Store,
+) -> None:
+    # The interface's default reads one event a trip; SQLite and PostgreSQL
+    # read up to `limit`.
+    batched = type(store).next_turns is not Store.next_turns
+    await store.add_events([event(f"t{i}", "563") for i in range(3)])
+    await store.add_events([event("other", "564")])
+
+    turns = await store.next_turns("563", 2)
+    assert [e.key for e in turns.events] == (["t0", "t1"] if batched else ["t0"])
+    assert turns.conversation == Conversation(wa_id="563")
+    assert not turns.drained  # t2 is still pending either way
+
+    for done in turns.events:
+        await store.commit_step(done.id, None, [])
+    rest = await store.next_turns("563", 5)
+    assert [e.key for e in rest.events] == (["t2"] if batched else ["t1"])
+    # Fewer than asked for: drained, when the backend can tell.
+    assert rest.drained is batched
+
+    while rest.events:
+        for done in rest.events:
+            await store.commit_step(done.id, None, [])
+        rest = await store.next_turns("563", 5)
+    assert (rest.events, rest.conversation, rest.drained) == ([], None, True)
+    assert [e.key for e in (await store.next_turns("564", 5)).events] == ["other"]
