@@ -110,12 +110,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bot import loops
     from bot.serve import serve
     from storage.errors import StorageError
 
     settings = _settings(args)
     try:
-        asyncio.run(serve(settings, host=args.host, port=args.port))
+        loops.run(
+            serve(settings, host=args.host, port=args.port),
+            settings.server.event_loop,
+        )
     except StorageError as exc:
         # An unreachable database or a schema `tracbot migrate` must
         # upgrade first (storage.migrate: refuse): a message, no traceback.

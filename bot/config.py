@@ -57,6 +57,11 @@ class ServerSettings:
     host: str
     port: int
     max_body_bytes: int
+    # auto (uvloop when installed), asyncio or uvloop; see bot/loops.py.
+    event_loop: str = "auto"
+
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,7 @@ def load_settings(
         host=reader.str("server.host", "127.0.0.1"),
         port=int(reader.number("server.port", 8080)),
         max_body_bytes=int(reader.number("server.max_body_bytes", 4 * 1024**2)),
+        event_loop=reader.choice("server.event_loop", EVENT_LOOPS),
     )
     engine = EngineSettings(
         flows_dir=base / reader.str("engine.flows_dir", "flows"),
@@ -281,6 +287,13 @@ class _Reader:
         value = self.get(dotted, default)
         if not isinstance(value, str) or not value:
             self._fail(dotted, "expected a non-empty string", value)
+        return value
+
+    def choice(self, dotted: str, options: tuple[str, ...]) -> str:
+        """One of `options`; the first is the default."""
+        value = self.get(dotted, options[0])
+        if value not in options:
+            self._fail(dotted, "expected one of " + ", ".join(options), value)
         return value
 
     def number(self, dotted: str, default: float) -> float:

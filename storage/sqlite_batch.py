@@ -21,9 +21,9 @@ calls raises, the whole batch is rolled back and its calls run again one by
 one, each in a transaction of its own, so the failing call fails alone and
 the others commit as if they had never met it.
 
-Webhook inserts go first (`urgent`): a batch takes every queued insert and
-at most `MAX_CALLS` other calls, so that one batch never holds the loop
+A batch takes at most `MAX_CALLS` calls, so that it never holds the loop
 (and the webhooks behind it) for long; the rest run in the next callback.
+Webhook inserts do not wait for a batch at all (storage/sqlite.py).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
-# Calls of the dispatcher and the sender in one batch, at most; the cap keeps
-# a batch (and so the loop callback that runs it) short.
+# Calls in one batch, at most; the cap keeps a batch (and so the loop
+# callback that runs it) short.
 MAX_CALLS = 32
 
 
@@ -69,19 +69,16 @@ class GroupCommit:
 
     def __init__(self, db: Callable[[], sqlite3.Connection]) -> None:
         self.db = db
-        self._urgent: collections.deque[Job] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
         # Whether a batch callback is scheduled on the loop.
         self._scheduled = False
         self._idle: asyncio.Event | None = None
 
-    async def run(
-        self, fn: Callable[..., Any], *args: Any, urgent: bool = False
-    ) -> Any:
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` in the next batch; return once it is committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        (self._urgent if urgent else self._queue).append((fn, args, future))
+        self._queue.append((fn, args, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._batch, loop)
@@ -95,8 +92,7 @@ class GroupCommit:
 
     def _batch(self, loop: asyncio.AbstractEventLoop) -> None:
         # A loop callback: everything queued since the last one, up to the cap.
-        jobs = [self._urgent.popleft() for _ in range(len(self._urgent))]
-        jobs += [self._queue.popleft() for _ in range(min(len(self._queue), MAX_CALLS))]
+        jobs = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_CALLS))]
         try:
             outcomes = self._commit(jobs)
         except BaseException as exc:  # noqa: BLE001  (handed to every caller)
@@ -106,7 +102,7 @@ class GroupCommit:
             outcomes = [(future, None, exc) for _, _, future in jobs]
         _settle(outcomes)
 
-        if self._queue or self._urgent:
+        if self._queue:
             loop.call_soon(self._batch, loop)
             return
         self._scheduled = False

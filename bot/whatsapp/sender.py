@@ -15,9 +15,10 @@ What the Graph API refuses is classified (graph_errors.py):
 - 131047 (window closed) sends the template fallback, once;
 - anything else is permanent and never retried.
 
-Read marks are best effort: one attempt, never retried, sent beside the
-round so that a slow one never holds a reply (the store does not make a
-phone's messages wait behind them either).
+Items go out each on its own, up to `max_in_flight` at once, a free slot
+filled as soon as it frees. Read marks are best effort: one attempt, never
+retried; a slow one never holds a reply (the store does not make a phone's
+messages wait behind them either).
 
 Every request and its outcome go to the attempts log.
 """
@@ -54,6 +55,10 @@ from storage.errors import StorageError
 log = logging.getLogger("tracbot.sender")
 
 OnSent = Callable[[OutboxItem, SendResult | None], None]
+
+# Requests on the wire at once, at most: aiohttp's default connection limit,
+# so that no request waits for a connection inside its own timeout.
+MAX_IN_FLIGHT = 100
 
 # Codes that mean the number as a whole sends too fast (CLOUD_API.md §9).
 THROUGHPUT_CODES = frozenset({4, 80007, 130429})
@@ -165,6 +170,7 @@ class Sender:
         on_sent: OnSent | None = None,
         poll_seconds: float = 0.5,
         batch: int = 100,
+        max_in_flight: int = MAX_IN_FLIGHT,
         auth_probe_seconds: float = 60.0,
         pair_pause_seconds: float = PAIR_PAUSE_SECONDS,
     ) -> None:
@@ -174,6 +180,7 @@ class Sender:
         self.on_sent = on_sent
         self.poll_seconds = poll_seconds
         self.batch = batch
+        self.max_in_flight = max_in_flight
         self.auth_probe_seconds = auth_probe_seconds
         self.pair_pause_seconds = pair_pause_seconds
         self.limiter = RateLimiter(settings.rate_per_second)
@@ -185,7 +192,6 @@ class Sender:
         self.network_reason = ""
         self._probe_at = 0.0
         self._wake = asyncio.Event()
-        self._reads: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Tell the sender that new items are queued."""
@@ -197,37 +203,71 @@ class Sender:
         return self.network_failures >= UNREACHABLE_AFTER
 
     async def run(self) -> None:
-        """Send until cancelled."""
+        """Send until cancelled, up to `max_in_flight` items at once.
+
+        A free slot is filled as soon as it frees, instead of waiting for a
+        whole round to finish: with a slow Graph API, a round of a hundred
+        items took as long as its slowest answer.
+        """
+        flying: set[asyncio.Task[None]] = set()
         try:
             while True:
-                try:
-                    taken = await self.send_due()
-                except Exception:
-                    # The sender must outlive any one bad item or query.
-                    log.exception("send round failed")
-                    taken = 0
-                if not taken:
+                free = self.max_in_flight - len(flying)
+                taken = 0
+                if free > 0:
+                    try:
+                        taken = self._launch(await self._take(free), flying)
+                    except Exception:
+                        # The sender must outlive any one bad item or query.
+                        log.exception("send round failed")
+                if not taken or len(flying) >= self.max_in_flight:
+                    # New items, or a finished one (its phone's next item
+                    # may go now and a slot is free), wake us.
                     await wait_event(self._wake, self.poll_seconds)
                     self._wake.clear()
         finally:
-            # Read marks in flight go back to the queue like the rest.
-            for task in self._reads:
+            # Items on the wire finish and are recorded (_attempt); the
+            # rest go back to the queue.
+            for task in flying:
                 task.cancel()
-            await asyncio.gather(*self._reads, return_exceptions=True)
+            await asyncio.gather(*flying, return_exceptions=True)
+
+    def _launch(
+        self, taken: list[tuple[OutboxItem, bool]], flying: set[asyncio.Task[None]]
+    ) -> int:
+        for item, window_closed in taken:
+            task = asyncio.create_task(self._deliver(item, window_closed))
+            flying.add(task)
+            task.add_done_callback(self._landed(flying))
+        return len(taken)
+
+    def _landed(
+        self, flying: set[asyncio.Task[None]]
+    ) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            flying.discard(task)
+            self._wake.set()
+
+        return done
 
     async def send_due(self) -> int:
-        """Send every item due now; return how many were taken."""
-        limit = self.batch
+        """Send every item due now, all at once; return how many were taken."""
+        taken = await self._take(self.batch)
+        await asyncio.gather(*(self._deliver(i, closed) for i, closed in taken))
+        return len(taken)
+
+    async def _take(self, limit: int) -> list[tuple[OutboxItem, bool]]:
+        """Items due now, each with whether its window is closed."""
         if self.held:
             # One probe now and then tells whether the token works again.
             if time.monotonic() < self._probe_at:
-                return 0
+                return []
             limit = 1
         try:
             items = await self.store.due_outbox(limit=limit)
         except StorageError as exc:
             log.error("outbox unavailable, retrying: %s", exc)
-            return 0
+            return []
         try:
             windows = await self.store.last_inbound(
                 sorted({item.wa_id for item in items if _free_form(item)})
@@ -239,23 +279,16 @@ class Sender:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.error("outbox unavailable, retrying: %s", exc)
-            return 0
+            return []
 
         now = utcnow()
-        closed = {
-            item.id
+        return [
+            (
+                item,
+                _free_form(item) and not window_open(windows.get(item.wa_id), now),
+            )
             for item in items
-            if _free_form(item) and not window_open(windows.get(item.wa_id), now)
-        }
-        for item in items:
-            if item.kind == "read":
-                task = asyncio.create_task(self._deliver(item, False))
-                self._reads.add(task)
-                task.add_done_callback(self._reads.discard)
-        await asyncio.gather(
-            *(self._deliver(i, i.id in closed) for i in items if i.kind != "read")
-        )
-        return len(items)
+        ]
 
     async def _release(self, items: list[OutboxItem]) -> None:
         with contextlib.suppress(StorageError):

@@ -67,6 +67,9 @@ class Simulator:
         self.waba_id = waba_id
         self.display_phone_number = display_phone_number
         self.received: list[dict[str, Any]] = []
+        # Requests being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._initial_delay = delay
         self._failures: list[_Failure] = []
         self._windows: dict[str, deque[float]] = {}
@@ -124,7 +127,12 @@ class Simulator:
         self._record(version, phone_number_id, body, answer)
 
         if self.delay > 0:
-            await asyncio.sleep(self.delay)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
 
         # Statuses follow the answer, as Meta's do, even if the client gave up.
         if answer.wamid is not None and body is not None:

@@ -372,3 +372,19 @@ async def _inbox_event(store, wa_id: str) -> int:
     await store.add_events([NewInboxEvent(key, "message", wa_id, NUMBER, {})])
     event = await store.next_event(wa_id)
     return event.id
+
+
+async def test_no_more_than_max_in_flight_requests_wait_on_a_slow_graph_api(
+    store, client, simulator
+):
+    simulator.delay = 0.1
+    await store.enqueue([text(phone(n), f"lento {n}") for n in range(40)])
+    sender = make_sender(store, client, max_in_flight=8)
+
+    async with running(sender):
+        items = await settled(store)
+
+    assert [i.status for i in items] == ["accepted"] * 40
+    assert sorted(accepted_texts(simulator)) == sorted(f"lento {n}" for n in range(40))
+    # Slots are used (many phones at once) but never more than allowed.
+    assert simulator.max_in_flight == 8
