@@ -30,7 +30,8 @@ test: setup
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q
 
-# The benchmark against the bare handler and the reference bot (minutes);
+# The benchmark against the bare handler, the reference bot and pywa (minutes);
 # `make bench ARGS=--quick` for a small run.
 bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(ARGS)

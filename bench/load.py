@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from bench.webhooks import phone, signature, text_webhook, wamid
+from bench.webhooks import bsuid, phone, signature, text_webhook, wamid
 
 
 @dataclass
@@ -65,12 +65,14 @@ def bodies(args: argparse.Namespace) -> list[tuple[bytes, dict[str, str]]]:
     out = []
     for i in range(args.count):
         index = args.start + i
+        sender = index % args.phones
         body = text_webhook(
-            phone(index % args.phones),
+            phone(sender),
             wamid(args.run, index),
             args.text,
             args.phone_number_id,
             1780318800 + index,
+            bsuid(sender) if args.bsuid else None,
         )
         headers = {
             "Content-Type": "application/json",
@@ -175,6 +177,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--phone-number-id", default="200000000000002")
     parser.add_argument("--text", default="AYUDA")
+    parser.add_argument(
+        "--bsuid", action="store_true", help="add BSUID fields (2026 shape)"
+    )
     parser.add_argument(
         "--wait-go", action="store_true", help="print ready, start on a stdin line"
     )

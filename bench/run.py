@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.scenarios import Load, Row, bare, reference, tracbot
+from bench.scenarios import Load, Row, Skipped, bare, pywa, reference, tracbot
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ def rows(size: Size, capacity: float | None) -> dict[str, Scenario]:
         "bare": lambda d: bare(closed, d),
         "ingest": lambda d: tracbot(closed, d, ingest_only=True),
         "reference_0": lambda d: reference(closed, d),
+        "pywa_0": lambda d: pywa(closed, d),
         "tracbot_0": lambda d: tracbot(closed, d),
         "tracbot_0_read": lambda d: tracbot(
             closed,
@@ -60,6 +61,7 @@ def rows(size: Size, capacity: float | None) -> dict[str, Scenario]:
             overrides={"whatsapp.mark_read": True},
         ),
         "reference_50": lambda d: reference(in_flight_50, d, delay=0.05),
+        "pywa_50": lambda d: pywa(in_flight_50, d, delay=0.05),
         "tracbot_50": lambda d: tracbot(in_flight_50, d, delay=0.05),
         "ack_1000_0": lambda d: tracbot(
             steady, d, label="tracbot at 1,000/s, graph 0 ms"
@@ -102,7 +104,11 @@ def run_rows(scenarios: dict[str, Scenario], repeat: int) -> dict[str, list[Row]
         for key, scenario in scenarios.items():
             with procs.workdir() as folder:
                 began = time.monotonic()
-                row = scenario(folder)
+                try:
+                    row = scenario(folder)
+                except Skipped as reason:
+                    print(f"round {round_ + 1} {key}: skipped: {reason}", flush=True)
+                    continue
             results[key].append(row)
             took = time.monotonic() - began
             print(f"round {round_ + 1} {key}: {_brief(row)} ({took:.0f}s)", flush=True)
@@ -140,6 +146,12 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "tracbot / reference, graph 50 ms (replies/s)": ratio(
             "tracbot_50", "replies_per_s", "reference_50", "replies_per_s"
         ),
+        "tracbot / pywa, graph 0 ms (replies/s)": ratio(
+            "tracbot_0", "replies_per_s", "pywa_0", "replies_per_s"
+        ),
+        "tracbot / pywa, graph 50 ms (replies/s)": ratio(
+            "tracbot_50", "replies_per_s", "pywa_50", "replies_per_s"
+        ),
         "rss big / rss 1k (memory rows)": ratio(
             "memory_big", "rss_mib", "memory_1k", "rss_mib"
         ),
@@ -171,6 +183,8 @@ def _brief(row: Row) -> str:
     if row.replies is not None:
         parts += [f"replies={row.replies}/{row.acked}"]
         parts += [f"replies/s={row.replies_per_s}"]
+    if row.extra.get("handler_errors"):
+        parts += [f"errors={row.extra['handler_errors']}"]
     parts += [f"cpu={row.server_cpu}", f"rss={row.rss_mib}MiB"]
     return " ".join(parts)
 
@@ -178,14 +192,16 @@ def _brief(row: Row) -> str:
 def print_table(table: dict[str, dict[str, Any]]) -> None:
     head = (
         f"{'row':44} {'acked/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'replies':>8} {'repl/s':>7} {'cpu':>5} {'sim':>5} {'rss':>6}"
+        f"{'replies':>8} {'lost':>6} {'repl/s':>7} {'cpu':>5} {'sim':>5} {'rss':>6}"
     )
     print(head)
     for row in table.values():
+        lost = statistics.median(row["lost"]) if row["lost"] else None
         print(
             f"{row['name'][:44]:44} {_f(row['acked_per_s'], 0):>8} "
             f"{_f(row['p50_ms'], 1):>7} {_f(row['p99_ms'], 1):>7} "
-            f"{_f(row['replies'], 0):>8} {_f(row['replies_per_s'], 0):>7} "
+            f"{_f(row['replies'], 0):>8} {_f(lost, 0):>6} "
+            f"{_f(row['replies_per_s'], 0):>7} "
             f"{_f(row['server_cpu'], 2):>5} {_f(row['sim_cpu'], 2):>5} "
             f"{_f(row['rss_mib'], 0):>6}"
         )
@@ -220,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = {k: v for k, v in scenarios.items() if k in wanted}
     info = machine()
     results = run_rows(scenarios, repeat)
-    table = {key: median_row(runs) for key, runs in results.items()}
+    table = {key: median_row(runs) for key, runs in results.items() if runs}
 
     capacity = table.get("tracbot_0", {}).get("replies_per_s")
     if capacity and (not args.rows or "overload" in args.rows.split(",")):

@@ -8,15 +8,19 @@ land, in the simulator, by polling its `/_sim/count`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,7 @@ class Load:
     time_cap: float = 60.0
     phones: int = 1000
     run: str = "r0"
+    bsuid: bool = False
 
     def command(self, url: str) -> list[str]:
         command = [sys.executable, "-m", "bench.load", *self.args(url)]
@@ -86,6 +91,7 @@ class Load:
             self.run,
             "--secret",
             procs.APP_SECRET,
+            *(["--bsuid"] if self.bsuid else []),
         ]
 
 
@@ -134,17 +140,23 @@ def sim_count(sim: procs.Proc) -> dict[str, int]:
         return json.load(answer)
 
 
-def wait_replies(sim: procs.Proc, expected: int, stall: float = 10.0) -> int:
-    """Poll until `expected` sends were accepted or nothing moved for `stall` s."""
+def wait_replies(
+    sim: procs.Proc, expected: int, stall: float = 10.0
+) -> tuple[int, float]:
+    """Poll until `expected` sends were accepted or nothing moved for `stall` s.
+
+    Returns:
+        The sends accepted, and the monotonic time their count last moved.
+    """
     last, moved = -1, time.monotonic()
     while True:
         accepted = sim_count(sim)["accepted"]
         if accepted >= expected:
-            return accepted
+            return accepted, time.monotonic()
         if accepted != last:
             last, moved = accepted, time.monotonic()
         elif time.monotonic() - moved > stall:
-            return accepted
+            return accepted, moved
         time.sleep(0.05)
 
 
@@ -207,6 +219,59 @@ def reference(load: Load, folder: Path, delay: float = 0.0) -> Row:
     finally:
         server.stop()
         sim.stop()
+
+
+class Skipped(Exception):
+    """A row that cannot run here; the message says why."""
+
+
+PYWA_MODULES = ("pywa_async", "starlette", "uvicorn")
+_LOG_RECORD = re.compile(r"^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )", re.M)
+
+
+def pywa(load: Load, folder: Path, delay: float = 0.0) -> Row:
+    """pywa on its own server: its 200 goes out before its reply's send.
+
+    Replies lost after the 200 (pool timeouts, errors) show as acked minus
+    replies; the handler errors pywa logged are counted by exception type.
+    """
+    missing = [name for name in PYWA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        wanted = ", ".join(missing)
+        raise Skipped(f"{wanted} not installed (pip install -e '.[bench]')")
+
+    sim = procs.simulator(delay=delay, cpu=LOAD_CPU, log_dir=folder)
+    args = ["--graph-url", sim.url, "--token", procs.TOKEN]
+    args += ["--secret", procs.APP_SECRET]
+    server = procs.python_server("pywa", "bench.pywa_peer", args, cpu=SERVER_CPU)
+    server.log_path = folder / "pywa.log"
+    try:
+        sim.start()
+        server.start()
+        name = f"pywa {version('pywa')}, graph {delay * 1000:g} ms"
+        row = _end_to_end(name, replace(load, bsuid=True), server, sim)
+        row.extra["handler_errors"] = handler_errors(server.log_path)
+        return row
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def handler_errors(log: Path) -> dict[str, int]:
+    """The ERROR records of a pywa log, by the type of their last exception."""
+    if not log.exists():
+        return {}
+    text = log.read_text(errors="replace")
+    counts: Counter[str] = Counter()
+    for record in _LOG_RECORD.split(text):
+        lines = record.strip().splitlines()
+        if not lines or " ERROR " not in lines[0]:
+            continue
+        # A traceback ends with the exception that was raised last.
+        last = lines[-1] if len(lines) > 1 else "no traceback"
+        name = last.split(":", 1)[0].rsplit(".", 1)[-1]
+        counts[name] += 1
+    return dict(counts)
 
 
 def tracbot(
@@ -272,14 +337,17 @@ def _engine_snapshot(folder: Path) -> dict[str, str]:
 def _end_to_end(name: str, load: Load, server: procs.Proc, sim: procs.Proc) -> Row:
     measured = Measured(server=server, sim=sim)
     summary = run_load(load, server, measured.start)
-    replies = wait_replies(sim, summary["acked"])
+    replies, last_reply = wait_replies(sim, summary["acked"])
     wall = time.monotonic() - measured.began
+    # Replies/s runs to the last reply: a row that loses replies is not
+    # also charged the stall spent waiting for ones that never came.
+    to_last = max(last_reply - measured.began, summary["elapsed"])
 
     row = Row(name)
     fill_row(row, summary)
     row.replies = replies
-    row.replies_per_s = round(replies / wall, 1)
-    row.drain_s = round(max(0.0, wall - summary["elapsed"]), 2)
+    row.replies_per_s = round(replies / to_last, 1)
+    row.drain_s = round(max(0.0, to_last - summary["elapsed"]), 2)
     row.server_cpu = measured.share("server", wall)
     row.sim_cpu = measured.share("sim", wall)
     row.rss_mib = round(server.rss_mib(), 1)

@@ -2,7 +2,9 @@
 
 The shape is that of `/work/shared/webhooks/text_simple.json` (Meta's wire
 style: compact JSON), with the sender and the wamid varied so that every
-body is a new inbound message from one of many phones.
+body is a new inbound message from one of many phones. With a BSUID the body
+takes the 2026 shape of `text_reply_with_context.json` (`contacts[].user_id`
+and `messages[].from_user_id`).
 """
 
 from __future__ import annotations
@@ -21,15 +23,39 @@ def phone(index: int) -> str:
     return str(BASE_PHONE + index)
 
 
+def bsuid(index: int) -> str:
+    """The business-scoped user id of the index-th bench phone."""
+    return f"CL.{4800000000000000 + index}"
+
+
 def wamid(run: str, index: int) -> str:
     """A wamid that no other message of any run carries."""
     return f"wamid.bench.{run}.{index:09d}"
 
 
 def text_webhook(
-    wa_id: str, message_id: str, text: str, phone_number_id: str, timestamp: int
+    wa_id: str,
+    message_id: str,
+    text: str,
+    phone_number_id: str,
+    timestamp: int,
+    user_id: str | None = None,
 ) -> bytes:
-    """The compact bytes of a webhook carrying one text message."""
+    """The compact bytes of a webhook carrying one text message.
+
+    `user_id` (a BSUID) is added to the contact and the message when given.
+    """
+    contact: dict[str, object] = {"profile": {"name": "Bench"}, "wa_id": wa_id}
+    message: dict[str, object] = {
+        "from": wa_id,
+        "id": message_id,
+        "timestamp": str(timestamp),
+        "type": "text",
+        "text": {"body": text},
+    }
+    if user_id is not None:
+        contact["user_id"] = user_id
+        message["from_user_id"] = user_id
     body = {
         "object": "whatsapp_business_account",
         "entry": [
@@ -43,18 +69,8 @@ def text_webhook(
                                 "display_phone_number": DISPLAY_NUMBER,
                                 "phone_number_id": phone_number_id,
                             },
-                            "contacts": [
-                                {"profile": {"name": "Bench"}, "wa_id": wa_id}
-                            ],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": message_id,
-                                    "timestamp": str(timestamp),
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
+                            "contacts": [contact],
+                            "messages": [message],
                         },
                         "field": "messages",
                     }

@@ -56,7 +56,10 @@ UNAVAILABLE_MESSAGES = ("locked", "busy", "unable to open", "disk", "readonly")
 
 
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    if value is None:
+        return None
+    # Our own times are UTC already (utcnow); only others need converting.
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -720,8 +723,9 @@ def _translated(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite error: {exc}")
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every call: json.dumps with options builds a new one each
+# time.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # BEGIN IMMEDIATE … COMMIT (ROLLBACK when the block raises), or a savepoint
