@@ -29,6 +29,7 @@ class LinksMixin:
     db: sqlite3.Connection
     _run: Callable[..., Awaitable[Any]]
     _read: Callable[..., Awaitable[Any]]
+    _peek: Callable[..., Any]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -37,10 +38,10 @@ class LinksMixin:
             yield
 
     async def get_link(self, wa_id: str) -> Link | None:
-        return await self._run(self._one_link, "wa_id", wa_id)
+        return self._peek(self._one_link, "wa_id", wa_id)
 
     async def link_of_driver(self, driver_id: str) -> Link | None:
-        return await self._run(self._one_link, "driver_id", driver_id)
+        return self._peek(self._one_link, "driver_id", driver_id)
 
     def _one_link(self, column: str, value: str) -> Link | None:
         # `column` is one of two literals above, never user input.
@@ -96,7 +97,7 @@ class LinksMixin:
             )
 
     async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
-        return await self._run(self._failed_attempts, wa_id, since)
+        return self._peek(self._failed_attempts, wa_id, since)
 
     def _failed_attempts(self, wa_id: str, since: datetime) -> int:
         row = self.db.execute(

@@ -116,3 +116,17 @@ async def test_a_webhook_insert_does_not_wait_for_a_batch(
     assert insert.done() and insert.result() == 1
     assert "now" in committed_keys(store.path)
     assert len(await queued) == 1
+
+
+async def test_a_burst_of_webhook_inserts_shares_the_next_batch(
+    store: SqliteStore,
+) -> None:
+    # The first insert of a turn of the loop commits at once; the others of
+    # the same turn wait one turn and share a COMMIT.
+    first = asyncio.ensure_future(store.add_events([event("b1", "570")]))
+    second = asyncio.ensure_future(store.add_events([event("b2", "571")]))
+    await asyncio.sleep(0)  # both tasks take their first step in this turn
+
+    assert first.done() and not second.done()
+    assert await second == 1
+    assert {"b1", "b2"} <= committed_keys(store.path)
