@@ -1,0 +1,3 @@
+-- Nothing to do: SQLite drops an index its queries no longer read; this
+-- schema's sender query may still use outbox_due (queued items by time).
+-- The version exists so that every backend counts the same migrations.
