@@ -82,13 +82,28 @@ def main() -> None:
     parser.add_argument("--graph-url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--secret", required=True)
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run on uvloop, as tracbot does"
+    )
     args = parser.parse_args()
 
     bot = Bot(args.graph_url, args.token, args.secret)
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/webhook", bot.webhook)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    loop = None
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        loop=loop,
+    )
 
 
 if __name__ == "__main__":

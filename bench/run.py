@@ -52,6 +52,7 @@ def rows(size: Size, capacity: float | None) -> dict[str, Scenario]:
         "bare": lambda d: bare(closed, d),
         "ingest": lambda d: tracbot(closed, d, ingest_only=True),
         "reference_0": lambda d: reference(closed, d),
+        "reference_0_uvloop": lambda d: reference(closed, d, uvloop=True),
         "pywa_0": lambda d: pywa(closed, d),
         "tracbot_0": lambda d: tracbot(closed, d),
         "tracbot_0_read": lambda d: tracbot(
@@ -142,6 +143,9 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         ),
         "tracbot / reference, graph 0 ms (replies/s)": ratio(
             "tracbot_0", "replies_per_s", "reference_0", "replies_per_s"
+        ),
+        "tracbot / reference on uvloop, graph 0 ms (replies/s)": ratio(
+            "tracbot_0", "replies_per_s", "reference_0_uvloop", "replies_per_s"
         ),
         "tracbot / reference, graph 50 ms (replies/s)": ratio(
             "tracbot_50", "replies_per_s", "reference_50", "replies_per_s"

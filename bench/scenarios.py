@@ -205,16 +205,19 @@ def bare(load: Load, folder: Path) -> Row:
         server.stop()
 
 
-def reference(load: Load, folder: Path, delay: float = 0.0) -> Row:
+def reference(
+    load: Load, folder: Path, delay: float = 0.0, uvloop: bool = False
+) -> Row:
     """The hand-written bot: its 200 waits for its reply's send."""
     sim = procs.simulator(delay=delay, cpu=LOAD_CPU, log_dir=folder)
     args = ["--graph-url", sim.url, "--token", procs.TOKEN]
-    args += ["--secret", procs.APP_SECRET]
+    args += ["--secret", procs.APP_SECRET, *(["--uvloop"] if uvloop else [])]
     server = procs.python_server("reference", "bench.reference", args, cpu=SERVER_CPU)
     try:
         sim.start()
         server.start()
         name = f"reference bot, graph {delay * 1000:g} ms"
+        name += ", uvloop" if uvloop else ""
         return _end_to_end(name, load, server, sim)
     finally:
         server.stop()
