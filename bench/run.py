@@ -73,6 +73,18 @@ def rows(size: Size, capacity: float | None) -> dict[str, Scenario]:
         "ack_1000_500": lambda d: tracbot(
             steady, d, delay=0.5, label="tracbot at 1,000/s, graph 500 ms"
         ),
+        # CPU a message at lighter loads (cpu / rate): the server does the
+        # same steps for fewer messages at a time, so batches are smaller.
+        "rate_200": lambda d: tracbot(
+            Load(count=int(200 * size.rate_seconds), rate=200, phones=5000),
+            d,
+            label="tracbot at 200/s, graph 0 ms",
+        ),
+        "rate_600": lambda d: tracbot(
+            Load(count=int(600 * size.rate_seconds), rate=600, phones=5000),
+            d,
+            label="tracbot at 600/s, graph 0 ms",
+        ),
         "memory_1k": lambda d: tracbot(
             few, d, conversations=1000, label="tracbot, 1k stored conversations"
         ),
