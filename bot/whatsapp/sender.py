@@ -76,6 +76,8 @@ class _Pace:
     """The recent sends of one phone number and how fast it may go."""
 
     sent: deque[float] = field(default_factory=deque)
+    # When requests really left: a busy loop can wake a sleeper late.
+    left: deque[float] = field(default_factory=deque)
     next_at: float = 0.0
     paused_until: float = 0.0
     factor: float = 1.0
@@ -112,6 +114,20 @@ class RateLimiter:
         pace.next_at = at + 1.0 / (self.rate * pace.factor)
         if at > now:
             await asyncio.sleep(at - now)
+
+        # Slots were reserved in advance; if the loop woke an earlier one
+        # late, keeping to the slot could bunch it with later ones at
+        # Meta's end. The window holds for the times requests really left.
+        while True:
+            # The factor may have won back rate while this one slept.
+            limit = max(1, int(self.rate * pace.factor))
+            now = time.monotonic()
+            while pace.left and pace.left[0] <= now - self.window:
+                pace.left.popleft()
+            if len(pace.left) < limit:
+                break
+            await asyncio.sleep(pace.left[0] + self.window - now)
+        pace.left.append(now)
 
     def pause(self, key: str, seconds: float) -> None:
         """Send nothing for `key` during `seconds`."""

@@ -388,3 +388,24 @@ async def test_no_more_than_max_in_flight_requests_wait_on_a_slow_graph_api(
     assert sorted(accepted_texts(simulator)) == sorted(f"lento {n}" for n in range(40))
     # Slots are used (many phones at once) but never more than allowed.
     assert simulator.max_in_flight == 8
+
+
+async def test_a_late_wake_up_never_bunches_requests_over_the_rate():
+    # Slots are reserved up front; a loop busy when the first ones were due
+    # wakes them late, and keeping to the later slots would put more than
+    # `rate` requests in one window at Meta's end.
+    limiter = RateLimiter(rate=5, window=1.0)
+    departures: list[float] = []
+
+    async def one() -> None:
+        await limiter.wait(NUMBER)
+        departures.append(time.monotonic())
+
+    tasks = [asyncio.create_task(one()) for _ in range(10)]
+    await asyncio.sleep(0)  # every slot reserved: 0.0, 0.2, 0.4, …
+    time.sleep(0.5)  # noqa: ASYNC251 - a busy loop on purpose: three wake late
+    await asyncio.gather(*tasks)
+
+    departures.sort()
+    for first, sixth in zip(departures, departures[5:], strict=False):
+        assert sixth - first >= 1.0 - 0.001
