@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # Windows: no second process is detected
+    fcntl = None  # type: ignore[assignment]
 
 from storage import rows
 from storage.base import (
@@ -48,6 +54,9 @@ from storage.status import advances
 log = logging.getLogger("tracbot.storage")
 
 T = TypeVar("T")
+
+# Milliseconds a call on the event loop waits for another process's lock.
+LOOP_BUSY_MS = 50
 
 # A `sending` item older than this was taken by a sender that died.
 SENDING_LEASE = timedelta(minutes=2)
@@ -91,6 +100,8 @@ class SqliteStore(LinksMixin, Store):
         self._reader: sqlite3.Connection | None = None
         # Whether a webhook insert committed at once in this turn of the loop.
         self._inserted_this_turn = False
+        # The lock that says this process is the file's only tracbot.
+        self._owner: IO[bytes] | None = None
         self._checkpointer: Checkpointer | None = None
 
     async def open(self) -> None:
@@ -180,18 +191,29 @@ class SqliteStore(LinksMixin, Store):
         # crash of the process, which is the failure we guard against.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        # This connection works on the event loop: a file locked by another
-        # process (a migration run by hand) must not hold the loop for long.
-        # Past this wait the call fails as unavailable and is retried.
-        db.execute("PRAGMA busy_timeout=1000")
+        # Opening and migrating may wait for another process's lock.
+        db.execute("PRAGMA busy_timeout=5000")
         # Checkpoints run on a thread of their own (sqlite_checkpoint.py).
         db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         self._db = db
         self._migrate(db)
-        self._release_sends(db)
+        self._owner = _own(self.path)
+        if self._owner is not None:
+            self._release_sends(db)
+        else:
+            log.warning(
+                "another tracbot process has %s open: the items it is sending "
+                "are left to it",
+                self.path,
+            )
+        # From here this connection works on the event loop: a file locked
+        # by another process (a `sqlite3` session, a migration) must not
+        # hold the loop. Past this wait a call fails as unavailable: a
+        # webhook gets 503 (Meta retries), the workers try again later.
+        db.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
 
     def _release_sends(self, db: sqlite3.Connection) -> None:
-        # One process owns an SQLite file, so at open nothing is really
+        # No other process has the file open (`_own`), so nothing is really
         # being sent: items left `sending` by a killed process go back to
         # the queue at once instead of after the lease.
         with _transaction(db):
@@ -205,6 +227,9 @@ class SqliteStore(LinksMixin, Store):
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._owner is not None:
+            self._owner.close()  # releases the lock
+            self._owner = None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute(
@@ -733,6 +758,24 @@ class SqliteStore(LinksMixin, Store):
             "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')"
         ).fetchone()[0]
         return QueueStats(pending, _dt(oldest), queued)
+
+
+def _own(path: str) -> IO[bytes] | None:
+    """Lock `<path>-owner` for this process, or None if another holds it.
+
+    `tracbot chat` on the demo's database while `tracbot serve` runs must
+    not take back the items the server is sending. The lock goes with the
+    process, however it ends (kill -9 included).
+    """
+    if path == ":memory:" or fcntl is None:
+        return open(os.devnull, "rb")  # noqa: SIM115 - closed at disconnect
+    handle = open(f"{path}-owner", "ab")  # noqa: SIM115 - closed at disconnect
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def _translated(exc: sqlite3.Error) -> StorageError:

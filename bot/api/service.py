@@ -76,6 +76,12 @@ class _Operations:
         except (StorageError, NotImplementedError) as exc:
             problems.append(f"storage: {exc}")
             stats = None
+        if self.webhook.store_error is not None:
+            # Reads may still work (a lock held elsewhere): writes do not.
+            problems.append(
+                f"storage: the last webhook could not be stored: "
+                f"{self.webhook.store_error}"
+            )
         sender = self.runtime.sender
         if sender is None:
             problems.append("sender: not started")

@@ -56,6 +56,10 @@ log = logging.getLogger("tracbot.sender")
 
 OnSent = Callable[[OutboxItem, SendResult | None], None]
 
+# Waits between tries to record a send Meta accepted (about a minute in
+# all, half the outbox lease), before the item is left to the lease.
+RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
 # Requests on the wire at once, at most: aiohttp's default connection limit,
 # so that no request waits for a connection inside its own timeout.
 MAX_IN_FLIGHT = 100
@@ -397,7 +401,7 @@ class Sender:
         wamid = result.wamid if result else None
         # The status and the attempts log in one store call: one round trip.
         self.metrics.attempts.inc("accepted")
-        await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
+        await self._record_sent(item, wamid, status, ms)
         # DEBUG: one line per message; failures and pauses stay at WARNING.
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -409,6 +413,26 @@ class Sender:
             )
         if self.on_sent is not None:
             self.on_sent(item, result)
+
+    async def _record_sent(
+        self, item: OutboxItem, wamid: str | None, status: str, ms: int
+    ) -> None:
+        # Meta has the message: if the record were given up, the lease would
+        # send it again. A store that is briefly unavailable (a lock, a
+        # restart) is waited for, well within the lease.
+        for delay in RECORD_RETRY_SECONDS:
+            try:
+                await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
+                return
+            except StorageError as exc:
+                log.warning(
+                    "sent id=%s but not recorded yet, trying again in %gs: %s",
+                    item.id,
+                    delay,
+                    exc,
+                )
+            await asyncio.sleep(delay)
+        await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
 
     async def _request(self, item: OutboxItem) -> SendResult | None:
         if item.kind == "read":

@@ -68,6 +68,8 @@ class WebhookHandler:
         self.verify_token = verify_token
         self.on_stored = on_stored
         self.counts: dict[str, int] = {}
+        # Why the last webhook could not be stored; None once one is again.
+        self.store_error: str | None = None
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
 
@@ -115,7 +117,9 @@ class WebhookHandler:
         except StorageError as exc:
             # Meta retries anything but a 200, so nothing is lost.
             log.error("webhook not stored, answering 503: %s", exc)
+            self.store_error = str(exc)
             return self._answer(503, "storage unavailable")
+        self.store_error = None
 
         log.debug("webhook stored events=%d new=%d", len(events), new)
         if new:

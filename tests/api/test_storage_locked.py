@@ -1,0 +1,101 @@
+"""An SQLite file locked by another process (a `sqlite3` session held open,
+a migration run by hand): webhooks get 503 and nothing is lost, /readyz
+says why, the server stays responsive, and a reply Meta accepted while the
+lock was held is recorded once the lock is gone, never sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from bot.app import create_app
+from bot.chat import _webhook
+from storage.base import NewOutbound
+from storage.sqlite import SqliteStore
+from tests.support import demo_settings, runtime_of, settle, signed_headers
+
+CAMILA = "56911120011"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the database's write lock from another connection."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def driver_says(client, text: str) -> int:
+    settings = runtime_of(client).settings
+    body = json.dumps(_webhook(settings, CAMILA, text)).encode()
+    headers = signed_headers(body, settings.whatsapp.app_secret)
+    response = await client.post("/webhook", data=body, headers=headers)
+    return response.status
+
+
+async def test_a_locked_database_gives_503_and_readyz_says_so(tmp_path, aiohttp_client):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+
+    with locked(tmp_path / "tracbot.db"):
+        assert await driver_says(client, "ayuda") == 503
+        assert (await client.get("/healthz")).status == 200
+        ready = await client.get("/readyz")
+        body = await ready.json()
+
+    assert ready.status == 503
+    assert any("could not be stored" in p for p in body["problems"]), body
+
+    assert await driver_says(client, "ayuda") == 200
+    await settle(runtime)
+    assert (await client.get("/readyz")).status == 200
+    assert len(runtime.simulator.received) >= 1
+
+
+async def test_a_reply_accepted_while_the_database_is_locked_is_recorded_once(
+    tmp_path, aiohttp_client
+):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    simulator = runtime.simulator
+    simulator.delay = 0.5
+
+    assert await driver_says(client, "ayuda") == 200
+    await simulator.wait_for(1)  # the reply is on the wire
+    with locked(tmp_path / "tracbot.db"):
+        # Meta answers while the lock is held; the record must wait for it.
+        await asyncio.sleep(1.0)
+    await settle(runtime)
+
+    texts = [r for r in simulator.received if r["body"].get("type") != "template"]
+    assert len([r for r in texts if r["body"].get("to") == CAMILA]) == 1
+    [item] = [i for i in await runtime.store.outbox_items(CAMILA) if i.kind != "read"]
+    assert item.status == "accepted" and item.wamid
+
+
+async def test_a_second_process_on_the_file_leaves_the_first_ones_sends(
+    tmp_path: Path,
+):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    body = {"to": CAMILA, "type": "text", "text": {"body": "hola"}}
+
+    async with SqliteStore(url) as first:
+        await first.enqueue([NewOutbound(CAMILA, "1", "message", body)])
+        [taken] = await first.due_outbox()
+        # `tracbot chat` opening the demo's file while the demo sends.
+        async with SqliteStore(url) as second:
+            [seen] = await second.outbox_items()
+            assert seen.status == "sending"
+        assert (await first.outbox_items())[0].status == "sending"
+    # The first is gone: what it left `sending` goes back to the queue.
+    async with SqliteStore(url) as third:
+        assert [i.status for i in await third.outbox_items()] == ["queued"]
+    assert taken.id == seen.id
