@@ -256,6 +256,11 @@ class Store(abc.ABC):
     async def pending_count(self) -> int:
         """Return how many inbox events wait to be processed."""
 
+    def problem(self) -> str | None:
+        """What keeps the store from working that calls do not show, if
+        anything (for /readyz); None when all is well."""
+        return None
+
     @property
     def max_claims(self) -> int | None:
         """How many claims the store can hold at once, None if no limit.

@@ -130,6 +130,10 @@ class SqliteStore(LinksMixin, Store):
         self._executor.shutdown(wait=True)
         self._executor = self._batches = None
 
+    def problem(self) -> str | None:
+        checkpointer = self._checkpointer
+        return None if checkpointer is None else checkpointer.problem
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the next group commit (writes: `_transaction`)."""
         if self._batches is None:

@@ -8,11 +8,17 @@ p99 of the webhook's answer. A thread of its own, with a connection of its
 own, checkpoints every `interval` instead; a PASSIVE checkpoint takes no
 lock that the writer needs. The store's own connection keeps a far higher
 threshold as a safety net, should this thread fall behind.
+
+The same thread notices when the file it checkpoints is no longer the one
+the store opened (deleted or replaced under a running server): the server
+would go on writing to a file nobody can open again, and lose it all at the
+next start. It says so once, loudly, and `problem` tells /readyz.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 
@@ -30,6 +36,9 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.runs = 0
+        # Set when the file at `path` is no longer the one opened.
+        self.problem: str | None = None
+        self._identity = _identity(path)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="tracbot-sqlite-checkpoint", daemon=True
@@ -47,6 +56,7 @@ class Checkpointer:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             while not self._stop.wait(self.interval):
+                self._check_file()
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.runs += 1
@@ -55,3 +65,23 @@ class Checkpointer:
                     log.warning("background WAL checkpoint failed: %s", exc)
         finally:
             db.close()
+
+    def _check_file(self) -> None:
+        now = _identity(self.path)
+        if now == self._identity or self.problem is not None:
+            return
+        what = "deleted" if now is None else "replaced by another file"
+        self.problem = (
+            f"the database file {self.path} was {what} while in use: writes "
+            "go to a file that is gone at the next start; stop, restore it "
+            "from a backup, and start again"
+        )
+        log.critical("%s", self.problem)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

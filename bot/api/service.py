@@ -76,6 +76,9 @@ class _Operations:
         except (StorageError, NotImplementedError) as exc:
             problems.append(f"storage: {exc}")
             stats = None
+        trouble = self.runtime.store.problem()
+        if trouble is not None:
+            problems.append(f"storage: {trouble}")
         if self.webhook.store_error is not None:
             # Reads may still work (a lock held elsewhere): writes do not.
             problems.append(

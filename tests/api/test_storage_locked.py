@@ -99,3 +99,22 @@ async def test_a_second_process_on_the_file_leaves_the_first_ones_sends(
     async with SqliteStore(url) as third:
         assert [i.status for i in await third.outbox_items()] == ["queued"]
     assert taken.id == seen.id
+
+
+async def test_a_database_file_deleted_under_the_server_shows_in_readyz(
+    tmp_path, aiohttp_client
+):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    assert (await client.get("/readyz")).status == 200
+
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"tracbot.db{suffix}").unlink(missing_ok=True)
+
+    for _ in range(50):  # the checkpointer looks every half second
+        ready = await client.get("/readyz")
+        if ready.status == 503:
+            break
+        await asyncio.sleep(0.1)
+    body = await ready.json()
+    assert ready.status == 503
+    assert any("was deleted while in use" in p for p in body["problems"]), body
