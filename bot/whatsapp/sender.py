@@ -240,9 +240,10 @@ class Sender:
                     except Exception:
                         # The sender must outlive any one bad item or query.
                         log.exception("send round failed")
-                if not taken or len(flying) >= self.max_in_flight:
-                    # New items, or a finished one (its phone's next item
-                    # may go now and a slot is free), wake us.
+                if taken < free or len(flying) >= self.max_in_flight:
+                    # Fewer than asked for: nothing else is due now. New
+                    # items, or a finished one (its phone's next item may
+                    # go now and a slot is free), wake us.
                     await wait_event(self._wake, self.poll_seconds)
                     self._wake.clear()
         finally:
