@@ -845,18 +845,6 @@ def _conversation_row(c: Conversation, now: datetime) -> tuple[Any, ...]:
     )
 
 
-def _inbox_event(row: dict[str, Any]) -> InboxEvent:
-    return InboxEvent(
-        id=int(row["id"]),
-        key=row["key"],
-        kind=row["kind"],
-        wa_id=row["wa_id"],
-        phone_number_id=row["phone_number_id"],
-        payload=json.loads(row["payload"]),
-        received_at=_aware(row["received_at"]),
-    )
-
-
 def _naive(value: datetime | None) -> datetime | None:
     """Return a time as naive UTC, the form the columns hold."""
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
@@ -871,6 +859,7 @@ def _json(value: Any) -> str:
 
 
 # Rows into dataclasses (storage/rows.py); the columns hold naive UTC.
+_inbox_event = partial(rows.inbox_event, when=_aware)
 _conversation = partial(rows.conversation, when=_aware)
 _outbox_item = partial(rows.outbox_item, when=_aware)
 _history_entry = partial(rows.history_entry, when=_aware)

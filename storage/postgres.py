@@ -827,18 +827,6 @@ def _event_row(e: NewInboxEvent) -> tuple[str, str, str | None, str | None, str]
     return (e.key, e.kind, e.wa_id, e.phone_number_id, _json(e.payload))
 
 
-def _inbox_event(row: asyncpg.Record) -> InboxEvent:
-    return InboxEvent(
-        id=row["id"],
-        key=row["key"],
-        kind=row["kind"],
-        wa_id=row["wa_id"],
-        phone_number_id=row["phone_number_id"],
-        payload=json.loads(row["payload"]),
-        received_at=row["received_at"],
-    )
-
-
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
@@ -848,6 +836,7 @@ def _json(value: Any) -> str:
 
 
 # Rows into dataclasses (storage/rows.py); asyncpg returns aware datetimes.
+_inbox_event = partial(rows.inbox_event, when=rows.as_is)
 _conversation = partial(rows.conversation, when=rows.as_is)
 _outbox_item = partial(rows.outbox_item, when=rows.as_is)
 _history_entry = partial(rows.history_entry, when=rows.as_is)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from storage.base import Conversation, HistoryEntry, Link, OutboxItem
+from storage.base import Conversation, HistoryEntry, InboxEvent, Link, OutboxItem
 
 When = Callable[[Any], datetime | None]
 
@@ -22,6 +22,18 @@ When = Callable[[Any], datetime | None]
 def as_is(value: datetime | None) -> datetime | None:
     """The `when` of a driver that already returns aware datetimes."""
     return value
+
+
+def inbox_event(row: Any, when: When) -> InboxEvent:
+    return InboxEvent(
+        id=int(row["id"]),
+        key=row["key"],
+        kind=row["kind"],
+        wa_id=row["wa_id"],
+        phone_number_id=row["phone_number_id"],
+        payload=json.loads(row["payload"]),
+        received_at=when(row["received_at"]),
+    )
 
 
 def conversation(row: Any, when: When) -> Conversation:

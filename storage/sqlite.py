@@ -330,18 +330,7 @@ class SqliteStore(LinksMixin, Store):
             "ORDER BY id LIMIT ?",
             (wa_id, limit),
         )
-        return [
-            InboxEvent(
-                id=row["id"],
-                key=row["key"],
-                kind=row["kind"],
-                wa_id=row["wa_id"],
-                phone_number_id=row["phone_number_id"],
-                payload=json.loads(row["payload"]),
-                received_at=_dt(row["received_at"]),
-            )
-            for row in rows
-        ]
+        return [_inbox_event(row) for row in rows]
 
     async def next_turn(
         self, wa_id: str
@@ -805,6 +794,7 @@ _transaction = transaction
 
 
 # Rows into dataclasses (storage/rows.py); SQLite keeps times as ISO text.
+_inbox_event = partial(rows.inbox_event, when=_dt)
 _conversation = partial(rows.conversation, when=_dt)
 _outbox_item = partial(rows.outbox_item, when=_dt)
 _history_entry = partial(rows.history_entry, when=_dt)
