@@ -142,36 +142,73 @@ def median_row(runs: list[Row]) -> dict[str, Any]:
     return out
 
 
-def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    def ratio(key: str, field: str, base: str, base_field: str) -> float | None:
-        if key not in table or base not in table:
-            return None
-        top, bottom = table[key].get(field), table[base].get(base_field)
-        return round(top / bottom, 3) if top and bottom else None
+# (name, row, field, baseline row, baseline field) of every reported ratio.
+RATIOS = (
+    ("ingest / bare (acked/s)", "ingest", "acked_per_s", "bare", "acked_per_s"),
+    (
+        "tracbot / reference, graph 0 ms (replies/s)",
+        "tracbot_0",
+        "replies_per_s",
+        "reference_0",
+        "replies_per_s",
+    ),
+    (
+        "tracbot / reference on uvloop, graph 0 ms (replies/s)",
+        "tracbot_0",
+        "replies_per_s",
+        "reference_0_uvloop",
+        "replies_per_s",
+    ),
+    (
+        "tracbot / reference, graph 50 ms (replies/s)",
+        "tracbot_50",
+        "replies_per_s",
+        "reference_50",
+        "replies_per_s",
+    ),
+    (
+        "tracbot / pywa, graph 0 ms (replies/s)",
+        "tracbot_0",
+        "replies_per_s",
+        "pywa_0",
+        "replies_per_s",
+    ),
+    (
+        "tracbot / pywa, graph 50 ms (replies/s)",
+        "tracbot_50",
+        "replies_per_s",
+        "pywa_50",
+        "replies_per_s",
+    ),
+    ("rss big / rss 1k (memory rows)", "memory_big", "rss_mib", "memory_1k", "rss_mib"),
+)
 
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return round(top / bottom, 3) if top and bottom else None
+
+
+def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each ratio of the medians in `table`."""
     return {
-        "ingest / bare (acked/s)": ratio(
-            "ingest", "acked_per_s", "bare", "acked_per_s"
-        ),
-        "tracbot / reference, graph 0 ms (replies/s)": ratio(
-            "tracbot_0", "replies_per_s", "reference_0", "replies_per_s"
-        ),
-        "tracbot / reference on uvloop, graph 0 ms (replies/s)": ratio(
-            "tracbot_0", "replies_per_s", "reference_0_uvloop", "replies_per_s"
-        ),
-        "tracbot / reference, graph 50 ms (replies/s)": ratio(
-            "tracbot_50", "replies_per_s", "reference_50", "replies_per_s"
-        ),
-        "tracbot / pywa, graph 0 ms (replies/s)": ratio(
-            "tracbot_0", "replies_per_s", "pywa_0", "replies_per_s"
-        ),
-        "tracbot / pywa, graph 50 ms (replies/s)": ratio(
-            "tracbot_50", "replies_per_s", "pywa_50", "replies_per_s"
-        ),
-        "rss big / rss 1k (memory rows)": ratio(
-            "memory_big", "rss_mib", "memory_1k", "rss_mib"
-        ),
+        name: _ratio(table[key].get(field), table[base].get(base_field))
+        if key in table and base in table
+        else None
+        for name, key, field, base, base_field in RATIOS
     }
+
+
+def round_ratios(results: dict[str, list[Row]]) -> dict[str, list[float | None]]:
+    """Each ratio round by round: the row and its baseline of the same round
+    ran minutes apart, not a whole run, so drift in the machine's speed
+    weighs less on them."""
+    out: dict[str, list[float | None]] = {}
+    for name, key, field, base, base_field in RATIOS:
+        pairs = zip(results.get(key, []), results.get(base, []), strict=False)
+        found = [_ratio(getattr(a, field), getattr(b, base_field)) for a, b in pairs]
+        if found:
+            out[name] = found
+    return out
 
 
 def machine() -> dict[str, Any]:
@@ -262,10 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(table)
     print()
+    by_round = round_ratios(results)
     for name, value in ratios(table).items():
-        print(f"{name}: {value}")
+        rounds = ", ".join(str(r) for r in by_round.get(name, []))
+        print(f"{name}: {value}" + (f" (rounds: {rounds})" if rounds else ""))
     if args.out:
         document = {"machine": info, "command": sys.argv, "rows": table}
         document["ratios"] = ratios(table)
+        document["round_ratios"] = by_round
         Path(args.out).write_text(json.dumps(document, indent=2))
     return 0
