@@ -23,7 +23,9 @@ the others commit as if they had never met it.
 
 A batch takes at most `MAX_CALLS` calls, so that it never holds the loop
 (and the webhooks behind it) for long; the rest run in the next callback.
-Webhook inserts do not wait for a batch at all (storage/sqlite.py).
+The first webhook insert of a loop turn does not wait for a batch at all
+(storage/sqlite.py). A batch that meets another process's lock fails whole
+instead of trying each call alone, which would wait for the lock each time.
 """
 
 from __future__ import annotations
@@ -123,9 +125,13 @@ class GroupCommit:
             for fn, args, future in jobs:
                 results.append((future, fn(*args), None))
             db.execute("COMMIT")
-        except Exception:  # noqa: BLE001  (each call is run again below)
+        except Exception as exc:  # noqa: BLE001  (each call is run again below)
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if _locked(exc):
+                # Another process holds the file: each call alone would
+                # wait for the lock again, holding the loop each time.
+                raise
             return self._alone(jobs)
         return results
 
@@ -139,6 +145,14 @@ class GroupCommit:
             except Exception as exc:  # noqa: BLE001  (handed to its caller)
                 outcomes.append((future, None, exc))
         return outcomes
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite saying another connection holds the lock."""
+    message = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in message or "busy" in message
+    )
 
 
 def _settle(outcomes: list[Outcome]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from storage import NewInboxEvent, NewOutbound
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 from storage.sqlite import SqliteStore
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -130,3 +130,22 @@ async def test_a_burst_of_webhook_inserts_shares_the_next_batch(
     assert first.done() and not second.done()
     assert await second == 1
     assert {"b1", "b2"} <= committed_keys(store.path)
+
+
+async def test_a_batch_under_another_process_lock_fails_whole_then_recovers(
+    store: SqliteStore,
+) -> None:
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        results = await asyncio.gather(
+            *(store.enqueue([reply(f"58{n}", "en cola")]) for n in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    assert await store.outbox_items() == []
+    assert len(await store.enqueue([reply("589", "después")])) == 1
