@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 from bot.app import RUNTIME, Runtime
+from bot.chat import _webhook
 from bot.config import Settings, load_settings
 from bot.whatsapp.signature import sign
 
@@ -59,6 +61,17 @@ async def settle(runtime: Runtime, seconds: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"not settled: pending={pending} outbox busy={len(busy)}")
+
+
+async def driver_says(  # type: ignore[no-untyped-def]
+    client, wa_id: str, text: str, secret: str | None = None
+) -> int:
+    """Post one signed text webhook from `wa_id` to the app; return the status."""
+    settings = runtime_of(client).settings
+    body = json.dumps(_webhook(settings, wa_id, text)).encode()
+    headers = signed_headers(body, secret or settings.whatsapp.app_secret)
+    response = await client.post("/webhook", data=body, headers=headers)
+    return response.status
 
 
 def runtime_of(client) -> Runtime:  # type: ignore[no-untyped-def]

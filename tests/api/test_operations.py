@@ -5,7 +5,6 @@ and its Graph API simulator: a refused reply still reaches the driver,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -13,10 +12,10 @@ import pytest
 from aiohttp import web
 
 from bot.app import create_app
-from bot.chat import _webhook
 from bot.whatsapp.simulator import Simulator, make_app
 from storage.base import NewOutbound
-from tests.support import demo_settings, runtime_of, settle, signed_headers
+from tests import support
+from tests.support import demo_settings, runtime_of, settle
 
 CAMILA = "56911120011"
 
@@ -35,11 +34,7 @@ def ops_log(caplog):
 
 
 async def driver_says(client, text: str, secret: str | None = None) -> int:
-    settings = runtime_of(client).settings
-    body = json.dumps(_webhook(settings, CAMILA, text)).encode()
-    headers = signed_headers(body, secret or settings.whatsapp.app_secret)
-    response = await client.post("/webhook", data=body, headers=headers)
-    return response.status
+    return await support.driver_says(client, CAMILA, text, secret)
 
 
 # A flow reply Meta refuses with 131047

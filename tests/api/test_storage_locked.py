@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from bot.app import create_app
-from bot.chat import _webhook
 from storage.base import NewOutbound
 from storage.sqlite import SqliteStore
-from tests.support import demo_settings, runtime_of, settle, signed_headers
+from tests import support
+from tests.support import demo_settings, runtime_of, settle
 
 CAMILA = "56911120011"
 
@@ -33,12 +32,8 @@ def locked(path: Path) -> Iterator[None]:
         other.close()
 
 
-async def driver_says(client, text: str) -> int:
-    settings = runtime_of(client).settings
-    body = json.dumps(_webhook(settings, CAMILA, text)).encode()
-    headers = signed_headers(body, settings.whatsapp.app_secret)
-    response = await client.post("/webhook", data=body, headers=headers)
-    return response.status
+async def driver_says(client, text: str, secret: str | None = None) -> int:
+    return await support.driver_says(client, CAMILA, text, secret)
 
 
 async def test_a_locked_database_gives_503_and_readyz_says_so(tmp_path, aiohttp_client):
