@@ -29,6 +29,7 @@ from bot.whatsapp import simulator as graph_simulator
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.sender import OnSent, Sender
 from bot.whatsapp.webhook import WebhookHandler
+from bot.worker import Worker
 from storage import Store, create_store
 
 log = logging.getLogger("tracbot.app")
@@ -47,7 +48,24 @@ class Runtime:
     sender: Sender | None = None
     simulator: graph_simulator.Simulator | None = None
     graph_url: str = ""
+    token: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The processing thread, when the dispatcher and sender run on one.
+    worker: Worker | None = None
+
+    def wake_dispatcher(self) -> None:
+        """Tell the dispatcher of new inbox events, wherever it runs."""
+        if self.worker is not None:
+            self.worker.wake_dispatcher()
+        elif self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    def wake_sender(self) -> None:
+        """Tell the sender of new outbox items, wherever it runs."""
+        if self.worker is not None:
+            self.worker.wake_sender()
+        elif self.sender is not None:
+            self.sender.wake()
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -66,8 +84,10 @@ def create_app(
         settings: parsed configuration.
         engine: compiled flows; loaded from the configured folders if None.
         on_sent: called after each message the Graph API accepted.
-        background: start the dispatcher and sender tasks (tests that want
-            to drive them by hand pass False).
+        background: start the dispatcher and sender (tests that want to
+            drive them by hand pass False). They run on a thread of their
+            own (bot/worker.py) when `server.processing` says `thread` and
+            the database can be opened twice (not an in-memory SQLite).
     """
     engine = engine or Engine.from_dirs(
         settings.engine.flows_dir, settings.engine.templates_dir
@@ -82,15 +102,21 @@ def create_app(
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_storage(runtime))
     app.cleanup_ctx.append(_business(services))
-    app.cleanup_ctx.append(_graph(runtime, on_sent))
-    if background:
+    threaded = background and settings.server.processing == "thread"
+    if threaded and not store.shared:
+        log.info("processing on the webhook's loop: %s is private", store.url)
+        threaded = False
+    app.cleanup_ctx.append(_graph(runtime, on_sent, inline=not threaded))
+    if threaded:
+        app.cleanup_ctx.append(_worker(runtime, on_sent))
+    elif background:
         app.cleanup_ctx.append(_background(runtime))
 
     webhook = WebhookHandler(
         store,
         app_secret=settings.whatsapp.app_secret,
         verify_token=settings.whatsapp.verify_token,
-        on_stored=lambda: runtime.dispatcher and runtime.dispatcher.wake(),
+        on_stored=runtime.wake_dispatcher,
     )
     app.router.add_routes(webhook.routes())
     api_service.mount(app, runtime, webhook)
@@ -116,8 +142,10 @@ def _business(services: Services) -> Callable[[web.Application], AsyncIterator[N
 
 
 def _graph(
-    runtime: Runtime, on_sent: OnSent | None
+    runtime: Runtime, on_sent: OnSent | None, *, inline: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
+    # The simulator of demo mode always runs here; the dispatcher and the
+    # sender only when they run on this loop (`inline`).
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = runtime.settings
         async with contextlib.AsyncExitStack() as stack:
@@ -130,7 +158,10 @@ def _graph(
                 )
                 token = DEMO_TOKEN
                 log.info("demo mode: Graph API simulator at %s", base_url)
-            runtime.graph_url = base_url
+            runtime.graph_url, runtime.token = base_url, token or ""
+            if not inline:
+                yield
+                return
 
             session = await stack.enter_async_context(aiohttp.ClientSession())
             client = GraphClient(
@@ -155,6 +186,27 @@ def _graph(
             # instead of at the next poll.
             runtime.dispatcher.on_step = runtime.sender.wake
             yield
+
+    return ctx
+
+
+def _worker(
+    runtime: Runtime, on_sent: OnSent | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        worker = Worker(
+            runtime.settings,
+            runtime.engine,
+            runtime.graph_url,
+            runtime.token,
+            on_sent,
+        )
+        parts = await worker.start()
+        runtime.worker = worker
+        runtime.dispatcher, runtime.sender = parts.dispatcher, parts.sender
+        yield
+        await worker.stop()
+        runtime.worker = None
 
     return ctx
 

@@ -59,9 +59,13 @@ class ServerSettings:
     max_body_bytes: int
     # auto (uvloop when installed), asyncio or uvloop; see bot/loops.py.
     event_loop: str = "auto"
+    # thread: the dispatcher and sender on a thread of their own
+    # (bot/worker.py); inline: on the webhook's loop.
+    processing: str = "thread"
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+PROCESSING = ("thread", "inline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,7 @@ def load_settings(
         port=int(reader.number("server.port", 8080)),
         max_body_bytes=int(reader.number("server.max_body_bytes", 4 * 1024**2)),
         event_loop=reader.choice("server.event_loop", EVENT_LOOPS),
+        processing=reader.choice("server.processing", PROCESSING),
     )
     engine = EngineSettings(
         flows_dir=base / reader.str("engine.flows_dir", "flows"),

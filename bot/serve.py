@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 
@@ -21,6 +22,8 @@ from storage.base import OutboxItem
 log = logging.getLogger("tracbot.app")
 
 LOOPBACK = "127.0.0.1"
+# Collections of the middle generation between two full ones (default 10).
+FULL_COLLECTION_AFTER = 1000
 
 
 async def serve(
@@ -54,6 +57,7 @@ async def serve(
         await runner.cleanup()
         raise ConfigError(_bind_problem(exc, host, port)) from None
     _announce(settings, host, port)
+    _settle_heap()
 
     # Edited flows and templates are picked up by polling, or at once on HUP.
     reloader = Reloader(app[RUNTIME].engine, *engine_dirs)
@@ -70,6 +74,23 @@ async def serve(
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await runner.cleanup()
+
+
+def _settle_heap() -> None:
+    """Keep the garbage collector off what lives as long as the process.
+
+    Modules, compiled flows, templates and the app stay until the end. A
+    full collection walks every object it tracks with the GIL held: with
+    them in, one paused both loops for 20–50 ms under load, longer than a
+    webhook's answer should take. Frozen, collections walk only what came
+    after. Full collections also come less often (after 1,000 collections
+    of the middle generation instead of 10): the objects of a message die
+    young, and the bench's memory rows show the resident size still flat.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def _bind_problem(exc: OSError, host: str, port: int) -> str:

@@ -30,6 +30,8 @@ __all__ = [
 
 # Options only the server backends have: a pool of connections.
 POOL_OPTIONS = frozenset({"pool_min", "pool_max", "acquire_timeout"})
+# Options only the embedded backend has (see SqliteStore).
+FILE_OPTIONS = frozenset({"companion"})
 
 
 def create_store(url: str, **options: object) -> Store:
@@ -37,7 +39,9 @@ def create_store(url: str, **options: object) -> Store:
 
     `options` are the backend's keyword arguments (`migrate`, and for the
     server backends `pool_min`, `pool_max`, `acquire_timeout`); the embedded
-    backend has no pool, so it ignores the pool options.
+    backend has no pool, so it ignores the pool options, and the server
+    backends ignore `companion` (a second store of one process on the same
+    file, see SqliteStore).
 
     Raises:
         ValueError: the URL's scheme names no backend.
@@ -48,20 +52,23 @@ def create_store(url: str, **options: object) -> Store:
     if scheme == "sqlite":
         from storage.sqlite import SqliteStore
 
-        own = {k: v for k, v in options.items() if k not in POOL_OPTIONS}
-        return SqliteStore(url, **own)
+        return SqliteStore(url, **_without(options, POOL_OPTIONS))
     if scheme in ("postgres", "postgresql"):
         from storage.postgres import PostgresStore
 
-        return PostgresStore(url, **options)
+        return PostgresStore(url, **_without(options, FILE_OPTIONS))
     if scheme == "odbc":
         from storage.odbc import OdbcStore
 
-        return OdbcStore(url, **options)
+        return OdbcStore(url, **_without(options, FILE_OPTIONS))
     raise ValueError(
         f"storage url {url!r}: unknown scheme {scheme!r} "
         "(expected sqlite, postgresql or odbc)"
     )
+
+
+def _without(options: dict[str, object], names: frozenset[str]) -> dict[str, object]:
+    return {k: v for k, v in options.items() if k not in names}
 
 
 async def migrate(url: str, **options: object) -> list[str]:

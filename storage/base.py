@@ -193,6 +193,9 @@ class Store(abc.ABC):
     """Persistence for tracbot; see the module docstring."""
 
     url: str
+    # Whether a second store on the same URL sees the same data (not so for
+    # an in-memory SQLite database, private to its connection).
+    shared: bool = True
 
     async def __aenter__(self) -> Store:
         await self.open()

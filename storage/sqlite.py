@@ -87,12 +87,18 @@ def _path_of(url: str) -> str:
 class SqliteStore(LinksMixin, Store):
     """Storage in one SQLite file; see the module docstring."""
 
-    def __init__(self, url: str, *, migrate: str = "auto") -> None:
+    def __init__(
+        self, url: str, *, migrate: str = "auto", companion: bool = False
+    ) -> None:
         self.url = url
+        # A second store of this process on the file (the worker thread's,
+        # bot/worker.py): the first one owns the file and checkpoints it.
+        self.companion = companion
         self.migrate = check_migrate_mode(migrate)
         # Names of the migrations the last `open()` applied.
         self.applied: list[str] = []
         self.path = _path_of(url)
+        self.shared = self.path != ":memory:"
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._batches: GroupCommit | None = None
@@ -114,7 +120,7 @@ class SqliteStore(LinksMixin, Store):
         except BaseException:
             await self.close()
             raise
-        if self.path != ":memory:":
+        if self.path != ":memory:" and not self.companion:
             self._checkpointer = Checkpointer(self.path).start()
         log.info("storage open backend=sqlite path=%s", self.path)
 
@@ -201,6 +207,16 @@ class SqliteStore(LinksMixin, Store):
         db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         self._db = db
         self._migrate(db)
+        if not self.companion:
+            # A companion's first store owns the file and released its sends.
+            self._claim(db)
+        # From here this connection works on the event loop: a file locked
+        # by another process (a `sqlite3` session, a migration) must not
+        # hold the loop. Past this wait a call fails as unavailable: a
+        # webhook gets 503 (Meta retries), the workers try again later.
+        db.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
+
+    def _claim(self, db: sqlite3.Connection) -> None:
         self._owner = _own(self.path)
         if self._owner is not None:
             self._release_sends(db)
@@ -210,11 +226,6 @@ class SqliteStore(LinksMixin, Store):
                 "are left to it",
                 self.path,
             )
-        # From here this connection works on the event loop: a file locked
-        # by another process (a `sqlite3` session, a migration) must not
-        # hold the loop. Past this wait a call fails as unavailable: a
-        # webhook gets 503 (Meta retries), the workers try again later.
-        db.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
 
     def _release_sends(self, db: sqlite3.Connection) -> None:
         # No other process has the file open (`_own`), so nothing is really

@@ -5,9 +5,13 @@ it) inside whichever COMMIT makes the log pass its threshold. On the store's
 database thread that stalls every queued call, webhook inserts included,
 for as long as the disk takes: tens of milliseconds, often enough to be the
 p99 of the webhook's answer. A thread of its own, with a connection of its
-own, checkpoints every `interval` instead; a PASSIVE checkpoint takes no
-lock that the writer needs. The store's own connection keeps a far higher
-threshold as a safety net, should this thread fall behind.
+own, checkpoints every `interval` instead. Even a PASSIVE checkpoint holds
+up a COMMIT that comes while it runs (measured on ext4: the longest COMMIT
+stall follows the longest checkpoint), so the interval is short and each
+checkpoint small: at 20 a second a stall stays under about 3 ms, at 2 a
+second it reached 10–20 ms, the p99 of the webhook's answer at 1,000/s.
+The store's own connection keeps a far higher threshold as a safety net,
+should this thread fall behind.
 
 The same thread notices when the file it checkpoints is no longer the one
 the store opened (deleted or replaced under a running server): the server
@@ -28,11 +32,14 @@ log = logging.getLogger("tracbot.storage")
 # ten times SQLite's default, reached only if the checkpointer falls behind.
 SAFETY_NET_PAGES = 10_000
 
+# Seconds between checkpoints (see the module docstring for why so short).
+INTERVAL = 0.05
+
 
 class Checkpointer:
     """A thread that checkpoints one SQLite file's WAL now and then."""
 
-    def __init__(self, path: str, interval: float = 0.5) -> None:
+    def __init__(self, path: str, interval: float = INTERVAL) -> None:
         self.path = path
         self.interval = interval
         self.runs = 0

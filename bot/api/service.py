@@ -10,7 +10,6 @@ the load balancer and Prometheus reach it, or filter those paths.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -44,21 +43,12 @@ def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> No
         phone_number_id=settings.whatsapp.phone_number_id,
         timezone=settings.api.timezone,
     )
-    api = BackendApi(runtime.store, notifier, settings.api, _waker(runtime))
+    api = BackendApi(runtime.store, notifier, settings.api, runtime.wake_sender)
     ops = _Operations(runtime, webhook)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
-
-
-def _waker(runtime: Runtime) -> Callable[[], None]:
-    # The sender is built when the app starts, after the routes exist.
-    def wake() -> None:
-        if runtime.sender is not None:
-            runtime.sender.wake()
-
-    return wake
 
 
 class _Operations:

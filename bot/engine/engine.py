@@ -8,7 +8,9 @@ the dispatcher commits both together.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,9 @@ from bot.whatsapp.events import InboundMessage
 from storage.base import Conversation
 
 log = logging.getLogger("tracbot.engine")
+
+# One version of the flows: compiled flows, renderer, fallback flow.
+Loaded = tuple[dict[str, CompiledFlow], Renderer, CompiledFlow]
 
 # The reply to a command that exists but is not for this number.
 UNAVAILABLE = "no_disponible"
@@ -54,6 +59,8 @@ class Engine:
         self, flows: dict[str, FlowSpec], renderer: Renderer, services: Any = None
     ) -> None:
         self.services = services
+        # Called with each new version (see `twin`).
+        self.followers: list[Callable[[Loaded], None]] = []
         self.swap(flows, renderer)
 
     def swap(self, flows: dict[str, FlowSpec], renderer: Renderer) -> None:
@@ -67,8 +74,37 @@ class Engine:
             FlowError: the new flows do not compile.
         """
         compiled = {name: compile_flow(spec) for name, spec in flows.items()}
-        fallback = _fallback(compiled)
-        self.flows, self.renderer, self.fallback = compiled, renderer, fallback
+        loaded = (compiled, renderer, _fallback(compiled))
+        self._serve(loaded)
+        for follow in self.followers:
+            follow(loaded)
+
+    def _serve(self, loaded: Loaded) -> None:
+        self.flows, self.renderer, self.fallback = loaded
+
+    def twin(
+        self, services: Any, call: Callable[[Callable[[], None]], None]
+    ) -> tuple[Engine, Callable[[], None]]:
+        """This engine's flows with other services, for another thread.
+
+        The twin serves every version this engine is given; `call` runs a
+        function on the twin's own loop (its `call_soon_threadsafe`), so a
+        new version reaches the twin between two of its messages, never in
+        the middle of one.
+
+        Returns:
+            The twin, and the function that stops it following.
+        """
+        twin = Engine.__new__(Engine)
+        twin.services = services
+        twin.followers = []
+        twin._serve((self.flows, self.renderer, self.fallback))
+
+        def follow(loaded: Loaded) -> None:
+            call(functools.partial(twin._serve, loaded))
+
+        self.followers.append(follow)
+        return twin, lambda: self.followers.remove(follow)
 
     @classmethod
     def from_dirs(

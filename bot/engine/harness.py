@@ -104,8 +104,7 @@ class Harness:
         runtime = self.runtime
         now = conversation.deadline + timedelta(seconds=1)
         await sweep_once(runtime.store, now, self.settings.whatsapp.phone_number_id)
-        if runtime.dispatcher is not None:
-            runtime.dispatcher.wake()
+        runtime.wake_dispatcher()
         return await self.replies(wa_id)
 
     async def conversation(self, wa_id: str) -> Conversation | None:
