@@ -1,0 +1,127 @@
+"""The processing thread (`server.processing`, bot/worker.py).
+
+Each test runs the real app on loopback with a SQLite file and the Graph API
+simulator, and checks where the work of a message ran and what came of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bot.app import create_app
+from bot.config import Settings, load_settings
+from bot.engine.engine import Engine
+from bot.engine.harness import Harness, demo_settings
+from bot.errors import ConfigError
+from bot.worker import Worker
+from storage.errors import StorageError
+from tests.engine.project import make_project
+
+PHONE = "56911130001"
+ECHO = """
+name: eco
+start: [eco]
+states:
+  pedir:
+    reply: eco_pedir
+"""
+TEMPLATES = {"eco_pedir": "¿Qué repito?"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    config = make_project(tmp_path, {"eco": ECHO}, TEMPLATES)
+    return demo_settings(config, config.parent)
+
+
+def texts(bodies: list[dict]) -> list[str]:
+    return [b["text"]["body"] for b in bodies]
+
+
+def processing(settings: Settings, mode: str) -> Settings:
+    return dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, processing=mode)
+    )
+
+
+async def test_messages_are_handled_on_the_worker_thread(settings):
+    sent_on: list[tuple[str, int]] = []
+    harness = Harness(settings)
+    # on_sent belongs to the caller's loop (a chat's queue): it runs there.
+    harness.app = create_app(
+        settings,
+        on_sent=lambda item, result: sent_on.append((item.kind, threading.get_ident())),
+    )
+    harness.runner = web.AppRunner(harness.app)
+
+    async with harness:
+        worker = harness.runtime.worker
+        assert worker is not None
+        assert worker.parts is not None
+        assert harness.runtime.dispatcher is worker.parts.dispatcher
+        thread = worker._thread
+        assert thread is not None and thread.is_alive()
+        assert thread is not threading.current_thread()
+
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+        await asyncio.sleep(0.05)  # the on_sent call crosses to this loop
+        here = threading.get_ident()
+        assert ("message", here) in sent_on
+        assert {thread for _, thread in sent_on} == {here}
+
+    # Stopped with the app: each part finished, the thread is gone.
+    assert not thread.is_alive()
+    assert harness.runtime.worker is None
+
+
+async def test_inline_processing_runs_on_the_webhook_loop(settings):
+    async with Harness(processing(settings, "inline")) as harness:
+        assert harness.runtime.worker is None
+        assert harness.runtime.dispatcher is not None
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+
+
+async def test_an_in_memory_database_keeps_processing_inline(settings):
+    # A second connection would open another, empty, database.
+    memory = dataclasses.replace(settings, storage_url="sqlite://")
+    async with Harness(memory) as harness:
+        assert harness.runtime.worker is None
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+
+
+async def test_a_worker_that_cannot_open_its_store_fails_its_start(settings, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the database's folder should be")
+    broken = dataclasses.replace(
+        settings, storage_url=f"sqlite:///{blocked / 'tracbot.db'}"
+    )
+    worker = Worker(broken, _engine(settings), "http://127.0.0.1:9", "token")
+    with pytest.raises((StorageError, OSError)):
+        await worker.start()
+    await worker.stop()
+    assert worker.parts is None
+
+
+def _engine(settings: Settings) -> Engine:
+    return Engine.from_dirs(settings.engine.flows_dir, settings.engine.templates_dir)
+
+
+def test_an_unknown_processing_mode_names_the_setting(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  processing: process\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert "server.processing" in str(caught.value)
+    assert "thread, inline" in str(caught.value)
+
+
+def test_the_default_is_the_thread(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  port: 8080\n", encoding="utf-8")
+    assert load_settings(path, env={}).server.processing == "thread"
