@@ -179,6 +179,7 @@ def _graph(
                 typing_indicator=settings.whatsapp.typing_indicator,
                 max_concurrent=settings.engine.max_concurrent_phones,
                 poll_seconds=settings.engine.poll_seconds,
+                gather_seconds=settings.engine.gather_seconds,
                 text_fallback=settings.templates.get("text"),
             )
             runtime.sender = Sender(runtime.store, client, settings.sender, on_sent)

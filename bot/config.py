@@ -74,6 +74,8 @@ class EngineSettings:
     templates_dir: Path
     max_concurrent_phones: int
     poll_seconds: float
+    # Seconds a wake-up waits for more messages to handle with it.
+    gather_seconds: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class SenderSettings:
     max_attempts: int
     backoff_seconds: float
     backoff_max_seconds: float
+    # Seconds a wake-up waits for more replies to send with it.
+    gather_seconds: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +162,14 @@ def load_settings(
         templates_dir=base / reader.str("engine.templates_dir", "message_templates"),
         max_concurrent_phones=int(reader.number("engine.max_concurrent_phones", 64)),
         poll_seconds=reader.number("engine.poll_seconds", 1.0),
+        gather_seconds=reader.number("engine.gather_ms", 10) / 1000,
     )
     sender = SenderSettings(
         rate_per_second=reader.number("sender.rate_per_second", 80.0),
         max_attempts=int(reader.number("sender.max_attempts", 8)),
         backoff_seconds=reader.number("sender.backoff_seconds", 1.0),
         backoff_max_seconds=reader.number("sender.backoff_max_seconds", 300.0),
+        gather_seconds=reader.number("sender.gather_ms", 10) / 1000,
     )
     storage_url = env.get("TRACBOT_STORAGE_URL") or reader.str(
         "storage.url", "sqlite:///var/tracbot.db"

@@ -109,6 +109,11 @@ class Worker:
             log.error("the processing thread did not stop in %ss", STOP_SECONDS)
         self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread runs (it stops only with `stop` or on an error)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wake_dispatcher(self) -> None:
         """Tell the dispatcher of new inbox events, from any thread."""
         if self.parts is not None:
@@ -203,6 +208,7 @@ class Worker:
             typing_indicator=settings.whatsapp.typing_indicator,
             max_concurrent=settings.engine.max_concurrent_phones,
             poll_seconds=settings.engine.poll_seconds,
+            gather_seconds=settings.engine.gather_seconds,
             text_fallback=settings.templates.get("text"),
         )
         sender = Sender(store, client, settings.sender, _on(caller, self.on_sent))

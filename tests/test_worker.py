@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,48 @@ def test_the_default_is_the_thread(tmp_path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("server:\n  port: 8080\n", encoding="utf-8")
     assert load_settings(path, env={}).server.processing == "thread"
+
+
+async def test_a_wake_up_waits_the_gather_time_before_the_work(settings):
+    # The dispatcher's and the sender's waits both come before the reply.
+    slow = dataclasses.replace(
+        settings,
+        engine=dataclasses.replace(settings.engine, gather_seconds=0.2),
+        sender=dataclasses.replace(settings.sender, gather_seconds=0.2),
+    )
+    async with Harness(slow) as harness:
+        started = time.monotonic()
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+        assert time.monotonic() - started >= 0.4
+
+
+def test_gather_times_are_read_in_milliseconds(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "engine:\n  gather_ms: 25\nsender:\n  gather_ms: 0\n", encoding="utf-8"
+    )
+    settings = load_settings(path, env={})
+    assert settings.engine.gather_seconds == 0.025
+    assert settings.sender.gather_seconds == 0.0
+
+    path.write_text("sender:\n  gather_ms: -5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert "sender.gather_ms" in str(caught.value)
+
+
+async def test_readyz_says_when_the_thread_has_stopped(settings):
+    async with Harness(settings) as harness:
+        base = harness.url.removesuffix("/webhook")
+        session = harness._session
+        assert session is not None
+        async with session.get(f"{base}/readyz") as ready:
+            assert ready.status == 200
+
+        worker = harness.runtime.worker
+        assert worker is not None
+        await worker.stop()
+        async with session.get(f"{base}/readyz") as ready:
+            body = await ready.json()
+        assert ready.status == 503
+        assert "processing: the thread has stopped (see the log)" in body["problems"]

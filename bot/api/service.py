@@ -75,6 +75,9 @@ class _Operations:
                 f"storage: the last webhook could not be stored: "
                 f"{self.webhook.store_error}"
             )
+        worker = self.runtime.worker
+        if worker is not None and not worker.alive:
+            problems.append("processing: the thread has stopped (see the log)")
         sender = self.runtime.sender
         if sender is None:
             problems.append("sender: not started")

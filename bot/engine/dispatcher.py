@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 
-from bot.aio import wait_event
+from bot.aio import gather, wait_event
 from bot.engine import timeouts
 from bot.engine.engine import Engine
 from bot.engine.outbound import read_mark, text_messages
@@ -47,6 +47,7 @@ class Dispatcher:
         typing_indicator: bool = True,
         max_concurrent: int = 64,
         poll_seconds: float = 1.0,
+        gather_seconds: float = 0.0,
         on_step: Callable[[], None] = lambda: None,
         text_fallback: TemplateSpec | None = None,
     ) -> None:
@@ -57,6 +58,7 @@ class Dispatcher:
         self.typing_indicator = typing_indicator
         self.max_concurrent = _capped(max_concurrent, store)
         self.poll_seconds = poll_seconds
+        self.gather_seconds = gather_seconds
         self.on_step = on_step
         # Carries a reply when the window turns out closed (templates.text).
         self.text_fallback = text_fallback
@@ -73,6 +75,7 @@ class Dispatcher:
             while True:
                 await self._sweep()
                 await wait_event(self._wake, self.poll_seconds)
+                await gather(self.gather_seconds)
                 self._wake.clear()
         finally:
             await self._stop_workers()

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.aio import wait_event
+from bot.aio import gather, wait_event
 from bot.config import SenderSettings
 from bot.logs import mask
 from bot.metrics import Counter, Histogram
@@ -245,6 +245,7 @@ class Sender:
                     # items, or a finished one (its phone's next item may
                     # go now and a slot is free), wake us.
                     await wait_event(self._wake, self.poll_seconds)
+                    await gather(self.settings.gather_seconds)
                     self._wake.clear()
         finally:
             # Items on the wire finish and are recorded (_attempt); the
