@@ -46,7 +46,7 @@ from storage.base import (
 )
 from storage.errors import StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, migrations, refuse_pending
-from storage.sqlite_batch import GroupCommit, transaction
+from storage.sqlite_batch import Connection, GroupCommit, share_turns, transaction
 from storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from storage.sqlite_links import LinksMixin
 from storage.status import advances
@@ -194,7 +194,14 @@ class SqliteStore(LinksMixin, Store):
             self._reader = None
 
     def _connect(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=Connection,
+        )
+        if self.shared:
+            share_turns(db, self.path)
         db.row_factory = sqlite3.Row
 
         # WAL keeps readers and the writer apart; NORMAL sync survives a
