@@ -29,7 +29,7 @@ from bot.whatsapp import simulator as graph_simulator
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.sender import OnSent, Sender
 from bot.whatsapp.webhook import WebhookHandler
-from bot.worker import Worker
+from bot.worker import Worker, processing
 from storage import Store, create_store
 
 log = logging.getLogger("tracbot.app")
@@ -171,21 +171,9 @@ def _graph(
                 token=token or "",
                 timeout=settings.whatsapp.timeout_seconds,
             )
-            runtime.dispatcher = Dispatcher(
-                runtime.store,
-                runtime.engine,
-                phone_number_ids=[settings.whatsapp.phone_number_id],
-                mark_read=settings.whatsapp.mark_read,
-                typing_indicator=settings.whatsapp.typing_indicator,
-                max_concurrent=settings.engine.max_concurrent_phones,
-                poll_seconds=settings.engine.poll_seconds,
-                gather_seconds=settings.engine.gather_seconds,
-                text_fallback=settings.templates.get("text"),
+            runtime.dispatcher, runtime.sender = processing(
+                settings, runtime.store, runtime.engine, client, on_sent
             )
-            runtime.sender = Sender(runtime.store, client, settings.sender, on_sent)
-            # A committed step wakes the sender, so a reply leaves at once
-            # instead of at the next poll.
-            runtime.dispatcher.on_step = runtime.sender.wake
             yield
 
     return ctx

@@ -192,29 +192,41 @@ class Worker:
         session: aiohttp.ClientSession,
         caller: asyncio.AbstractEventLoop,
     ) -> tuple[Dispatcher, Sender]:
-        settings = self.settings
         client = GraphClient(
             session,
             base_url=self.graph_url,
-            version=settings.whatsapp.api_version,
+            version=self.settings.whatsapp.api_version,
             token=self.token,
-            timeout=settings.whatsapp.timeout_seconds,
+            timeout=self.settings.whatsapp.timeout_seconds,
         )
-        dispatcher = Dispatcher(
-            store,
-            engine,
-            phone_number_ids=[settings.whatsapp.phone_number_id],
-            mark_read=settings.whatsapp.mark_read,
-            typing_indicator=settings.whatsapp.typing_indicator,
-            max_concurrent=settings.engine.max_concurrent_phones,
-            poll_seconds=settings.engine.poll_seconds,
-            gather_seconds=settings.engine.gather_seconds,
-            text_fallback=settings.templates.get("text"),
-        )
-        sender = Sender(store, client, settings.sender, _on(caller, self.on_sent))
-        # A committed step wakes the sender, so a reply leaves at once.
-        dispatcher.on_step = sender.wake
-        return dispatcher, sender
+        on_sent = _on(caller, self.on_sent)
+        return processing(self.settings, store, engine, client, on_sent)
+
+
+def processing(
+    settings: Settings,
+    store: Store,
+    engine: Engine,
+    client: GraphClient,
+    on_sent: OnSent | None,
+) -> tuple[Dispatcher, Sender]:
+    """The dispatcher and the sender of a store, wired to each other."""
+    dispatcher = Dispatcher(
+        store,
+        engine,
+        phone_number_ids=[settings.whatsapp.phone_number_id],
+        mark_read=settings.whatsapp.mark_read,
+        typing_indicator=settings.whatsapp.typing_indicator,
+        max_concurrent=settings.engine.max_concurrent_phones,
+        poll_seconds=settings.engine.poll_seconds,
+        gather_seconds=settings.engine.gather_seconds,
+        text_fallback=settings.templates.get("text"),
+    )
+    sender = Sender(store, client, settings.sender, on_sent)
+    # A committed step wakes the sender, so a reply leaves at once instead
+    # of at the next poll.
+    dispatcher.on_step = sender.wake
+    return dispatcher, sender
 
 
 def _on(loop: asyncio.AbstractEventLoop, on_sent: OnSent | None) -> OnSent | None:
