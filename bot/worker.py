@@ -5,10 +5,10 @@ On one loop, a webhook's 200 waits behind whatever else is ready to run:
 under load that is dozens of conversations being advanced and replies being
 sent, and the answer took tens of milliseconds (p99 35–112 ms at 1,000
 webhooks/s; 5.8–8.7 ms with this thread, `python -m bench`, bench/README.md).
-Here the webhook's loop only
-signs, parses, stores and answers; the work of a message runs on this
-thread, which gives the GIL up at every statement, send and switch interval,
-so an answer waits for the GIL for about a millisecond, not for a queue.
+Here the webhook's loop only signs, parses, stores and answers; the work of
+a message runs on this thread, which gives the GIL up at every statement,
+send and switch interval, so an answer waits for the GIL for about a
+millisecond, not for a queue.
 
 The thread has its own store (a companion of the webhook's, with its own
 connection or pool), its own business services, its own HTTP session and a
