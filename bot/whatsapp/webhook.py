@@ -10,8 +10,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +26,9 @@ from storage.errors import StorageError
 log = logging.getLogger("tracbot.webhook")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+# A UTF-16 surrogate in a body, escaped (`\ud83d`) or raw in its UTF-8 form;
+# the JSON decoder lets either through as a lone character (see below).
+LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
 
 
 class RefusalStreak:
@@ -166,7 +171,27 @@ def _parse(body: bytes) -> ParseResult:
         log.warning("webhook body is not JSON bytes=%d", len(body))
         raw = body.decode("utf-8", errors="replace")
         return ParseResult(events=[Notice(topic="invalid_json", body={"raw": raw})])
+    if LONE_SURROGATE.search(body):
+        data = _whole_characters(data)
     return parse_body(data)
+
+
+def _whole_characters(node: Any) -> Any:
+    """`node` with every unpaired UTF-16 surrogate replaced by U+FFFD.
+
+    JSON may escape half of an emoji (`\ud83d` alone), and Python keeps it
+    as a character that no database driver can encode: the insert failed
+    and the whole POST, its good messages too, got a 500 that Meta retries
+    forever. The scan of the raw bytes above keeps this walk off the common
+    path.
+    """
+    if isinstance(node, str):
+        return node.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(node, dict):
+        return {_whole_characters(k): _whole_characters(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_whole_characters(item) for item in node]
+    return node
 
 
 def _no_constant(name: str) -> None:

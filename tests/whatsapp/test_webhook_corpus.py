@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 import pytest
 
@@ -173,3 +174,30 @@ async def test_messages_of_one_post_are_queued_in_timestamp_order(
         order.append(event.payload["wamid"])
         await store.commit_step(event.id, None, [])
     assert order == [m["id"] for m in by_time]
+
+
+@pytest.mark.parametrize("escaped", [True, False], ids=["escaped", "raw utf-8"])
+async def test_half_an_emoji_loses_neither_message_of_its_post(
+    aiohttp_client, tmp_path, escaped
+):
+    # `hola` ends in the first half of a surrogate pair, alone: as JSON's
+    # `\ud83d` escape, or as the three bytes a careless encoder writes.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    data = json.loads(corpus("batch_two_messages_one_post.json"))
+    messages = data["entry"][0]["changes"][0]["value"]["messages"]
+    messages[0]["text"]["body"] = "hola \ud83d"
+    if escaped:
+        body = json.dumps(data).encode()
+    else:
+        body = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    assert response.status == 200
+    with sqlite3.connect(tmp_path / "tracbot.db") as db:
+        payloads = db.execute("SELECT payload FROM inbox WHERE kind = 'message'")
+        texts = [json.loads(payload)["text"] for (payload,) in payloads]
+    assert sorted(texts) == ["guia", "hola \ufffd"]
+    assert len(sent_texts(runtime, messages[0]["from"])) == 2
