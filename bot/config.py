@@ -7,6 +7,7 @@ the Graph API simulator in-process and demo values for the other secrets.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -311,6 +312,9 @@ class _Reader:
         value = self.get(dotted, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._fail(dotted, "expected a number", value)
+        if not math.isfinite(value):
+            # YAML's .inf and .nan: a wait of .inf never ends.
+            self._fail(dotted, "expected a finite number", value)
         if value < 0:
             self._fail(dotted, "expected a number of at least 0", value)
         return value

@@ -171,3 +171,13 @@ async def test_readyz_says_when_the_thread_has_stopped(settings):
             body = await ready.json()
         assert ready.status == 503
         assert "processing: the thread has stopped (see the log)" in body["problems"]
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_a_gather_time_that_never_ends_is_refused(tmp_path, value) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"engine:\n  gather_ms: {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert "engine.gather_ms" in str(caught.value)
+    assert "finite" in str(caught.value)

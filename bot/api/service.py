@@ -69,11 +69,11 @@ class _Operations:
         trouble = self.runtime.store.problem()
         if trouble is not None:
             problems.append(f"storage: {trouble}")
-        if self.webhook.store_error is not None:
+        store_problem = self.webhook.store_problem
+        if store_problem is not None:
             # Reads may still work (a lock held elsewhere): writes do not.
             problems.append(
-                f"storage: the last webhook could not be stored: "
-                f"{self.webhook.store_error}"
+                f"storage: the last webhook could not be stored: {store_problem}"
             )
         worker = self.runtime.worker
         if worker is not None and not worker.alive:

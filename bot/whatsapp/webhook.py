@@ -26,6 +26,9 @@ from storage.errors import StorageError
 log = logging.getLogger("tracbot.webhook")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+# Seconds /readyz reports a webhook that could not be stored (see
+# `store_problem`); Meta's next retry, or the next message, tries again.
+STORE_PROBLEM_SECONDS = 30.0
 # A UTF-16 surrogate in a body, escaped (`\ud83d`) or raw in its UTF-8 form;
 # the JSON decoder lets either through as a lone character (see below).
 LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
@@ -75,6 +78,7 @@ class WebhookHandler:
         self.counts: dict[str, int] = {}
         # Why the last webhook could not be stored; None once one is again.
         self.store_error: str | None = None
+        self._store_failed_at = 0.0
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
 
@@ -123,6 +127,7 @@ class WebhookHandler:
             # Meta retries anything but a 200, so nothing is lost.
             log.error("webhook not stored, answering 503: %s", exc)
             self.store_error = str(exc)
+            self._store_failed_at = time.monotonic()
             return self._answer(503, "storage unavailable")
         self.store_error = None
 
@@ -130,6 +135,20 @@ class WebhookHandler:
         if new:
             self.on_stored()
         return self._answer(200, "ok")
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the last webhook could not be stored, for a while after.
+
+        Only a webhook stored again clears `store_error`; a server that a
+        load balancer takes out of rotation for it gets no more webhooks,
+        and would stay "not ready" long after the database came back.
+        """
+        if self.store_error is None:
+            return None
+        if time.monotonic() - self._store_failed_at > STORE_PROBLEM_SECONDS:
+            return None
+        return self.store_error
 
     def _refused(self, header: str | None, size: int) -> web.Response:
         reason = "missing" if not header else "mismatch"

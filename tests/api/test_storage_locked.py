@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bot.app import create_app
+from bot.whatsapp import webhook
 from storage.base import NewOutbound
 from storage.sqlite import SqliteStore
 from tests import support
@@ -113,3 +114,18 @@ async def test_a_database_file_deleted_under_the_server_shows_in_readyz(
     body = await ready.json()
     assert ready.status == 503
     assert any("was deleted while in use" in p for p in body["problems"]), body
+
+
+async def test_readyz_forgets_a_failed_webhook_after_a_while(
+    tmp_path, aiohttp_client, monkeypatch
+):
+    # Taken out of rotation for it, a server gets no webhook to clear it.
+    monkeypatch.setattr(webhook, "STORE_PROBLEM_SECONDS", 0.3)
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+
+    with locked(tmp_path / "tracbot.db"):
+        assert await driver_says(client, "ayuda") == 503
+    assert (await client.get("/readyz")).status == 503
+
+    await asyncio.sleep(0.5)
+    assert (await client.get("/readyz")).status == 200
