@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import storage.sqlite as sqlite_backend
+from storage import sqlite_batch
 from storage.base import NewInboxEvent, NewOutbound
 from storage.sqlite import SqliteStore
 
@@ -45,7 +46,8 @@ class Timings:
     def connection_class(self) -> type[sqlite3.Connection]:
         timings = self
 
-        class Timed(sqlite3.Connection):
+        # The store asks for its own class (it carries the write turn).
+        class Timed(sqlite_batch.Connection):
             def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
                 started = time.perf_counter()
                 try:
@@ -114,7 +116,8 @@ async def measure(folder: Path, messages: int, concurrency: int) -> dict[str, An
     factory = timings.connection_class()
 
     def timed_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        return connect(*args, factory=factory, **kwargs)
+        kwargs["factory"] = factory
+        return connect(*args, **kwargs)
 
     path = folder / f"costs-{concurrency}.db"
     sqlite_backend.sqlite3.connect = timed_connect  # this process only

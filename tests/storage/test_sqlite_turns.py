@@ -73,3 +73,63 @@ async def test_a_writer_that_never_pauses_does_not_lock_the_other_out(tmp_path):
     with sqlite3.connect(path) as db:
         keys = {key for (key,) in db.execute("SELECT key FROM inbox")}
     assert {f"webhook-{n}" for n in range(stored)} <= keys
+
+
+def begins(statements: list[str]) -> list[str]:
+    """Each BEGIN of a trace, with whether it waited for the lock."""
+    out, looking = [], False
+    for sql in statements:
+        if sql == "PRAGMA busy_timeout=0":
+            looking = True
+        elif sql == "BEGIN IMMEDIATE":
+            out.append("looked" if looking else "waited")
+        elif sql.startswith("PRAGMA busy_timeout="):
+            looking = False
+    return out
+
+
+async def test_a_file_held_by_another_process_is_waited_for_once(tmp_path):
+    # An operator's `sqlite3` session left in a transaction: each store call
+    # used to wait SQLite's whole busy timeout on the webhook's loop.
+    path = tmp_path / "t.db"
+    url = f"sqlite:///{path}"
+    async with (
+        SqliteStore(url) as webhook_store,
+        SqliteStore(url, companion=True) as processing_store,
+    ):
+        traces: dict[str, list[str]] = {"webhook": [], "processing": []}
+        webhook_store.db.set_trace_callback(traces["webhook"].append)
+        processing_store.db.set_trace_callback(traces["processing"].append)
+
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        failed = 0
+        for n in range(3):
+            try:
+                await webhook_store.add_events([event(f"held-{n}")])
+            except StorageError:
+                failed += 1
+        try:
+            await processing_store.add_events([event("held-p")])
+        except StorageError:
+            failed += 1
+        other.execute("ROLLBACK")
+        other.close()
+
+        await webhook_store.add_events([event("after-1")])
+        await webhook_store.add_events([event("after-2")])
+
+    assert failed == 4
+    # One wait for the whole process; every look after it is without one,
+    # the other store's too, until a BEGIN gets in; then waits again.
+    assert begins(traces["webhook"]) == [
+        "waited",
+        "looked",
+        "looked",
+        "looked",
+        "waited",
+    ]
+    assert begins(traces["processing"]) == ["looked"]
+    with sqlite3.connect(path) as db:
+        keys = {key for (key,) in db.execute("SELECT key FROM inbox")}
+    assert keys == {"after-1", "after-2"}
