@@ -48,15 +48,17 @@ def conversation(row: Any, when: When) -> Conversation:
     )
 
 
-def outbox_item(row: Any, when: When) -> OutboxItem:
+def outbox_item(row: Any, when: When, taken: bool = False) -> OutboxItem:
+    """The item of `row`; `taken`: as the sender's take marked it, after the
+    row was read (status `sending`, one attempt more)."""
     return OutboxItem(
         id=int(row["id"]),
         wa_id=row["wa_id"],
         phone_number_id=row["phone_number_id"],
         kind=row["kind"],
         body=json.loads(row["body"]),
-        status=row["status"],
-        attempts=int(row["attempts"]),
+        status="sending" if taken else row["status"],
+        attempts=int(row["attempts"]) + taken,
         wamid=row["wamid"],
         created_at=when(row["created_at"]),
         fallback=_json_or_none(row["fallback"]),

@@ -19,7 +19,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -65,11 +64,23 @@ SENDING_LEASE = timedelta(minutes=2)
 UNAVAILABLE_MESSAGES = ("locked", "busy", "unable to open", "disk", "readonly")
 
 
+# The last time formatted and its text: a store call stamps its rows with
+# one `now`, up to seven times for a message's step. (One tuple, so that the
+# two threads of `server.processing: thread` never see half of it.)
+_last_ts: tuple[datetime | None, str | None] = (None, None)
+
+
 def _ts(value: datetime | None) -> str | None:
+    global _last_ts
     if value is None:
         return None
+    last = _last_ts
+    if value is last[0]:
+        return last[1]
     # Our own times are UTC already (utcnow); only others need converting.
-    return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
+    text = (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
+    _last_ts = (value, text)
+    return text
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -518,10 +529,8 @@ class SqliteStore(LinksMixin, Store):
                 "updated_at = ? WHERE id = ?",
                 [(_ts(now), row["id"]) for row in rows],
             )
-        return [
-            replace(_outbox_item(row), status="sending", attempts=row["attempts"] + 1)
-            for row in rows
-        ]
+        # As the UPDATE above left them.
+        return [_outbox_item(row, taken=True) for row in rows]
 
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
         await self._run(self._update_outbox, item_id, status, wamid, None, None)
@@ -549,6 +558,7 @@ class SqliteStore(LinksMixin, Store):
         wamid: str | None,
         code: int | None,
         detail: str | None,
+        now: datetime | None = None,
     ) -> None:
         with _transaction(self.db):
             self.db.execute(
@@ -556,7 +566,7 @@ class SqliteStore(LinksMixin, Store):
                 "error_code = COALESCE(?, error_code), "
                 "error_detail = COALESCE(?, error_detail), updated_at = ? "
                 "WHERE id = ?",
-                (status, wamid, code, detail, _ts(utcnow()), item_id),
+                (status, wamid, code, detail, _ts(now or utcnow()), item_id),
             )
 
     async def apply_status(
@@ -627,14 +637,20 @@ class SqliteStore(LinksMixin, Store):
     async def record_sent(
         self, item_id: int, wamid: str | None, status: str, attempt: int, ms: int
     ) -> None:
-        row = (item_id, attempt, "accepted", None, wamid, ms, _ts(utcnow()))
-        await self._run(self._record_sent, item_id, wamid, status, row)
+        now = utcnow()
+        row = (item_id, attempt, "accepted", None, wamid, ms, _ts(now))
+        await self._run(self._record_sent, item_id, wamid, status, row, now)
 
     def _record_sent(
-        self, item_id: int, wamid: str | None, status: str, row: tuple[Any, ...]
+        self,
+        item_id: int,
+        wamid: str | None,
+        status: str,
+        row: tuple[Any, ...],
+        now: datetime,
     ) -> None:
         with _transaction(self.db):
-            self._update_outbox(item_id, status, wamid, None, None)
+            self._update_outbox(item_id, status, wamid, None, None, now)
             self._record_attempt(row)
 
     async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:

@@ -66,15 +66,25 @@ def commands(specs: Iterable[FlowSpec]) -> list[dict[str, str]]:
     ]
 
 
-def context(specs: Iterable[FlowSpec]) -> dict[str, Any]:
-    """The identity values every reply template may read."""
+def context(
+    menus: dict[str | None, list[dict[str, str]]], specs: Iterable[FlowSpec]
+) -> dict[str, Any]:
+    """The identity values every reply template may read.
+
+    `menus` keeps the commands of each role for one set of flows (`specs`),
+    which only a reload changes; each context gets a copy of its own.
+    """
     who = WHO.get()
     link = None if who is None else who.link
+    current = None if who is None else who.role
+    menu = menus.get(current)
+    if menu is None:
+        menu = menus[current] = commands(specs)
     return {
-        "role": role() or "anyone",
+        "role": current or "anyone",
         "linked": link is not None,
         "driver_name": getattr(link, "name", "") or "",
-        "commands": commands(specs),
+        "commands": [dict(row) for row in menu],
     }
 
 

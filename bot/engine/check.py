@@ -36,7 +36,8 @@ STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 TRANSITION_KEYS = {"input", "match", "one_of", "id", "save", "if", "unless", "do"}
 TRANSITION_KEYS |= {"to", "reply"}
 # What every reply template may read besides slots, if the engine cannot say.
-CONTEXT = {"name", "text", "message_type", "voice_note", "wa_id", "slots"}
+CONTEXT = {"name", "in_flow", "text", "message_type", "voice_note", "wa_id", "slots"}
+CONTEXT |= {"role", "linked", "driver_name", "commands"}
 _LOCATED = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<rest>.*)$", re.S)
 
 
@@ -102,7 +103,7 @@ def context_names() -> set[str]:
     )
     try:
         # The engine builds the context per message; a probe shows its keys.
-        stand_in = SimpleNamespace(flows={})
+        stand_in = SimpleNamespace(flows={}, _menus={})
         names = Engine._context(stand_in, probe)  # type: ignore[arg-type]
     except Exception:
         return set(CONTEXT)

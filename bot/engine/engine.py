@@ -81,6 +81,8 @@ class Engine:
 
     def _serve(self, loaded: Loaded) -> None:
         self.flows, self.renderer, self.fallback = loaded
+        # The commands each role may use, for these flows (audience.context).
+        self._menus: dict[str | None, list[dict[str, str]]] = {}
 
     def twin(
         self, services: Any, call: Callable[[Callable[[], None]], None]
@@ -267,7 +269,7 @@ class Engine:
             "message_type": message.type,
             "voice_note": bool(message.media and message.media.voice),
             "wa_id": message.wa_id,
-            **audience.context(f.spec for f in self.flows.values()),
+            **audience.context(self._menus, (f.spec for f in self.flows.values())),
         }
 
     async def _start(

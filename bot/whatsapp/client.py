@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 from bot.logs import mask
 from bot.whatsapp import messages
@@ -49,8 +50,10 @@ class GraphClient:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._version = version
-        self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"}
+        # Each number's URL, parsed once rather than on every send.
+        self._urls: dict[str, yarl.URL] = {}
 
     def __repr__(self) -> str:
         # The token stays out of reprs, tracebacks and logs.
@@ -169,14 +172,18 @@ class GraphClient:
         log.debug("marked read wamid=%s typing=%s", wamid, typing)
 
     async def _post(self, phone_number_id: str, payload: dict) -> dict[str, Any]:
-        url = f"{self._base_url}/{self._version}/{phone_number_id}/messages"
-        headers = {"Authorization": f"Bearer {self._token}"}
+        url = self._urls.get(phone_number_id)
+        if url is None:
+            url = yarl.URL(
+                f"{self._base_url}/{self._version}/{phone_number_id}/messages"
+            )
+            self._urls[phone_number_id] = url
 
         # Network failures and timeouts are retried by the sender; whether
         # Meta got the request is unknown, as with any lost answer.
         try:
             async with self._session.post(
-                url, json=payload, headers=headers, timeout=self._timeout
+                url, json=payload, headers=self._headers, timeout=self._timeout
             ) as response:
                 status = response.status
                 raw = await response.read()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from bot.engine import check
 from bot.engine.check import check_project
 from tests.engine.project import REPO, make_project, write_files
 
@@ -286,3 +287,9 @@ def test_unknown_filter_inside_a_condition_is_reported(tmp_path):
     source = "hola\n{% if numero %}\n{{ numero | mayus }}\n{% endif %}"
     found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": source})
     assert ("eco.j2", 3, "unknown filter 'mayus'") in found
+
+
+def test_the_context_names_are_the_engines_own():
+    # The checker asks the engine which names every template may read; the
+    # list it keeps for when that fails must not fall behind the engine.
+    assert check.context_names() == check.CONTEXT
