@@ -1,9 +1,13 @@
 """Compiling flow specs into `transitions` machines, once, at load time.
 
 Each flow becomes one `AsyncMachine` with no model of its own. Handling a
-message binds a short-lived `Turn` to the machine at the stored state,
-fires the trigger for the message, and removes it again, so no per-phone
-object outlives its message and no machine is built per message.
+message puts a short-lived `Turn` at the stored state and fires the
+machine's event for the message on it, so no per-phone object outlives its
+message and no machine is built per message. The turn is never added to
+the machine as a model: `add_model` binds a convenience method per state
+and trigger to it, and with `remove_model` that cost 19 µs a message for a
+one-state flow and 110 µs for `vincular`'s twelve states, for methods
+nothing calls.
 
 Triggers: `receive` carries the driver's message; `advance` follows a
 state's `always` transitions, which need no input.
@@ -77,28 +81,33 @@ class CompiledFlow:
 
     async def run(self, turn: Turn, start: bool) -> None:
         """Advance `turn` by one message, or enter the initial state."""
-        state = self.spec.initial if start else turn.state
-        self.machine.add_model(turn, initial=state)
-        try:
-            if start:
-                _enter(self.spec.states[state], turn)
-            else:
-                accepted = await turn.trigger(RECEIVE, turn=turn)
-                if not accepted:
-                    turn.context["rejected"] = True
-                    return
-            await self._follow_always(turn)
-            turn.ended = self.spec.states[turn.state].final
-        finally:
-            self.machine.remove_model(turn)
+        if start:
+            turn.state = self.spec.initial
+            _enter(self.spec.states[turn.state], turn)
+        elif not await self._fire(RECEIVE, turn):
+            turn.context["rejected"] = True
+            return
+        await self._follow_always(turn)
+        turn.ended = self.spec.states[turn.state].final
 
     async def _follow_always(self, turn: Turn) -> None:
         for _ in range(MAX_HOPS):
             if not self.spec.states[turn.state].always:
                 return
-            if not await turn.trigger(ADVANCE, turn=turn):
+            if not await self._fire(ADVANCE, turn):
                 return
         log.error("flow=%s state=%s: too many hops", self.spec.name, turn.state)
+
+    async def _fire(self, trigger: str, turn: Turn) -> bool:
+        """Whether a transition of `trigger` from the turn's state was taken.
+
+        A flow without any transition of that kind has no such event, which
+        is one more way of taking none.
+        """
+        event = self.machine.events.get(trigger)
+        if event is None:
+            return False
+        return bool(await event.trigger(turn, turn=turn))
 
 
 def compile_flow(spec: FlowSpec) -> CompiledFlow:
