@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import bot.engine.actions  # noqa: F401  (registers the hooks flows name)
-from bot.engine import audience, keywords, timeouts
+from bot.engine import audience, timeouts
 from bot.engine.flows import FlowSpec, load_flows
 from bot.engine.machine import CompiledFlow, Turn, compile_flow
 from bot.engine.replies import Renderer
-from bot.engine.text import close_enough, collapse_shout, command_form, words
+from bot.engine.routes import StartWords
+from bot.engine.text import command_form
 from bot.errors import FlowError
 from bot.whatsapp.events import InboundMessage
 from storage.base import Conversation
@@ -81,6 +82,7 @@ class Engine:
 
     def _serve(self, loaded: Loaded) -> None:
         self.flows, self.renderer, self.fallback = loaded
+        self._words = StartWords(flow.spec for flow in self.flows.values())
         # The commands each role may use, for these flows (audience.context).
         self._menus: dict[str | None, list[dict[str, str]]] = {}
 
@@ -179,8 +181,9 @@ class Engine:
         return await self._start(chosen, message, conversation)
 
     def _global(self, typed: str) -> CompiledFlow | None:
+        said = self._words.said(typed)
         for flow in self.flows.values():
-            if flow.spec.is_global and _starts(flow.spec, typed):
+            if flow.spec.is_global and flow.spec.name in said:
                 return flow
         return None
 
@@ -190,17 +193,17 @@ class Engine:
         exclude: CompiledFlow | None = None,
         message: InboundMessage | None = None,
     ) -> CompiledFlow | None:
+        said = self._words.said(typed)
         for flow in self.flows.values():
             if flow is exclude:
                 continue
-            if _starts(flow.spec, typed) or (
+            if flow.spec.name in said or (
                 message is not None and audience.started_by(flow.spec, message)
             ):
                 return flow
         # No start word first: one command named in a short sentence.
-        specs = (f.spec for f in self.flows.values() if f is not exclude)
-        named = keywords.named_in(specs, typed)
-        return self.flows[named.name] if named is not None else None
+        named = self._words.named(typed, None if exclude is None else exclude.spec.name)
+        return self.flows[named] if named is not None else None
 
     def _fallback_for(self) -> CompiledFlow:
         # Unlinked numbers may have a fallback of their own (the offer to
@@ -381,13 +384,3 @@ def _fallback(flows: dict[str, CompiledFlow]) -> CompiledFlow:
         names = ", ".join(f.spec.name for f in found) or "none"
         raise FlowError(f"exactly one flow must say `fallback: true` ({names})")
     return found[0]
-
-
-def _starts(spec: FlowSpec, typed: str) -> bool:
-    """Whether a normalised text is one of the flow's start words."""
-    if not typed or not spec.start:
-        return False
-    if typed in spec.start:
-        return True
-    first = [collapse_shout(w) for w in words(typed)[:1]]
-    return bool(first) and any(close_enough(first[0], w) for w in spec.start)

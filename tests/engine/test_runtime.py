@@ -257,3 +257,26 @@ async def test_flow_edits_under_a_conversation(project):
         assert (await harness.conversation(PHONE)).flow is None
     finally:
         await harness.__aexit__(None, None, None)
+
+
+async def test_start_words_changed_by_a_reload_route_at_once(project):
+    # Routing answers are remembered per text (bot/engine/routes.py): a
+    # reload must forget them, in both directions.
+    flows_dir = project.parent / "flows"
+    harness = await start(project)
+    reloader = Reloader(
+        harness.runtime.engine, flows_dir, project.parent / "message_templates"
+    )
+    try:
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+        await harness.send(PHONE, "cancelar")
+        fallback = texts(await harness.send(PHONE, "loro"))
+        assert fallback != ["¿Qué repito?"]
+
+        write_files(flows_dir, {"eco.yaml": ECO.replace("[eco, repetir]", "[loro]")})
+        assert reloader.reload()
+        assert texts(await harness.send(PHONE, "loro")) == ["¿Qué repito?"]
+        await harness.send(PHONE, "cancelar")
+        assert texts(await harness.send(PHONE, "eco")) == fallback
+    finally:
+        await harness.__aexit__(None, None, None)

@@ -1,0 +1,54 @@
+"""Routing answers remembered per text (bot/engine/routes.py) are the
+answers the flows give, asked once or many times."""
+
+from __future__ import annotations
+
+from bot.engine import keywords, routes
+from bot.engine.flows import load_flows
+from bot.engine.routes import StartWords, starts
+from bot.engine.text import command_form
+from tests.engine.project import REPO
+
+TEXTS = [
+    "estado",
+    "ESTADOOO",
+    "estdo",
+    "ayuda",
+    "necesito ayuda",
+    "¿dónde está mi guía?",
+    "el estado de mi viaje?",
+    "estado de mi guía",
+    "gracias",
+    "👍",
+    "hola",
+    "",
+    "cancelar",
+    "ubicacion",
+    "una historia larga " * 10 + "estado",
+]
+
+
+def test_remembered_answers_are_the_flows_answers():
+    specs = load_flows(REPO / "flows")
+    words = StartWords(specs.values())
+    for _ in range(2):  # asked, then remembered
+        for text in TEXTS:
+            typed = command_form(text)
+            expected = {name for name, s in specs.items() if starts(s, typed)}
+            assert words.said(typed) == expected, text
+            for exclude in (None, "estado"):
+                others = (s for n, s in specs.items() if n != exclude)
+                found = keywords.named_in(others, typed)
+                expected_name = None if found is None else found.name
+                assert words.named(typed, exclude) == expected_name, (text, exclude)
+    assert "estado" in words.said(command_form("ESTADOOO"))
+
+
+def test_the_memory_has_a_bound(monkeypatch):
+    monkeypatch.setattr(routes, "REMEMBERED", 10)
+    specs = load_flows(REPO / "flows")
+    words = StartWords(specs.values())
+    for n in range(25):
+        words.said(f"hola {n}")
+    assert words.said("estado") == {"estado"}
+    assert len(words._said) <= 10
