@@ -207,11 +207,17 @@ def _base_url(reader: _Reader, env: Mapping[str, str]) -> str:
 
 def _check_storage_url(path: Path, url: str, from_env: bool) -> None:
     scheme = url.split(":", 1)[0].lower()
+    where = "TRACBOT_STORAGE_URL" if from_env else f"{path}: storage.url"
     if scheme not in STORAGE_SCHEMES:
-        where = "TRACBOT_STORAGE_URL" if from_env else f"{path}: storage.url"
         raise ConfigError(
             f"{where}: unknown storage scheme {scheme!r} in {url.split('@')[-1]!r} "
             "(expected sqlite, postgresql or odbc)"
+        )
+    if scheme == "sqlite" and not url.startswith("sqlite://"):
+        raise ConfigError(
+            f"{where}: expected sqlite:///relative/file.db (from the config "
+            f"folder), sqlite:////absolute/file.db or sqlite:// (in memory), "
+            f"got {url!r}"
         )
 
 
@@ -257,6 +263,9 @@ def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _anchor_sqlite(url: str, base: Path) -> str:
+    if url == "sqlite:///:memory:":
+        # SQLite's own name for a database in memory, not a file name.
+        return "sqlite://"
     # A relative SQLite path is relative to the config file, not the cwd.
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         relative = url.removeprefix("sqlite:///")

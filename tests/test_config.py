@@ -53,6 +53,22 @@ def test_sqlite_path_is_relative_to_the_config_file():
     assert settings.storage_url == f"sqlite:///{ROOT / 'var' / 'tracbot.db'}"
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_sqlite_in_memory_stays_in_memory(url):
+    # `:memory:` is SQLite's name for no file; it used to become one named
+    # ":memory:" in the config folder.
+    settings = load_settings(CONFIG, env={"TRACBOT_STORAGE_URL": url})
+    assert settings.storage_url == "sqlite://"
+
+
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite:tracbot.db", "sqlite:/x.db"])
+def test_a_malformed_sqlite_url_is_a_config_error(url):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(CONFIG, env={"TRACBOT_STORAGE_URL": url})
+    assert "TRACBOT_STORAGE_URL" in str(caught.value)
+    assert "sqlite:///relative/file.db" in str(caught.value)
+
+
 def test_a_wrong_type_names_the_file_and_the_setting(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("server:\n  port: ochenta\n", encoding="utf-8")
