@@ -74,8 +74,10 @@ class Engine:
         Raises:
             FlowError: the new flows do not compile.
         """
-        compiled = {name: compile_flow(spec) for name, spec in flows.items()}
-        loaded = (compiled, renderer, _fallback(compiled))
+        self.install(compile_version(flows, renderer))
+
+    def install(self, loaded: Loaded) -> None:
+        """Serve a compiled version (`compile_version`) from the next message on."""
         self._serve(loaded)
         for follow in self.followers:
             follow(loaded)
@@ -373,6 +375,17 @@ class Engine:
         fallback = self._turn(self.fallback, turn.message, conversation)
         await self.fallback.run(fallback, start=True)
         return Outcome(fallback.replies, conversation.flow, conversation.state)
+
+
+def compile_version(flows: dict[str, FlowSpec], renderer: Renderer) -> Loaded:
+    """Compile a set of flows for `Engine.install`; touches no engine, so it
+    may run on any thread.
+
+    Raises:
+        FlowError: the flows do not compile.
+    """
+    compiled = {name: compile_flow(spec) for name, spec in flows.items()}
+    return compiled, renderer, _fallback(compiled)
 
 
 def _fallback(flows: dict[str, CompiledFlow]) -> CompiledFlow:

@@ -112,6 +112,31 @@ async def test_watcher_reloads_valid_edits_and_refuses_invalid_ones(tmp_path, ca
             await asyncio.gather(watcher, return_exceptions=True)
 
 
+async def test_a_reload_checks_off_the_loop(tmp_path):
+    # The check and the compiling took the loop for ~100 ms with the shipped
+    # flows, so webhooks waited; the loop now turns while they run.
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        engine = harness.runtime.engine
+        reloader = Reloader(engine, flows_dir, templates_dir)
+        write_files(templates_dir, {"ruta_a.j2": "A nueva"})
+
+        reload = asyncio.create_task(reloader.reload_off_loop())
+        turns = 0
+        while not reload.done():
+            turns += 1
+            await asyncio.sleep(0)
+            # Until the swap, the version before serves every message.
+            if not reload.done():
+                assert reloader.reloads == 0
+
+        assert await reload is True
+        assert turns > 1
+        replies = await harness.send(PHONE, "ruta")
+        assert [b["text"]["body"] for b in replies] == ["A nueva"]
+
+
 async def _until(predicate, seconds: float = 5.0) -> None:
     # The reloader reports through counters; polling them is the simple way.
     async with asyncio.timeout(seconds):
