@@ -102,6 +102,13 @@ def create_app(
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_storage(runtime))
     app.cleanup_ctx.append(_business(services))
+    if background and settings.engine.max_concurrent_phones == 0:
+        # A pause an operator may want (store everything, answer later), or
+        # a slip that leaves every driver unanswered: either way, say so.
+        log.warning(
+            "engine.max_concurrent_phones is 0: webhooks are stored and "
+            "nothing is answered until it is raised and tracbot restarted"
+        )
     threaded = background and settings.server.processing == "thread"
     if threaded and not store.shared:
         log.info("processing on the webhook's loop: %s is private", store.url)

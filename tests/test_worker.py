@@ -22,6 +22,7 @@ from bot.engine.harness import Harness, demo_settings
 from bot.errors import ConfigError
 from bot.worker import Worker
 from storage.errors import StorageError
+from tests import support
 from tests.engine.project import make_project
 
 PHONE = "56911130001"
@@ -181,3 +182,21 @@ def test_a_gather_time_that_never_ends_is_refused(tmp_path, value) -> None:
         load_settings(path, env={})
     assert "engine.gather_ms" in str(caught.value)
     assert "finite" in str(caught.value)
+
+
+async def test_no_phones_at_once_stores_webhooks_answers_nothing_and_says_so(
+    settings, caplog, aiohttp_client
+):
+    paused = dataclasses.replace(
+        settings,
+        engine=dataclasses.replace(settings.engine, max_concurrent_phones=0),
+    )
+    with caplog.at_level("WARNING", "tracbot"):
+        client = await aiohttp_client(create_app(paused))
+    runtime = support.runtime_of(client)
+
+    assert await support.driver_says(client, PHONE, "eco") == 200
+    await asyncio.sleep(0.3)
+    assert runtime.simulator.received == []
+    assert await runtime.store.pending_count() == 1
+    assert "max_concurrent_phones is 0" in caplog.text
