@@ -227,7 +227,6 @@ def processing(
     # A committed step wakes the sender, so a reply leaves at once instead
     # of at the next poll.
     dispatcher.on_step = sender.wake
-    dispatcher.sender = sender
     return dispatcher, sender
 
 

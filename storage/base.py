@@ -311,22 +311,6 @@ class Store(abc.ABC):
                 process or an earlier replay); nothing was written.
         """
 
-    async def commit_step_taking(
-        self,
-        event_id: int,
-        conversation: Conversation | None,
-        replies: Sequence[NewOutbound],
-    ) -> list[OutboxItem]:
-        """`commit_step`, also taking (as `due_outbox` would) the replies that
-        may leave now, for a sender that sends them at once: each read mark,
-        and the first message if nothing of the phone's is unfinished.
-
-        A backend that does not take them here returns none; `due_outbox`
-        then hands them out as usual.
-        """
-        await self.commit_step(event_id, conversation, replies)
-        return []
-
     # Outbox
 
     @abc.abstractmethod

@@ -431,8 +431,7 @@ class SqliteStore(LinksMixin, Store):
         event_id: int,
         conversation: Conversation | None,
         replies: Sequence[NewOutbound],
-        take: bool = False,
-    ) -> Any:
+    ) -> list[int]:
         now = utcnow()
         with _transaction(self.db):
             # A replayed event must not queue its replies a second time.
@@ -444,45 +443,7 @@ class SqliteStore(LinksMixin, Store):
                 raise StorageError(f"inbox event {event_id} is not pending")
             if conversation is not None:
                 self._save_conversation(conversation, now)
-            if not take:
-                return self._insert_outbound(replies, now, event_id)
-            return self._insert_taking(replies, now, event_id)
-
-    def _insert_taking(
-        self, replies: Sequence[NewOutbound], now: datetime, inbox_id: int
-    ) -> list[OutboxItem]:
-        # The rule of `_due_outbox`: a message leaves only once the phone's
-        # earlier ones are finished; read marks hold nothing back.
-        taken: list[OutboxItem] = []
-        free = {
-            reply.wa_id: not self._unfinished(reply.wa_id)
-            for reply in replies
-            if reply.kind != "read"
-        }
-        for reply in replies:
-            taking = reply.kind == "read" or free[reply.wa_id]
-            if reply.kind != "read":
-                free[reply.wa_id] = False
-            [item_id] = self._insert_outbound([reply], now, inbox_id, taking)
-            if taking:
-                taken.append(_taken_item(item_id, reply, now))
-        return taken
-
-    def _unfinished(self, wa_id: str) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM outbox INDEXED BY outbox_unfinished WHERE wa_id = ? "
-            "AND status IN ('queued', 'sending') AND kind <> 'read' LIMIT 1",
-            (wa_id,),
-        ).fetchone()
-        return row is not None
-
-    async def commit_step_taking(
-        self,
-        event_id: int,
-        conversation: Conversation | None,
-        replies: Sequence[NewOutbound],
-    ) -> list[OutboxItem]:
-        return await self._run(self._commit_step, event_id, conversation, replies, True)
+            return self._insert_outbound(replies, now, event_id)
 
     def _save_conversation(self, c: Conversation, now: datetime) -> None:
         self.db.execute(
@@ -506,27 +467,19 @@ class SqliteStore(LinksMixin, Store):
         )
 
     def _insert_outbound(
-        self,
-        replies: Sequence[NewOutbound],
-        now: datetime,
-        inbox_id: int | None,
-        taken: bool = False,
+        self, replies: Sequence[NewOutbound], now: datetime, inbox_id: int | None
     ) -> list[int]:
-        # Taken: `sending`, its first attempt under way (see `_due_outbox`).
-        status, attempts = ("sending", 1) if taken else ("queued", 0)
         ids = []
         for reply in replies:
             cursor = self.db.execute(
                 "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
-                "attempts, next_attempt_at, inbox_id, created_at, updated_at, "
-                "fallback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "next_attempt_at, inbox_id, created_at, updated_at, fallback) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (
                     reply.wa_id,
                     reply.phone_number_id,
                     reply.kind,
                     _json(reply.body),
-                    status,
-                    attempts,
                     _ts(now),
                     inbox_id,
                     _ts(now),
@@ -879,22 +832,4 @@ _transaction = transaction
 _inbox_event = partial(rows.inbox_event, when=_dt)
 _conversation = partial(rows.conversation, when=_dt)
 _outbox_item = partial(rows.outbox_item, when=_dt)
-
-
-def _taken_item(item_id: int, reply: NewOutbound, now: datetime) -> OutboxItem:
-    """The item of a reply inserted taken, as `_due_outbox` would return it."""
-    return OutboxItem(
-        id=item_id,
-        wa_id=reply.wa_id,
-        phone_number_id=reply.phone_number_id,
-        kind=reply.kind,
-        body=reply.body,
-        status="sending",
-        attempts=1,
-        wamid=None,
-        created_at=now,
-        fallback=reply.fallback,
-    )
-
-
 _history_entry = partial(rows.history_entry, when=_dt)

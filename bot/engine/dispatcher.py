@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
 
 from bot.aio import gather, wait_event
 from bot.engine import timeouts
@@ -26,9 +25,6 @@ from bot.whatsapp.templates import TemplateSpec
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.crash import crash_point
 from storage.errors import StorageError
-
-if TYPE_CHECKING:
-    from bot.whatsapp.sender import Sender
 
 log = logging.getLogger("tracbot.dispatcher")
 
@@ -64,9 +60,6 @@ class Dispatcher:
         self.poll_seconds = poll_seconds
         self.gather_seconds = gather_seconds
         self.on_step = on_step
-        # The sender that replies are handed to as the step commits, if one
-        # runs beside this dispatcher (bot/worker.processing).
-        self.sender: Sender | None = None
         # Carries a reply when the window turns out closed (templates.text).
         self.text_fallback = text_fallback
         self._wake = asyncio.Event()
@@ -198,20 +191,8 @@ class Dispatcher:
         )
 
         crash_point("after_engine")
-        sender = self.sender
-        if sender is not None and sender.accepts and message.opens_window:
-            # Taken in the step's own transaction and sent from here: the
-            # sender's read of the queue and its mark cost more than the rest
-            # of a reply's way (bench/README.md).
-            taken = await self.store.commit_step_taking(
-                event.id, conversation, outbound
-            )
-            crash_point("after_commit")
-            if taken:
-                sender.hand_over(taken)
-        else:
-            await self.store.commit_step(event.id, conversation, outbound)
-            crash_point("after_commit")
+        await self.store.commit_step(event.id, conversation, outbound)
+        crash_point("after_commit")
         if log.isEnabledFor(logging.INFO):  # masking costs time at any level
             log.info(
                 "message handled wamid=…%s phone=%s type=%s flow=%s state=%s "

@@ -212,29 +212,10 @@ class Sender:
         self.network_reason = ""
         self._probe_at = 0.0
         self._wake = asyncio.Event()
-        # The items on their way while `run` runs; None when it does not.
-        self._flying: set[asyncio.Task[None]] | None = None
 
     def wake(self) -> None:
         """Tell the sender that new items are queued."""
         self._wake.set()
-
-    @property
-    def accepts(self) -> bool:
-        """Whether `hand_over` may be given items now: running, not holding
-        every send (a refused token), and with a free slot."""
-        flying = self._flying
-        return flying is not None and not self.held and len(flying) < self.max_in_flight
-
-    def hand_over(self, items: list[OutboxItem]) -> None:
-        """Send items already taken (`Store.commit_step_taking`) at once.
-
-        The dispatcher's step just opened each phone's window, so no item
-        needs its template instead; the rest of the way is `due_outbox`'s.
-        """
-        if self._flying is None:
-            raise RuntimeError("the sender is not running")
-        self._launch([(item, False) for item in items], self._flying)
 
     @property
     def unreachable(self) -> bool:
@@ -249,7 +230,6 @@ class Sender:
         items took as long as its slowest answer.
         """
         flying: set[asyncio.Task[None]] = set()
-        self._flying = flying
         try:
             while True:
                 free = self.max_in_flight - len(flying)
@@ -268,7 +248,6 @@ class Sender:
                     await gather(self.settings.gather_seconds)
                     self._wake.clear()
         finally:
-            self._flying = None
             # Items on the wire finish and are recorded (_attempt); the
             # rest go back to the queue.
             for task in flying:

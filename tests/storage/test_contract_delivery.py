@@ -101,34 +101,6 @@ async def test_a_read_mark_holds_back_none_of_its_phones_messages(
     assert [i.id for i in await store.due_outbox()] == [mark, a2]
 
 
-async def test_a_step_taking_its_replies_hands_each_out_once_in_order(
-    store: Store,
-) -> None:
-    # Whatever a backend takes with the step, `due_outbox` hands out the
-    # rest, and a phone's later reply still waits for its earlier one.
-    read = NewOutbound("561", PHONE_NUMBER_ID, "read", {"message_id": "wamid.in"})
-    await store.add_events([event("t1"), event("t2")])
-    first = await store.next_event("561")
-    taken = await store.commit_step_taking(
-        first.id, None, [read, reply("561", "a1"), reply("561", "a2")]
-    )
-    assert all(i.status == "sending" and i.attempts == 1 for i in taken)
-    handed = taken + await store.due_outbox()
-    assert sorted(i.kind for i in handed) == ["message", "read"]
-    [a1] = [i for i in handed if i.kind == "message"]
-    assert texts([a1]) == ["a1"] and a1.fallback is None
-
-    # The next step of the phone: a1 is unfinished, so its reply waits too.
-    second = await store.next_event("561")
-    taken = await store.commit_step_taking(second.id, None, [reply("561", "b1")])
-    assert taken + await store.due_outbox() == []
-    stored = {i.id: i for i in await store.outbox_items()}
-    assert stored[a1.id].status == "sending" and stored[a1.id].attempts == 1
-
-    await store.mark_sent(a1.id, "wamid.a1", "accepted")
-    assert texts(await store.due_outbox()) == ["a2"]
-
-
 async def test_attempts_are_logged_per_item_in_order(store: Store) -> None:
     [item_id] = await store.enqueue([reply("561", "x")])
     await store.record_attempt(item_id, 1, "retry", 120, 130429, "rate limit")
