@@ -38,7 +38,8 @@ as it is free.
 Another process holding the file (an operator's `sqlite3` session left in a
 transaction, a migration run by hand) costs the loop one busy wait, not one
 per call: after a BEGIN finds the file locked past the busy timeout, the
-next ones of this process look without waiting until one gets in. Each
+next ones of this process look without waiting until one gets in (one
+in a quarter of a second still waits, for a holder that lets go often). Each
 waited the full timeout on the loop before, so at 500 webhooks/s answers
 queued behind each other for seconds and /readyz could not answer; now a
 webhook gets its 503 at once and the first one after the release is stored.
@@ -52,6 +53,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +70,10 @@ MAX_CALLS = 32
 # its transactions are short, so only a stuck one makes this wait run out.
 TURN_SECONDS = 2.0
 
+# While another process holds the file, how often a BEGIN waits for it in
+# full; the others look without waiting (see `begin`).
+WAIT_AGAIN_SECONDS = 0.25
+
 
 class Turns:
     """This process's writers to one file: whose turn it is to write, and
@@ -76,6 +82,8 @@ class Turns:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.held_elsewhere = False
+        # When a BEGIN may wait for the other process again (see `begin`).
+        self.wait_again_at = 0.0
 
 
 _turns: dict[str, Turns] = {}
@@ -123,13 +131,19 @@ def begin(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         return
 
-    looking = turns.held_elsewhere
+    # While the file is held elsewhere, a BEGIN waits its timeout once every
+    # WAIT_AGAIN_SECONDS: a process that holds it most of the time, in short
+    # transactions, would otherwise let no look without a wait get in.
+    now = time.monotonic()
+    looking = turns.held_elsewhere and now < turns.wait_again_at
     if looking:
         db.execute("PRAGMA busy_timeout=0")
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if _locked(exc):
+            if not looking:
+                turns.wait_again_at = time.monotonic() + WAIT_AGAIN_SECONDS
             turns.held_elsewhere = True
         raise
     finally:

@@ -29,6 +29,8 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 # Seconds /readyz reports a webhook that could not be stored (see
 # `store_problem`); Meta's next retry, or the next message, tries again.
 STORE_PROBLEM_SECONDS = 30.0
+# While webhooks cannot be stored, one ERROR line this often at most.
+NOT_STORED_REPORT_SECONDS = 10.0
 # A UTF-16 surrogate in a body, escaped (`\ud83d`) or raw in its UTF-8 form;
 # the JSON decoder lets either through as a lone character (see below).
 LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
@@ -79,6 +81,10 @@ class WebhookHandler:
         # Why the last webhook could not be stored; None once one is again.
         self.store_error: str | None = None
         self._store_failed_at = 0.0
+        # Webhooks answered 503 since the last one stored, and when the
+        # next of them may be logged.
+        self._refused = 0
+        self._report_at = 0.0
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
 
@@ -125,16 +131,37 @@ class WebhookHandler:
             new = await self.store.add_events(events) if events else 0
         except StorageError as exc:
             # Meta retries anything but a 200, so nothing is lost.
-            log.error("webhook not stored, answering 503: %s", exc)
-            self.store_error = str(exc)
-            self._store_failed_at = time.monotonic()
+            self._not_stored(exc)
             return self._answer(503, "storage unavailable")
-        self.store_error = None
+        if self.store_error is not None:
+            log.warning(
+                "webhooks stored again; %d answered 503 meanwhile", self._refused
+            )
+            self.store_error = None
+            self._refused = 0
 
         log.debug("webhook stored events=%d new=%d", len(events), new)
         if new:
             self.on_stored()
         return self._answer(200, "ok")
+
+    def _not_stored(self, exc: StorageError) -> None:
+        # One line a period, not one a webhook: a locked database at 500
+        # webhooks/s wrote 500 identical lines a second.
+        now = time.monotonic()
+        self.store_error = str(exc)
+        self._store_failed_at = now
+        self._refused += 1
+        if now >= self._report_at:
+            self._report_at = now + NOT_STORED_REPORT_SECONDS
+            log.error(
+                "webhook not stored, answering 503 (Meta retries): %s; "
+                "%d answered 503 since the last one stored (this line at most "
+                "every %g s)",
+                exc,
+                self._refused,
+                NOT_STORED_REPORT_SECONDS,
+            )
 
     @property
     def store_problem(self) -> str | None:

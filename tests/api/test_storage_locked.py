@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,20 @@ async def test_readyz_forgets_a_failed_webhook_after_a_while(
 
     await asyncio.sleep(0.5)
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_webhooks_refused_for_a_lock_are_logged_once_a_while(
+    tmp_path, aiohttp_client, caplog
+):
+    # A lock at 500 webhooks/s wrote 500 identical ERROR lines a second.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    with caplog.at_level(logging.WARNING, "tracbot.webhook"):
+        with locked(tmp_path / "tracbot.db"):
+            for _ in range(5):
+                assert await driver_says(client, "ayuda") == 503
+        assert await driver_says(client, "ayuda") == 200
+
+    lines = [r for r in caplog.records if r.name == "tracbot.webhook"]
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
+    assert "webhook not stored" in lines[0].getMessage()
+    assert "5 answered 503 meanwhile" in lines[1].getMessage()

@@ -10,10 +10,11 @@ soon as it is free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 
-from storage import NewInboxEvent
+from storage import NewInboxEvent, sqlite_batch
 from storage.errors import StorageError
 from storage.sqlite import SqliteStore
 
@@ -88,9 +89,10 @@ def begins(statements: list[str]) -> list[str]:
     return out
 
 
-async def test_a_file_held_by_another_process_is_waited_for_once(tmp_path):
+async def test_a_file_held_by_another_process_is_waited_for_once(tmp_path, monkeypatch):
     # An operator's `sqlite3` session left in a transaction: each store call
     # used to wait SQLite's whole busy timeout on the webhook's loop.
+    monkeypatch.setattr(sqlite_batch, "WAIT_AGAIN_SECONDS", 60.0)
     path = tmp_path / "t.db"
     url = f"sqlite:///{path}"
     async with (
@@ -133,3 +135,25 @@ async def test_a_file_held_by_another_process_is_waited_for_once(tmp_path):
     with sqlite3.connect(path) as db:
         keys = {key for (key,) in db.execute("SELECT key FROM inbox")}
     assert keys == {"after-1", "after-2"}
+
+
+async def test_while_held_elsewhere_one_begin_waits_again_now_and_then(
+    tmp_path, monkeypatch
+):
+    # A holder that lets go often (short transactions back to back) leaves
+    # gaps that only a wait finds.
+    monkeypatch.setattr(sqlite_batch, "WAIT_AGAIN_SECONDS", 0.2)
+    path = tmp_path / "t.db"
+    async with SqliteStore(f"sqlite:///{path}") as store:
+        trace: list[str] = []
+        store.db.set_trace_callback(trace.append)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        for n, pause in enumerate((0, 0, 0.3, 0)):
+            await asyncio.sleep(pause)
+            with contextlib.suppress(StorageError):
+                await store.add_events([event(f"held-{n}")])
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert begins(trace) == ["waited", "looked", "waited", "looked"]
