@@ -83,7 +83,7 @@ class WebhookHandler:
         self._store_failed_at = 0.0
         # Webhooks answered 503 since the last one stored, and when the
         # next of them may be logged.
-        self._refused = 0
+        self._unstored = 0
         self._report_at = 0.0
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
@@ -135,10 +135,10 @@ class WebhookHandler:
             return self._answer(503, "storage unavailable")
         if self.store_error is not None:
             log.warning(
-                "webhooks stored again; %d answered 503 meanwhile", self._refused
+                "webhooks stored again; %d answered 503 meanwhile", self._unstored
             )
             self.store_error = None
-            self._refused = 0
+            self._unstored = 0
 
         log.debug("webhook stored events=%d new=%d", len(events), new)
         if new:
@@ -151,7 +151,7 @@ class WebhookHandler:
         now = time.monotonic()
         self.store_error = str(exc)
         self._store_failed_at = now
-        self._refused += 1
+        self._unstored += 1
         if now >= self._report_at:
             self._report_at = now + NOT_STORED_REPORT_SECONDS
             log.error(
@@ -159,7 +159,7 @@ class WebhookHandler:
                 "%d answered 503 since the last one stored (this line at most "
                 "every %g s)",
                 exc,
-                self._refused,
+                self._unstored,
                 NOT_STORED_REPORT_SECONDS,
             )
 
