@@ -76,6 +76,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        # Whether a dispatcher wake-up is queued on the thread's loop.
+        self._wake_pending = False
 
     async def start(self) -> Parts:
         """Start the thread; return once its parts run.
@@ -116,27 +118,44 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def wake_dispatcher(self) -> None:
-        """Tell the dispatcher of new inbox events, from any thread."""
+        """Tell the dispatcher of new inbox events, from any thread.
+
+        A wake-up already on its way serves later events too: it is read on
+        the thread's loop after their commits. Each one costs a write to the
+        loop's self-pipe here and a read there; the webhook asked for one a
+        webhook, thousands a second under load.
+        """
+        if self.parts is None or self._wake_pending:
+            return
+        self._wake_pending = True
+        if not self.call(self._wake_dispatcher_here):
+            self._wake_pending = False
+
+    def _wake_dispatcher_here(self) -> None:
+        # Cleared before the wake: a webhook stored after this line asks for
+        # a wake-up of its own.
+        self._wake_pending = False
         if self.parts is not None:
-            self.call(self.parts.dispatcher.wake)
+            self.parts.dispatcher.wake()
 
     def wake_sender(self) -> None:
         """Tell the sender of new outbox items, from any thread."""
         if self.parts is not None:
             self.call(self.parts.sender.wake)
 
-    def call(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the thread's loop, soon."""
+    def call(self, fn: Callable[[], None]) -> bool:
+        """Run `fn` on the thread's loop, soon; False if it has stopped."""
         loop = self._loop
         if loop is None or loop.is_closed():
             # Stopped: what it was told about is in the database already,
             # and the next start finds it.
-            return
+            return False
         try:
             loop.call_soon_threadsafe(fn)
         except RuntimeError:
             # Closed between the check and the call: as above.
-            return
+            return False
+        return True
 
     def _main(self, started: Future[Parts], caller: asyncio.AbstractEventLoop) -> None:
         factory = loop_factory(self.settings.server.event_loop)
