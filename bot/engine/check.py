@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta, nodes
 
-from bot.engine import registry
+from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
 from bot.engine.replies import Renderer, make_environment, template_file
@@ -89,6 +89,7 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
         problems += FlowChecker(spec, flows, templates).run()
     problems += _project_rules(flows, templates_dir)
     problems += templates.sample_problems()
+    problems += templates.engine_value_problems(engine_sample(flows))
     if not problems:
         # Only a clean set is compiled: the engine stops at its first error,
         # which the checks above have already reported with its line.
@@ -214,6 +215,31 @@ class Templates:
             problems += self._sample(name, sample)
         return problems
 
+    def engine_value_problems(self, engine: dict[str, Any]) -> list[Problem]:
+        """Render each template with the engine's own values as they are
+        (`engine_sample`) and anything at all for every other name; report
+        what the engine's values cannot give (`commands[0].nope`)."""
+        problems = []
+        for name in sorted(self._trees.keys() - self.partials):
+            names = set(self.variables.get(name, ()))
+            values: dict[str, Any] = dict.fromkeys(names, _ANYTHING)
+            values.update(engine)
+            try:
+                self.env.get_template(name).render(values)
+            except jinja2.UndefinedError as exc:
+                problems.append(
+                    Problem(
+                        str(self.dir / name),
+                        _template_line(exc),
+                        f"{exc.message}: not in what the engine gives every "
+                        "template (see docs/flows.md); the driver would get "
+                        "the apology",
+                    )
+                )
+            except Exception:  # noqa: BLE001,S112  (a value only a run can give)
+                continue
+        return problems
+
     def _read(self, path: Path) -> None:
         try:
             self.sources[path.name] = path.read_text("utf-8")
@@ -328,6 +354,67 @@ class Templates:
                 )
             ]
         return []
+
+
+class _Anything:
+    """A stand-in for a slot or an action's value: any attribute, item, or
+    comparison works, so that only the engine's own values can fail."""
+
+    def __getattr__(self, name: str) -> _Anything:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key: Any) -> _Anything:
+        return self
+
+    def __iter__(self) -> Iterator[_Anything]:
+        return iter((self,))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __str__(self) -> str:
+        return SAMPLE
+
+    def __int__(self) -> int:
+        return 1
+
+    def __float__(self) -> float:
+        return 1.0
+
+    def __lt__(self, other: Any) -> bool:
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+_ANYTHING = _Anything()
+
+
+def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
+    """The values the engine gives every template, for these flows (every
+    command listed, as for an admin)."""
+    probe = InboundMessage(
+        wamid="probe", wa_id="0", phone_number_id="0", timestamp=0, type="text"
+    )
+    stand_in = SimpleNamespace(
+        flows={}, _menus={None: audience.commands(flows.values())}
+    )
+    return Engine._context(stand_in, probe)  # type: ignore[arg-type]
+
+
+def _template_line(exc: jinja2.UndefinedError) -> int:
+    # Jinja puts the template's line in the traceback of its compiled code.
+    tb = exc.__traceback__
+    line = 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in ("<template>",) or (
+            tb.tb_frame.f_code.co_filename.endswith(".j2")
+        ):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def _jinja_reason(exc: jinja2.TemplateError) -> str:

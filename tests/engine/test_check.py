@@ -293,3 +293,27 @@ def test_the_context_names_are_the_engines_own():
     # The checker asks the engine which names every template may read; the
     # list it keeps for when that fails must not fall behind the engine.
     assert check.context_names() == check.CONTEXT
+
+
+def test_a_template_asking_the_engines_values_for_what_they_lack(tmp_path):
+    # The sample strings stood in for `commands` too, so `commands[0].nope`
+    # failed on the string, was taken for "only a run can tell", and passed.
+    found = problems_of(
+        tmp_path,
+        {"pedido": GOOD},
+        {"eco": "Listo.\n{{ commands[0].nope.deeper }}"},
+    )
+    name, line, message = one(found, "has no attribute 'nope'")
+    assert (name, line) == ("eco.j2", 2)
+    assert "engine gives every template" in message
+
+
+def test_a_slots_own_shape_is_left_to_a_run(tmp_path):
+    # A slot may hold whatever an action put there: any use of it passes.
+    flows = {"pedido": GOOD}
+    templates = {
+        "eco": "{{ numero.patente.upper() }} {{ numero[0] | int + 1 }} "
+        "{% for c in commands %}{{ c.title }} {{ c.id }}{% endfor %}"
+        "{{ driver_name }} {% if numero > 3 %}mucho{% endif %}"
+    }
+    assert problems_of(tmp_path, flows, templates) == []
