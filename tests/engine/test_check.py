@@ -317,3 +317,10 @@ def test_a_slots_own_shape_is_left_to_a_run(tmp_path):
         "{{ driver_name }} {% if numero > 3 %}mucho{% endif %}"
     }
     assert problems_of(tmp_path, flows, templates) == []
+
+    # And past them, the engine's values are still checked.
+    templates["eco"] += "{{ commands[0].nombre }}"
+    assert one(problems_of(tmp_path, flows, templates), "'nombre'")[:2] == (
+        "eco.j2",
+        1,
+    )
