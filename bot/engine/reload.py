@@ -32,6 +32,10 @@ from bot.errors import FlowError
 log = logging.getLogger("tracbot.engine")
 
 Snapshot = dict[Path, tuple[int, int]]
+# What a reload's check and compiling give the loop: a version to install,
+# None when refused, or CHANGED when the flows changed under the check.
+CHANGED = object()
+Prepared = tuple[dict[str, FlowSpec], Loaded] | None | object
 
 
 class Reloader:
@@ -94,8 +98,9 @@ class Reloader:
         """`reload`, with the check and the compiling on a thread."""
         return self._install(await asyncio.to_thread(self._prepare))
 
-    def _prepare(self) -> tuple[dict[str, FlowSpec], Loaded] | None:
+    def _prepare(self) -> Prepared:
         # Files and compiling only: nothing here touches the engine.
+        before = self._flow_texts()
         templates = Templates(self.templates_dir)
         problems = check_project(self.flows_dir, self.templates_dir, templates)
         if problems:
@@ -108,13 +113,29 @@ class Reloader:
             return None
         try:
             flows = load_flows(self.flows_dir)
+            if self._flow_texts() != before:
+                # Written between the check and the load: what would be
+                # served is not what was checked. The watcher sees the change
+                # and checks again.
+                log.info("flows changed while being checked; checking again")
+                return CHANGED
             renderer = Renderer(self.templates_dir, templates.sources)
             return flows, compile_version(flows, renderer)
         except (FlowError, OSError) as exc:
             log.error("reload refused: %s", exc)
             return None
 
-    def _install(self, prepared: tuple[dict[str, FlowSpec], Loaded] | None) -> bool:
+    def _flow_texts(self) -> dict[Path, bytes]:
+        texts = {}
+        for path in self.flows_dir.glob("*.yaml"):
+            with contextlib.suppress(OSError):
+                texts[path] = path.read_bytes()
+        return texts
+
+    def _install(self, prepared: Prepared) -> bool:
+        if prepared is CHANGED:
+            self._asked.set()
+            return False
         if prepared is None:
             self.refusals += 1
             return False

@@ -11,6 +11,7 @@ import yaml
 
 from bot.cli import main
 from bot.config import load_settings
+from bot.engine import reload as reload_module
 from bot.engine.flows import load_flow, load_flows
 from bot.engine.graph import mermaid
 from bot.engine.harness import Harness, demo_settings
@@ -135,6 +136,36 @@ async def test_a_reload_checks_off_the_loop(tmp_path):
         assert turns > 1
         replies = await harness.send(PHONE, "ruta")
         assert [b["text"]["body"] for b in replies] == ["A nueva"]
+
+
+async def test_a_flow_saved_during_the_check_is_never_served_unchecked(
+    tmp_path, monkeypatch
+):
+    # The check read the files, then the flows were read again to compile:
+    # a save in between was served unchecked (a tester's editor, 6 in 6).
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    broken = FLOW.replace("reply: ruta_a", "reply: ruta_nope")
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        engine = harness.runtime.engine
+        reloader = Reloader(engine, flows_dir, templates_dir)
+        load_for_real = reload_module.load_flows
+
+        def saved_meanwhile(folder):
+            # Another editor saves right after the check, before the load.
+            write_files(flows_dir, {"ruta.yaml": broken})
+            return load_for_real(folder)
+
+        monkeypatch.setattr(reload_module, "load_flows", saved_meanwhile)
+        write_files(templates_dir, {"ruta_a.j2": "A nueva"})
+        assert await reloader.reload_off_loop() is False
+        monkeypatch.setattr(reload_module, "load_flows", load_for_real)
+
+        replies = await harness.send(PHONE, "ruta")
+        assert [b["text"]["body"] for b in replies] == ["A"]
+        # Asked to look again, the watcher checks the saved file: refused.
+        assert await reloader.reload_off_loop() is False
+        assert reloader.refusals == 1 and reloader.reloads == 0
 
 
 async def _until(predicate, seconds: float = 5.0) -> None:
