@@ -20,17 +20,13 @@ from aiohttp import web
 from bot.whatsapp.events import Event, Notice, to_json
 from bot.whatsapp.payloads import ParseResult, parse_body
 from bot.whatsapp.signature import verify
+from bot.whatsapp.store_trouble import StoreTrouble
 from storage.base import NewInboxEvent, Store
 from storage.errors import StorageError
 
 log = logging.getLogger("tracbot.webhook")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-# Seconds /readyz reports a webhook that could not be stored (see
-# `store_problem`); Meta's next retry, or the next message, tries again.
-STORE_PROBLEM_SECONDS = 30.0
-# While webhooks cannot be stored, one ERROR line this often at most.
-NOT_STORED_REPORT_SECONDS = 10.0
 # A UTF-16 surrogate in a body, escaped (`\ud83d`) or raw in its UTF-8 form;
 # the JSON decoder lets either through as a lone character (see below).
 LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
@@ -78,13 +74,8 @@ class WebhookHandler:
         self.verify_token = verify_token
         self.on_stored = on_stored
         self.counts: dict[str, int] = {}
-        # Why the last webhook could not be stored; None once one is again.
-        self.store_error: str | None = None
-        self._store_failed_at = 0.0
-        # Webhooks answered 503 since the last one stored, and when the
-        # next of them may be logged.
-        self._unstored = 0
-        self._report_at = 0.0
+        # Webhooks that could not be stored (/readyz, the log).
+        self.trouble = StoreTrouble()
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
 
@@ -131,51 +122,19 @@ class WebhookHandler:
             new = await self.store.add_events(events) if events else 0
         except StorageError as exc:
             # Meta retries anything but a 200, so nothing is lost.
-            self._not_stored(exc)
+            self.trouble.failed(str(exc))
             return self._answer(503, "storage unavailable")
-        if self.store_error is not None:
-            log.warning(
-                "webhooks stored again; %d answered 503 meanwhile", self._unstored
-            )
-            self.store_error = None
-            self._unstored = 0
+        self.trouble.stored()
 
         log.debug("webhook stored events=%d new=%d", len(events), new)
         if new:
             self.on_stored()
         return self._answer(200, "ok")
 
-    def _not_stored(self, exc: StorageError) -> None:
-        # One line a period, not one a webhook: a locked database at 500
-        # webhooks/s wrote 500 identical lines a second.
-        now = time.monotonic()
-        self.store_error = str(exc)
-        self._store_failed_at = now
-        self._unstored += 1
-        if now >= self._report_at:
-            self._report_at = now + NOT_STORED_REPORT_SECONDS
-            log.error(
-                "webhook not stored, answering 503 (Meta retries): %s; "
-                "%d answered 503 since the last one stored (this line at most "
-                "every %g s)",
-                exc,
-                self._unstored,
-                NOT_STORED_REPORT_SECONDS,
-            )
-
     @property
     def store_problem(self) -> str | None:
-        """Why the last webhook could not be stored, for a while after.
-
-        Only a webhook stored again clears `store_error`; a server that a
-        load balancer takes out of rotation for it gets no more webhooks,
-        and would stay "not ready" long after the database came back.
-        """
-        if self.store_error is None:
-            return None
-        if time.monotonic() - self._store_failed_at > STORE_PROBLEM_SECONDS:
-            return None
-        return self.store_error
+        """Why the last webhook could not be stored, for a while after."""
+        return self.trouble.problem
 
     def _refused(self, header: str | None, size: int) -> web.Response:
         reason = "missing" if not header else "mismatch"

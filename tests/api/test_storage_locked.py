@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bot.app import create_app
-from bot.whatsapp import webhook
+from bot.whatsapp import store_trouble
 from storage.base import NewOutbound
 from storage.sqlite import SqliteStore
 from tests import support
@@ -121,7 +121,7 @@ async def test_readyz_forgets_a_failed_webhook_after_a_while(
     tmp_path, aiohttp_client, monkeypatch
 ):
     # Taken out of rotation for it, a server gets no webhook to clear it.
-    monkeypatch.setattr(webhook, "STORE_PROBLEM_SECONDS", 0.3)
+    monkeypatch.setattr(store_trouble, "PROBLEM_SECONDS", 0.3)
     client = await aiohttp_client(create_app(demo_settings(tmp_path)))
 
     with locked(tmp_path / "tracbot.db"):
@@ -132,18 +132,41 @@ async def test_readyz_forgets_a_failed_webhook_after_a_while(
     assert (await client.get("/readyz")).status == 200
 
 
+def trouble_lines(caplog) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "tracbot.webhook" and "answered 503" in r.getMessage()
+    ]
+
+
 async def test_webhooks_refused_for_a_lock_are_logged_once_a_while(
-    tmp_path, aiohttp_client, caplog
+    tmp_path, aiohttp_client, caplog, monkeypatch
 ):
-    # A lock at 500 webhooks/s wrote 500 identical ERROR lines a second.
+    # A lock at 500 webhooks/s wrote 500 identical ERROR lines a second, and
+    # one that comes and goes a "stored again" line each time it went.
+    monkeypatch.setattr(store_trouble, "REPORT_SECONDS", 0.3)
     client = await aiohttp_client(create_app(demo_settings(tmp_path)))
     with caplog.at_level(logging.WARNING, "tracbot.webhook"):
-        with locked(tmp_path / "tracbot.db"):
-            for _ in range(5):
-                assert await driver_says(client, "ayuda") == 503
-        assert await driver_says(client, "ayuda") == 200
+        for _ in range(3):  # on, off, on, off…
+            with locked(tmp_path / "tracbot.db"):
+                for _ in range(2):
+                    assert await driver_says(client, "ayuda") == 503
+            assert await driver_says(client, "ayuda") == 200
+        lines = trouble_lines(caplog)
+        assert [level for level, _ in lines] == ["ERROR"]
+        assert "database is locked" in lines[0][1]
 
-    lines = [r for r in caplog.records if r.name == "tracbot.webhook"]
-    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
-    assert "webhook not stored" in lines[0].getMessage()
-    assert "5 answered 503 meanwhile" in lines[1].getMessage()
+        # Stored again for a whole period: said once, with the count.
+        await asyncio.sleep(0.8)
+        lines = trouble_lines(caplog)
+        assert [level for level, _ in lines] == ["ERROR", "WARNING"]
+        assert "6 answered 503 in all" in lines[1][1]
+
+        # A period after that line, the next refusal is told at once.
+        await asyncio.sleep(0.4)
+        with locked(tmp_path / "tracbot.db"):
+            assert await driver_says(client, "ayuda") == 503
+        lines = trouble_lines(caplog)
+        assert [level for level, _ in lines] == ["ERROR", "WARNING", "ERROR"]
+        assert "1 answered 503 so far" in lines[2][1]
