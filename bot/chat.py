@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME, create_app
-from bot.config import Settings
+from bot.config import Settings, answering
 from bot.console import describe
 from bot.whatsapp.client import SendResult
 from bot.whatsapp.signature import sign
@@ -82,6 +82,7 @@ def offline(settings: Settings, scratch: Path) -> Settings:
     if not settings.demo:
         storage_url = f"sqlite:///{scratch / 'chat.db'}"
     whatsapp = dataclasses.replace(settings.whatsapp, access_token=None)
+    settings = answering(settings)
     return dataclasses.replace(settings, whatsapp=whatsapp, storage_url=storage_url)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,8 @@ from bot.whatsapp.templates import TemplateSpec, parse_templates
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 # The backends storage.create_store knows.
 STORAGE_SCHEMES = ("sqlite", "postgres", "postgresql", "odbc")
+# Phones whose messages are handled at once, unless config.yaml says.
+CONCURRENT_PHONES = 64
 DEMO_SECRETS = {
     "phone_number_id": "200000000000002",
     "business_account_id": "100000000000001",
@@ -153,21 +155,23 @@ def load_settings(
     )
     server = ServerSettings(
         host=reader.str("server.host", "127.0.0.1"),
-        port=int(reader.number("server.port", 8080)),
-        max_body_bytes=int(reader.number("server.max_body_bytes", 4 * 1024**2)),
+        port=reader.whole("server.port", 8080),
+        max_body_bytes=reader.whole("server.max_body_bytes", 4 * 1024**2),
         event_loop=reader.choice("server.event_loop", EVENT_LOOPS),
         processing=reader.choice("server.processing", PROCESSING),
     )
     engine = EngineSettings(
         flows_dir=base / reader.str("engine.flows_dir", "flows"),
         templates_dir=base / reader.str("engine.templates_dir", "message_templates"),
-        max_concurrent_phones=int(reader.number("engine.max_concurrent_phones", 64)),
+        max_concurrent_phones=reader.whole(
+            "engine.max_concurrent_phones", CONCURRENT_PHONES
+        ),
         poll_seconds=reader.number("engine.poll_seconds", 1.0),
         gather_seconds=reader.number("engine.gather_ms", 10) / 1000,
     )
     sender = SenderSettings(
         rate_per_second=reader.number("sender.rate_per_second", 80.0),
-        max_attempts=int(reader.number("sender.max_attempts", 8)),
+        max_attempts=reader.whole("sender.max_attempts", 8),
         backoff_seconds=reader.number("sender.backoff_seconds", 1.0),
         backoff_max_seconds=reader.number("sender.backoff_max_seconds", 300.0),
         gather_seconds=reader.number("sender.gather_ms", 10) / 1000,
@@ -213,16 +217,30 @@ def _check_storage_url(path: Path, url: str, from_env: bool) -> None:
             f"{where}: unknown storage scheme {scheme!r} in {url.split('@')[-1]!r} "
             "(expected sqlite, postgresql or odbc)"
         )
-    if scheme == "sqlite" and not url.startswith("sqlite://"):
+    if scheme == "sqlite" and not _sqlite_url_ok(url):
         raise ConfigError(
             f"{where}: expected sqlite:///relative/file.db (from the config "
             f"folder), sqlite:////absolute/file.db or sqlite:// (in memory), "
-            f"got {url!r}"
+            f"lower case and without ?options, got {url!r}"
         )
 
 
+def _sqlite_url_ok(url: str) -> bool:
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return True
+    # sqlite://x.db would be relative to wherever tracbot was started, and
+    # SQLite would take ?mode=ro or :memory: as part of a file name.
+    path = url.removeprefix("sqlite:///")
+    return (
+        url.startswith("sqlite:///")
+        and path.strip("/") != ""
+        and "?" not in path
+        and ":memory:" not in path
+    )
+
+
 def _storage(reader: _Reader) -> StorageSettings:
-    pool_max = int(reader.number("storage.pool_max", 20))
+    pool_max = reader.whole("storage.pool_max", 20)
     if pool_max < 2:
         reader._fail("storage.pool_max", "expected at least 2", pool_max)
     migrate = reader.str("storage.migrate", "auto")
@@ -328,6 +346,13 @@ class _Reader:
             self._fail(dotted, "expected a number of at least 0", value)
         return value
 
+    def whole(self, dotted: str, default: int) -> int:
+        """A count or a port: 0.5 phones at once is a slip, not 0."""
+        value = self.number(dotted, default)
+        if value != int(value):
+            self._fail(dotted, "expected a whole number", value)
+        return int(value)
+
     def bool(self, dotted: str, default: bool) -> bool:
         value = self.get(dotted, default)
         if not isinstance(value, bool):
@@ -336,3 +361,12 @@ class _Reader:
 
     def _fail(self, dotted: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{self.path}: {dotted}: {rule}, got {value!r}")
+
+
+def answering(settings: Settings) -> Settings:
+    """`settings` with processing on: `engine.max_concurrent_phones: 0`
+    pauses a server, but a chat or a conversation test is there for answers."""
+    if settings.engine.max_concurrent_phones > 0:
+        return settings
+    engine = replace(settings.engine, max_concurrent_phones=CONCURRENT_PHONES)
+    return replace(settings, engine=engine)

@@ -56,6 +56,8 @@ T = TypeVar("T")
 
 # Milliseconds a call on the event loop waits for another process's lock.
 LOOP_BUSY_MS = 50
+# Opening and migrating may wait this long for another process's lock.
+OPEN_BUSY_MS = 5000
 
 # A `sending` item older than this was taken by a sender that died.
 SENDING_LEASE = timedelta(minutes=2)
@@ -128,6 +130,16 @@ class SqliteStore(LinksMixin, Store):
         self._batches = GroupCommit(lambda: self.db)
         try:
             await self._run_alone(self._connect)
+        except StorageUnavailable as exc:
+            await self.close()
+            if "locked" not in str(exc):
+                raise
+            raise StorageUnavailable(
+                f"SQLite file {self.path} stayed locked by another process for "
+                f"{OPEN_BUSY_MS // 1000} s (a sqlite3 session left in a "
+                "transaction, a migration run by hand?): end it, then start "
+                "again"
+            ) from exc
         except BaseException:
             await self.close()
             raise
@@ -220,7 +232,7 @@ class SqliteStore(LinksMixin, Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         # Opening and migrating may wait for another process's lock.
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={OPEN_BUSY_MS}")
         # Checkpoints run on a thread of their own (sqlite_checkpoint.py).
         db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         self._db = db

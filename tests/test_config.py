@@ -61,7 +61,20 @@ def test_sqlite_in_memory_stays_in_memory(url):
     assert settings.storage_url == "sqlite://"
 
 
-@pytest.mark.parametrize("url", ["sqlite:", "sqlite:tracbot.db", "sqlite:/x.db"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:",
+        "sqlite:tracbot.db",
+        "sqlite:/x.db",
+        "sqlite://x.db",
+        "sqlite:///",
+        "sqlite:////",
+        "sqlite:////:memory:",
+        "sqlite:///x.db?mode=ro",
+        "SQLITE:///x.db",
+    ],
+)
 def test_a_malformed_sqlite_url_is_a_config_error(url):
     with pytest.raises(ConfigError) as caught:
         load_settings(CONFIG, env={"TRACBOT_STORAGE_URL": url})
@@ -91,3 +104,13 @@ def test_serve_refuses_to_start_without_a_required_secret(tmp_path):
     assert result.returncode == 2
     assert "WHATSAPP_PHONE_NUMBER_ID" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_count_must_be_whole(tmp_path):
+    # 0.5 phones at once was taken as 0: nothing answered, the warning said 0.
+    path = tmp_path / "config.yaml"
+    path.write_text("engine:\n  max_concurrent_phones: 0.5\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match="engine.max_concurrent_phones: expected a whole"
+    ):
+        load_settings(path, env={})

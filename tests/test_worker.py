@@ -200,3 +200,17 @@ async def test_no_phones_at_once_stores_webhooks_answers_nothing_and_says_so(
     assert runtime.simulator.received == []
     assert await runtime.store.pending_count() == 1
     assert "max_concurrent_phones is 0" in caplog.text
+
+
+async def test_a_paused_config_still_answers_conversation_tests(tmp_path):
+    # `tracbot test` and `tracbot chat` are there for answers: a pause meant
+    # for the server made every case wait 10 s and fail.
+    config = make_project(tmp_path, {"eco": ECHO}, TEMPLATES)
+    text = config.read_text("utf-8").replace(
+        "  poll_seconds: 0.05\n", "  poll_seconds: 0.05\n  max_concurrent_phones: 0\n"
+    )
+    config.write_text(text, "utf-8")
+    assert load_settings(config, env={}).engine.max_concurrent_phones == 0
+
+    async with Harness(demo_settings(config, config.parent)) as harness:
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]

@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME, Runtime, create_app
-from bot.config import Settings, load_settings
+from bot.config import Settings, answering, load_settings
 from bot.engine.engine import Engine
 from bot.engine.timeouts import sweep_once
 from bot.whatsapp.signature import sign
@@ -42,7 +42,7 @@ SEND_KINDS = ("text", "location", "button", "list", "quick_reply", "media")
 def demo_settings(config: str | Path, workdir: Path) -> Settings:
     """Settings of `config` in demo mode, storing in a file under `workdir`."""
     env = {k: v for k, v in os.environ.items() if k not in _ISOLATE}
-    settings = load_settings(config, env=env)
+    settings = answering(load_settings(config, env=env))
     url = f"sqlite:///{(workdir / 'convtest.db').resolve()}"
     # The business data too, built fresh from its fixture: a case may store
     # a location or confirm an arrival, and the next case must not see it.

@@ -12,9 +12,13 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+import storage.sqlite as sqlite_backend
 from bot.app import create_app
 from bot.whatsapp import store_trouble
 from storage.base import NewOutbound
+from storage.errors import StorageUnavailable
 from storage.sqlite import SqliteStore
 from tests import support
 from tests.support import demo_settings, runtime_of, settle
@@ -170,3 +174,16 @@ async def test_webhooks_refused_for_a_lock_are_logged_once_a_while(
         lines = trouble_lines(caplog)
         assert [level for level, _ in lines] == ["ERROR", "WARNING", "ERROR"]
         assert "1 answered 503 so far" in lines[2][1]
+
+
+async def test_a_file_locked_at_start_says_which_and_what_to_do(tmp_path, monkeypatch):
+    # `tracbot serve` ended with "database is locked", naming no file.
+    monkeypatch.setattr(sqlite_backend, "OPEN_BUSY_MS", 200)
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with SqliteStore(url):
+        pass  # made and migrated
+    with locked(tmp_path / "t.db"), pytest.raises(StorageUnavailable) as caught:
+        async with SqliteStore(url):
+            pass
+    assert str(tmp_path / "t.db") in str(caught.value)
+    assert "locked by another process" in str(caught.value)
