@@ -146,5 +146,11 @@ class Reloader:
         for name in sorted(before - set(flows)):
             log.warning("flow removed flow=%s; drivers in it start over", name)
         versions = " ".join(f"{n}={s.version[:8]}" for n, s in sorted(flows.items()))
-        log.info("flows reloaded %s", versions)
+        renderer = loaded[1]
+        log.info(
+            "flows reloaded %s templates=%d (%s)",
+            versions,
+            len(renderer.sources),
+            renderer.version[:8],
+        )
         return True

@@ -13,6 +13,7 @@ swapped in a new renderer (Jinja would otherwise re-read a changed file).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,16 @@ class Renderer:
         self.templates_dir = templates_dir
         if sources is None:
             sources = read_templates(templates_dir)
+        self.sources = dict(sources)
         self.env = make_environment(sources)
+
+    @property
+    def version(self) -> str:
+        """A hash of every template's name and text (the reload log shows it)."""
+        digest = hashlib.sha256()
+        for name, text in sorted(self.sources.items()):
+            digest.update(f"{name}\0{text}\0".encode())
+        return digest.hexdigest()
 
     def render(self, name: str, context: dict[str, Any]) -> str:
         """Render a template to the text a driver will read.

@@ -280,3 +280,19 @@ async def test_deleted_flow_is_a_warning_and_its_drivers_start_over(tmp_path, ca
         assert replies[0].startswith("Actualizamos esta conversación")
         assert "No entendí tu mensaje" in replies[1]
         assert (await harness.conversation(PHONE)).flow is None
+
+
+async def test_a_template_only_reload_shows_in_the_log(tmp_path, caplog):
+    # The line named only the flows' versions: a template edit looked like
+    # nothing had changed.
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        reloader = Reloader(harness.runtime.engine, flows_dir, templates_dir)
+        with caplog.at_level(logging.INFO, "tracbot.engine"):
+            assert reloader.reload()
+            write_files(templates_dir, {"ruta_a.j2": "A nueva"})
+            assert reloader.reload()
+    lines = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
+    assert len(lines) == 2 and lines[0] != lines[1]
+    assert lines[0].split(" templates=")[0] == lines[1].split(" templates=")[0]
