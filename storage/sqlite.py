@@ -245,7 +245,6 @@ class SqliteStore(LinksMixin, Store):
         # hold the loop. Past this wait a call fails as unavailable: a
         # webhook gets 503 (Meta retries), the workers try again later.
         db.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
-        db.busy_ms = LOOP_BUSY_MS
 
     def _claim(self, db: sqlite3.Connection) -> None:
         self._owner = _own(self.path)

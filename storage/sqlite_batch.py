@@ -95,8 +95,6 @@ class Connection(sqlite3.Connection):
     this process on the same file (see the module docstring)."""
 
     turn: Turns | None = None
-    # Its `PRAGMA busy_timeout`, restored after a look without waiting.
-    busy_ms = 0
 
 
 def share_turns(db: Connection, path: str) -> None:
@@ -137,6 +135,7 @@ def begin(db: sqlite3.Connection) -> None:
     now = time.monotonic()
     looking = turns.held_elsewhere and now < turns.wait_again_at
     if looking:
+        [waits] = db.execute("PRAGMA busy_timeout").fetchone()
         db.execute("PRAGMA busy_timeout=0")
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -148,7 +147,7 @@ def begin(db: sqlite3.Connection) -> None:
         raise
     finally:
         if looking:
-            db.execute(f"PRAGMA busy_timeout={getattr(db, 'busy_ms', 0)}")
+            db.execute(f"PRAGMA busy_timeout={int(waits)}")
     turns.held_elsewhere = False
 
 

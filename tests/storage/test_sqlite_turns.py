@@ -16,7 +16,7 @@ import threading
 
 from storage import NewInboxEvent, sqlite_batch
 from storage.errors import StorageError
-from storage.sqlite import SqliteStore
+from storage.sqlite import LOOP_BUSY_MS, SqliteStore
 
 PHONE_NUMBER_ID = "106540352242922"
 BUSY_WRITERS = 24
@@ -120,6 +120,10 @@ async def test_a_file_held_by_another_process_is_waited_for_once(tmp_path, monke
 
         await webhook_store.add_events([event("after-1")])
         await webhook_store.add_events([event("after-2")])
+        # Each look put the store's own wait back.
+        for store in (webhook_store, processing_store):
+            [waits] = store.db.execute("PRAGMA busy_timeout").fetchone()
+            assert waits == LOOP_BUSY_MS
 
     assert failed == 4
     # One wait for the whole process; every look after it is without one,
