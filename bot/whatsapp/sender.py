@@ -64,6 +64,10 @@ RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # so that no request waits for a connection inside its own timeout.
 MAX_IN_FLIGHT = 100
 
+# Items taken from the queue at most as many as leave in this many seconds
+# at the pace of the moment, far inside the outbox's two-minute lease.
+TAKE_AHEAD_SECONDS = 10.0
+
 # Codes that mean the number as a whole sends too fast (CLOUD_API.md §9).
 THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 
@@ -102,6 +106,14 @@ class RateLimiter:
         self.rate = rate
         self.window = window
         self._paces: dict[str, _Pace] = {}
+
+    def capacity(self, seconds: float) -> int | None:
+        """How many requests may leave within `seconds` at the pace of now
+        (the slowest number's); None without a limit."""
+        if self.rate <= 0:
+            return None
+        factor = min((pace.factor for pace in self._paces.values()), default=1.0)
+        return max(1, int(self.rate * factor * seconds))
 
     async def wait(self, key: str) -> None:
         """Return when a request for `key` may leave.
@@ -232,7 +244,7 @@ class Sender:
         flying: set[asyncio.Task[None]] = set()
         try:
             while True:
-                free = self.max_in_flight - len(flying)
+                free = self._free(flying)
                 taken = 0
                 if free > 0:
                     try:
@@ -240,7 +252,7 @@ class Sender:
                     except Exception:
                         # The sender must outlive any one bad item or query.
                         log.exception("send round failed")
-                if taken < free or len(flying) >= self.max_in_flight:
+                if taken < free or free <= 0:
                     # Fewer than asked for: nothing else is due now. New
                     # items, or a finished one (its phone's next item may
                     # go now and a slot is free), wake us.
@@ -253,6 +265,22 @@ class Sender:
             for task in flying:
                 task.cancel()
             await asyncio.gather(*flying, return_exceptions=True)
+
+    def _free(self, flying: set[asyncio.Task[None]]) -> int:
+        """How many items to take now.
+
+        No more than can leave within TAKE_AHEAD_SECONDS at the pace now: a
+        taken item is `sending`, and one that waited for its slot past the
+        outbox lease (a number slowed to 1/s by 130429 storms, 100 items
+        taken) was taken again by the lease and sent twice.
+        """
+        most = self.max_in_flight
+        capacity = self.limiter.capacity(TAKE_AHEAD_SECONDS)
+        if capacity is not None:
+            # The items on their way count, those on the wire too: at a pace
+            # that slow, few are.
+            most = min(most, capacity)
+        return most - len(flying)
 
     def _launch(
         self, taken: list[tuple[OutboxItem, bool]], flying: set[asyncio.Task[None]]

@@ -20,7 +20,7 @@ import pytest
 from bot.config import SenderSettings
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.messages import template_body
-from bot.whatsapp.sender import RateLimiter, Sender
+from bot.whatsapp.sender import TAKE_AHEAD_SECONDS, RateLimiter, Sender
 from bot.whatsapp.simulator import Simulator, make_app
 from storage.base import Conversation, NewInboxEvent, NewOutbound, utcnow
 from storage.sqlite import SqliteStore
@@ -388,6 +388,23 @@ async def test_no_more_than_max_in_flight_requests_wait_on_a_slow_graph_api(
     assert sorted(accepted_texts(simulator)) == sorted(f"lento {n}" for n in range(40))
     # Slots are used (many phones at once) but never more than allowed.
     assert simulator.max_in_flight == 8
+
+
+async def test_no_more_is_taken_than_leaves_well_inside_the_lease(
+    store, client, simulator
+):
+    # A taken item is `sending`; at 1/s after a 130429 storm, 100 taken items
+    # waited for their slots past the outbox's two-minute lease, were taken
+    # again and sent twice (`python -m bench --faults`, error storms).
+    await store.enqueue([text(phone(n), f"lento {n}") for n in range(60)])
+    sender = make_sender(store, client, rate=2.0)
+
+    async with running(sender):
+        await asyncio.sleep(0.5)
+        items = await store.outbox_items()
+
+    on_their_way = [i for i in items if i.status == "sending"]
+    assert 0 < len(on_their_way) <= 2.0 * TAKE_AHEAD_SECONDS
 
 
 async def test_a_late_wake_up_never_bunches_requests_over_the_rate():
