@@ -67,6 +67,10 @@ MAX_IN_FLIGHT = 100
 # Items taken from the queue at most as many as leave in this many seconds
 # at the pace of the moment, far inside the outbox's two-minute lease.
 TAKE_AHEAD_SECONDS = 10.0
+# A throughput error pauses the whole number this long at most, whatever the
+# failed item's own backoff: taken items wait the pause out while `sending`,
+# and with the take above they stay well inside the lease.
+MAX_PAUSE_SECONDS = 30.0
 
 # Codes that mean the number as a whole sends too fast (CLOUD_API.md §9).
 THROUGHPUT_CODES = frozenset({4, 80007, 130429})
@@ -149,6 +153,13 @@ class RateLimiter:
         """Send nothing for `key` during `seconds`."""
         pace = self._paces.setdefault(key, _Pace())
         pace.paused_until = max(pace.paused_until, time.monotonic() + seconds)
+
+    def paused_for(self, key: str) -> float:
+        """Seconds until `key` may send again after a pause; 0 if none."""
+        pace = self._paces.get(key)
+        if pace is None:
+            return 0.0
+        return max(0.0, pace.paused_until - time.monotonic())
 
     def slow_down(self, key: str) -> None:
         """Halve the rate of `key`, down to one request a second."""
@@ -546,7 +557,8 @@ class Sender:
             delay = max(delay, self.pair_pause_seconds * random.uniform(1.0, 1.5))
         elif exc.code in THROUGHPUT_CODES:
             self.limiter.slow_down(item.phone_number_id)
-            self.limiter.pause(item.phone_number_id, delay)
+            # The whole number waits, taken items too: never near their lease.
+            self.limiter.pause(item.phone_number_id, min(delay, MAX_PAUSE_SECONDS))
         await self.store.mark_retry(
             item.id, utcnow() + timedelta(seconds=delay), str(exc)
         )

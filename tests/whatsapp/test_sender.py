@@ -20,7 +20,12 @@ import pytest
 from bot.config import SenderSettings
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.messages import template_body
-from bot.whatsapp.sender import TAKE_AHEAD_SECONDS, RateLimiter, Sender
+from bot.whatsapp.sender import (
+    MAX_PAUSE_SECONDS,
+    TAKE_AHEAD_SECONDS,
+    RateLimiter,
+    Sender,
+)
 from bot.whatsapp.simulator import Simulator, make_app
 from storage.base import Conversation, NewInboxEvent, NewOutbound, utcnow
 from storage.sqlite import SqliteStore
@@ -405,6 +410,33 @@ async def test_no_more_is_taken_than_leaves_well_inside_the_lease(
 
     on_their_way = [i for i in items if i.status == "sending"]
     assert 0 < len(on_their_way) <= 2.0 * TAKE_AHEAD_SECONDS
+
+
+async def test_a_throughput_error_pauses_the_number_well_inside_the_lease(
+    store, client, simulator
+):
+    # The pause was the failed item's own backoff (up to
+    # sender.backoff_max_seconds, 300 s in config.yaml); the items taken
+    # meanwhile waited it out `sending`, past their two-minute lease.
+    simulator.fail(130429, times=1)
+    await store.enqueue([text(CAMILA, "uno")])
+    settings = SenderSettings(
+        rate_per_second=80,
+        max_attempts=8,
+        backoff_seconds=200.0,
+        backoff_max_seconds=300.0,
+    )
+    sender = Sender(store, client, settings, poll_seconds=0.02)
+
+    async with running(sender):
+        deadline = time.monotonic() + 5
+        while simulator.pending_failures and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+
+    [item] = await store.outbox_items()
+    assert item.status == "queued"  # its own retry waits its backoff
+    assert 0 < sender.limiter.paused_for(NUMBER) <= MAX_PAUSE_SECONDS
 
 
 async def test_a_late_wake_up_never_bunches_requests_over_the_rate():
