@@ -17,7 +17,7 @@ import abc
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Outbound statuses in the order they may advance. `failed` is terminal but a
@@ -34,6 +34,12 @@ STATUS_RANK = {
     # Never reached Meta: its template fallback went out instead.
     "replaced": 8,
 }
+
+
+# A `sending` outbox item older than this was taken by a sender that died:
+# every backend hands it out again (`due_outbox`). The sender keeps what it
+# takes well inside it (bot/whatsapp/sender.py).
+SENDING_LEASE = timedelta(minutes=2)
 
 
 def utcnow() -> datetime:

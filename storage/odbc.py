@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from aioodbc.cursor import Cursor
 
 from storage import rows
 from storage.base import (
+    SENDING_LEASE,
     Conversation,
     DeliveryCounts,
     HistoryEntry,
@@ -51,8 +52,6 @@ log = logging.getLogger("tracbot.storage")
 T = TypeVar("T")
 Work = Callable[[Cursor], Awaitable[T]]
 
-# A `sending` item older than this was taken by a sender that died.
-SENDING_LEASE = timedelta(minutes=2)
 
 OUTBOX_COLUMNS = (
     "wa_id",

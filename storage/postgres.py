@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ import asyncpg
 
 from storage import rows
 from storage.base import (
+    SENDING_LEASE,
     Conversation,
     DeliveryCounts,
     HistoryEntry,
@@ -53,8 +54,6 @@ log = logging.getLogger("tracbot.storage")
 
 T = TypeVar("T")
 
-# A `sending` item older than this was taken by a sender that died.
-SENDING_LEASE = timedelta(minutes=2)
 
 # Serialises `open()` of several processes so a migration applies once.
 MIGRATION_LOCK = advisory_lock_key("tracbot.migrations")

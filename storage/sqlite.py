@@ -19,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -31,6 +31,7 @@ except ImportError:  # Windows: no second process is detected
 
 from storage import rows
 from storage.base import (
+    SENDING_LEASE,
     Conversation,
     DeliveryCounts,
     HistoryEntry,
@@ -59,8 +60,6 @@ LOOP_BUSY_MS = 50
 # Opening and migrating may wait this long for another process's lock.
 OPEN_BUSY_MS = 5000
 
-# A `sending` item older than this was taken by a sender that died.
-SENDING_LEASE = timedelta(minutes=2)
 
 # OperationalError messages that mean "not now" rather than "never".
 UNAVAILABLE_MESSAGES = ("locked", "busy", "unable to open", "disk", "readonly")
