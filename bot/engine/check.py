@@ -99,13 +99,8 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
 
 def context_names() -> set[str]:
     """The names the engine gives every reply template, besides the slots."""
-    probe = InboundMessage(
-        wamid="probe", wa_id="0", phone_number_id="0", timestamp=0, type="text"
-    )
     try:
-        # The engine builds the context per message; a probe shows its keys.
-        stand_in = SimpleNamespace(flows={}, _menus={})
-        names = Engine._context(stand_in, probe)  # type: ignore[arg-type]
+        names = engine_sample({})
     except Exception:
         return set(CONTEXT)
     return set(names) | {"slots"}
@@ -399,6 +394,7 @@ _ANYTHING = _Anything()
 def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
     """The values the engine gives every template, for these flows (every
     command listed, as for an admin)."""
+    # The engine builds the context per message; a probe shows it.
     probe = InboundMessage(
         wamid="probe", wa_id="0", phone_number_id="0", timestamp=0, type="text"
     )
@@ -413,9 +409,8 @@ def _template_line(exc: jinja2.UndefinedError) -> int:
     tb = exc.__traceback__
     line = 1
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename in ("<template>",) or (
-            tb.tb_frame.f_code.co_filename.endswith(".j2")
-        ):
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == "<template>" or filename.endswith(".j2"):
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
