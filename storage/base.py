@@ -388,6 +388,16 @@ class Store(abc.ABC):
         await self.mark_sent(item_id, wamid, status)
         await self.record_attempt(item_id, attempt, "accepted", ms, None, wamid)
 
+    async def renew_lease(self, item_id: int, attempt: int) -> bool:
+        """Whether the item is still `sending` under this take, its lease
+        started again if so.
+
+        `attempt` is the item's attempt number as `due_outbox` returned it:
+        once the lease ran out and the item was queued or taken again, the
+        old take must not send it (the sender asks before a late send).
+        """
+        raise NotImplementedError(f"{type(self).__name__}: renew_lease")
+
     async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
         """Return the attempts log of an item, oldest first."""
         raise NotImplementedError(f"{type(self).__name__}: attempts_of")

@@ -480,6 +480,19 @@ class OdbcStore(Store):
             )
         )
 
+    async def renew_lease(self, item_id: int, attempt: int) -> bool:
+        async def work(cursor: Cursor) -> bool:
+            await cursor.execute(
+                "UPDATE outbox SET updated_at = ? "
+                "WHERE id = ? AND status = 'sending' AND attempts = ?",
+                _naive(utcnow()),
+                item_id,
+                attempt,
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
     async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
         await self._run(
             _execute(

@@ -466,6 +466,16 @@ class PostgresStore(Store):
             utcnow(),
         )
 
+    async def renew_lease(self, item_id: int, attempt: int) -> bool:
+        done = await self._execute(
+            "UPDATE outbox SET updated_at = $3 "
+            "WHERE id = $1 AND status = 'sending' AND attempts = $2",
+            item_id,
+            attempt,
+            utcnow(),
+        )
+        return done == "UPDATE 1"
+
     async def mark_failed(self, item_id: int, code: int | None, detail: str) -> None:
         await self._execute(
             "UPDATE outbox SET status = 'failed', "

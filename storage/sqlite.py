@@ -663,6 +663,18 @@ class SqliteStore(LinksMixin, Store):
             self._update_outbox(item_id, status, wamid, None, None, now)
             self._record_attempt(row)
 
+    async def renew_lease(self, item_id: int, attempt: int) -> bool:
+        return await self._run(self._renew_lease, item_id, attempt)
+
+    def _renew_lease(self, item_id: int, attempt: int) -> bool:
+        with _transaction(self.db):
+            cursor = self.db.execute(
+                "UPDATE outbox SET updated_at = ? "
+                "WHERE id = ? AND status = 'sending' AND attempts = ?",
+                (_ts(utcnow()), item_id, attempt),
+            )
+            return cursor.rowcount == 1
+
     async def attempts_of(self, item_id: int) -> list[dict[str, Any]]:
         return await self._read(self._attempts_of, item_id)
 

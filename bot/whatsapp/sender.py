@@ -20,7 +20,10 @@ filled as soon as it frees. Read marks are best effort: one attempt, never
 retried; a slow one never holds a reply (the store does not make a phone's
 messages wait behind them either).
 
-Every request and its outcome go to the attempts log.
+Every request and its outcome go to the attempts log. An item whose slot
+comes long after it was taken first asks the store whether it is still
+its take (renewing the outbox lease), so that one taken again after its
+lease ran out is sent once.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ TAKE_AHEAD_SECONDS = 10.0
 # failed item's own backoff: taken items wait the pause out while `sending`,
 # and with the take above they stay well inside the lease.
 MAX_PAUSE_SECONDS = 30.0
+# An item whose slot comes this long after it was taken asks the store first
+# whether it is still its take (renewing the lease): slowed further after the
+# take, it may have waited past the lease and been taken again.
+RENEW_AFTER_SECONDS = 30.0
 
 # Codes that mean the number as a whole sends too fast (CLOUD_API.md §9).
 THROUGHPUT_CODES = frozenset({4, 80007, 130429})
@@ -216,6 +223,7 @@ class Sender:
         max_in_flight: int = MAX_IN_FLIGHT,
         auth_probe_seconds: float = 60.0,
         pair_pause_seconds: float = PAIR_PAUSE_SECONDS,
+        renew_after_seconds: float = RENEW_AFTER_SECONDS,
     ) -> None:
         self.store = store
         self.client = client
@@ -226,6 +234,7 @@ class Sender:
         self.max_in_flight = max_in_flight
         self.auth_probe_seconds = auth_probe_seconds
         self.pair_pause_seconds = pair_pause_seconds
+        self.renew_after_seconds = renew_after_seconds
         self.limiter = RateLimiter(settings.rate_per_second)
         self.metrics = SendMetrics()
         self.held = False
@@ -296,8 +305,9 @@ class Sender:
     def _launch(
         self, taken: list[tuple[OutboxItem, bool]], flying: set[asyncio.Task[None]]
     ) -> int:
+        now = time.monotonic()
         for item, window_closed in taken:
-            task = asyncio.create_task(self._deliver(item, window_closed))
+            task = asyncio.create_task(self._deliver(item, window_closed, now))
             flying.add(task)
             task.add_done_callback(self._landed(flying))
         return len(taken)
@@ -314,7 +324,8 @@ class Sender:
     async def send_due(self) -> int:
         """Send every item due now, all at once; return how many were taken."""
         taken = await self._take(self.batch)
-        await asyncio.gather(*(self._deliver(i, closed) for i, closed in taken))
+        now = time.monotonic()
+        await asyncio.gather(*(self._deliver(i, closed, now) for i, closed in taken))
         return len(taken)
 
     async def _take(self, limit: int) -> list[tuple[OutboxItem, bool]]:
@@ -356,13 +367,17 @@ class Sender:
             for item in items:
                 await self.store.mark_retry(item.id, utcnow(), "not sent")
 
-    async def _deliver(self, item: OutboxItem, window_closed: bool) -> None:
+    async def _deliver(
+        self, item: OutboxItem, window_closed: bool, taken_at: float
+    ) -> None:
         try:
             if item.kind == "message" and not await self._within_limits(item):
                 return
             if window_closed and item.fallback is not None:
-                item = await self._template_instead(item, "window closed") or item
-            await self._attempt(item)
+                replacement = await self._template_instead(item, "window closed")
+                if replacement is not None:
+                    item, taken_at = replacement, time.monotonic()
+            await self._attempt(item, taken_at)
         except StorageError as exc:
             # The item stays `sending` until its lease ends, then is retried.
             log.error("outbox update failed id=%s: %s", item.id, exc)
@@ -389,7 +404,7 @@ class Sender:
             )
         return replacement
 
-    async def _attempt(self, item: OutboxItem) -> None:
+    async def _attempt(self, item: OutboxItem, taken_at: float) -> None:
         try:
             await self.limiter.wait(item.phone_number_id)
         except asyncio.CancelledError:
@@ -397,6 +412,10 @@ class Sender:
             # rather than leave it `sending` until its lease runs out.
             await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
             raise
+
+        if not await self._still_taken(item, taken_at):
+            return
+
         started = time.monotonic()
         request = asyncio.ensure_future(self._request(item))
         try:
@@ -408,6 +427,21 @@ class Sender:
             await self._finish_on_stop(item, request, started)
             raise
         await self._succeeded(item, result, started)
+
+    async def _still_taken(self, item: OutboxItem, taken_at: float) -> bool:
+        if time.monotonic() - taken_at < self.renew_after_seconds:
+            return True
+        if await self.store.renew_lease(item.id, item.attempts):
+            return True
+
+        # Its lease ran out while it waited: the queue has it again, and
+        # whoever takes it next sends it. Sending here too would send it twice.
+        log.warning(
+            "not sent id=%s attempt=%d: its lease ran out while it waited for its slot",
+            item.id,
+            item.attempts,
+        )
+        return False
 
     async def _finish_on_stop(
         self,
@@ -521,7 +555,7 @@ class Sender:
         # transaction: the outbox never looks finished in between.
         replacement = await self._template_instead(item, "131047")
         if replacement is not None:
-            await self._attempt(replacement)
+            await self._attempt(replacement, time.monotonic())
             return
         await self.store.mark_failed(item.id, exc.code, str(exc))
         log.error(

@@ -87,6 +87,28 @@ async def test_a_phones_later_items_wait_for_its_earlier_ones(store: Store) -> N
     assert [i.id for i in await store.due_outbox()] == [b2]
 
 
+async def test_only_the_latest_take_of_an_item_may_renew_its_lease(
+    store: Store,
+) -> None:
+    # The sender asks before a late send: an item whose lease ran out was
+    # queued again, maybe taken again, and the old take must not send it.
+    [a1] = await store.enqueue([reply("561", "a1")])
+    [first] = await store.due_outbox()
+    assert await store.renew_lease(a1, first.attempts) is True
+
+    await store.mark_retry(a1, datetime.now(UTC) - timedelta(seconds=1), "lease")
+    assert await store.renew_lease(a1, first.attempts) is False
+
+    [second] = await store.due_outbox()
+    assert second.attempts == first.attempts + 1
+    assert await store.renew_lease(a1, first.attempts) is False
+    assert await store.renew_lease(a1, second.attempts) is True
+
+    await store.mark_sent(a1, "wamid.a1", "accepted")
+    assert await store.renew_lease(a1, second.attempts) is False
+    assert await store.renew_lease(404, 1) is False
+
+
 async def test_a_read_mark_holds_back_none_of_its_phones_messages(
     store: Store,
 ) -> None:

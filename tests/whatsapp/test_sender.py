@@ -412,6 +412,35 @@ async def test_no_more_is_taken_than_leaves_well_inside_the_lease(
     assert 0 < len(on_their_way) <= 2.0 * TAKE_AHEAD_SECONDS
 
 
+async def test_an_item_taken_again_after_its_lease_is_sent_once(
+    store, client, simulator
+):
+    # Slowed after the take, an item can wait for its slot past the lease;
+    # the queue then has it again. Here the lease "runs out" at once (the
+    # item put back, as the store does to an expired one) and the sender
+    # takes it again: the first take must then not send it.
+    await store.enqueue([text(phone(n), f"m{n}") for n in range(6)])
+    sender = make_sender(store, client, rate=4.0, renew_after_seconds=0.0)
+
+    async with running(sender):
+        last = None
+        ends = time.monotonic() + 5
+        while last is None and time.monotonic() < ends:
+            taken = [i for i in await store.outbox_items() if i.status == "sending"]
+            last = next((i for i in taken if i.body["text"]["body"] == "m5"), None)
+            await asyncio.sleep(0.01)
+        assert last is not None and last.attempts == 1
+        await store.mark_retry(last.id, utcnow() - timedelta(seconds=1), "lease")
+        await settled(store)
+        # A second send would come in a later slot (4 a second): wait for it.
+        await asyncio.sleep(1.0)
+        items = await store.outbox_items()
+
+    assert [i.status for i in items] == ["accepted"] * 6
+    assert Counter(accepted_texts(simulator)) == {f"m{n}": 1 for n in range(6)}
+    assert items[-1].attempts == 2
+
+
 async def test_a_throughput_error_pauses_the_number_well_inside_the_lease(
     store, client, simulator
 ):
