@@ -491,7 +491,22 @@ class FlowChecker:
                 for name in item.actions:
                     if name not in registry.ACTIONS:
                         self.fail(f"{where}.do", f"unknown action {name!r}")
+                    self._guarded(f"{where}.do", name, item.conditions)
                 self._template(f"{where}.reply", item.reply)
+
+    def _guarded(self, at: str, action: str, conditions: tuple[str, ...]) -> None:
+        # Without its guard the action fails on a message it cannot take:
+        # the step is undone and the driver gets the apology.
+        needs = registry.NEEDS.get(action, ())
+        if not needs or set(needs) & set(conditions):
+            return
+        wanted = " or ".join(f"`if: {name}`" for name in needs)
+        self.fail(
+            at,
+            f"action {action!r} cannot take every message: put {wanted} on "
+            "this transition, or a message it cannot take fails the step "
+            "and the driver gets the apology",
+        )
 
     def _flow_templates(self) -> None:
         timeout = self.spec.timeout

@@ -26,6 +26,9 @@ CONDITIONS: dict[str, Hook] = {}
 ACTIONS: dict[str, Hook] = {}
 # The slots each action may set, so the checker knows what templates can use.
 PROVIDES: dict[str, tuple[str, ...]] = {}
+# The conditions of which an action needs one on its own transition, because
+# it cannot take every message (a RUT parsed from the text, a location).
+NEEDS: dict[str, tuple[str, ...]] = {}
 
 
 def condition(name: str) -> Callable[[Hook], Hook]:
@@ -33,13 +36,19 @@ def condition(name: str) -> Callable[[Hook], Hook]:
     return _register(CONDITIONS, name)
 
 
-def action(name: str, provides: Iterable[str] = ()) -> Callable[[Hook], Hook]:
+def action(
+    name: str, provides: Iterable[str] = (), needs: Iterable[str] = ()
+) -> Callable[[Hook], Hook]:
     """Register an action under the name flows use for it.
 
     Args:
         provides: the slots the action sets, for `tracbot check`.
+        needs: conditions of which `tracbot check` wants one in the `if` of
+            every transition that runs the action: those that tell a
+            message it can take.
     """
     PROVIDES[name] = tuple(provides)
+    NEEDS[name] = tuple(needs)
     return _register(ACTIONS, name)
 
 

@@ -68,6 +68,19 @@ def test_yaml_syntax_error_has_a_line(tmp_path):
     assert "invalid YAML" in found[0][2]
 
 
+def test_an_action_that_cannot_take_every_message_needs_its_guard(tmp_path):
+    # buscar_conductor reads a RUT from the text: on "hola" it fails the
+    # step and the driver gets the apology, so the checker wants the guard.
+    bare = GOOD.replace("        save: numero\n", "        do: buscar_conductor\n")
+    found = problems_of(tmp_path, {"pedido": bare}, {"eco": "x"})
+    name, line, message = one(found, "action 'buscar_conductor'")
+    assert (name, line) == ("pedido.yaml", 8)
+    assert "`if: rut_valido`" in message
+
+    guarded = bare.replace("        do:", "        if: rut_valido\n        do:")
+    assert problems_of(tmp_path, {"pedido": guarded}, {"eco": "x"}) == []
+
+
 def test_unknown_state_condition_action_and_template(tmp_path):
     bad = GOOD.replace(
         "        to: listo",

@@ -89,7 +89,11 @@ async def record_invalid_rut(turn: Turn) -> None:
         await _record(turn, _text(turn)[:32], links.INVALID)
 
 
-@action("buscar_conductor", provides=("rut", "conductor", "rut_ocupado"))
+@action(
+    "buscar_conductor",
+    provides=("rut", "conductor", "rut_ocupado"),
+    needs=("rut_valido",),
+)
 async def find_driver(turn: Turn) -> None:
     found = rut.parse(_text(turn))
     turn.slots["rut"] = found.formatted
@@ -242,7 +246,11 @@ def _capped(text: str | None, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
-@action("guardar_ubicacion", provides=("viaje", "ubicacion"))
+@action(
+    "guardar_ubicacion",
+    provides=("viaje", "ubicacion"),
+    needs=("ubicacion_valida", "trae_ubicacion"),
+)
 async def save_location(turn: Turn) -> None:
     location = turn.message.location if turn.message else None
     if location is None:
