@@ -201,6 +201,11 @@ async def test_no_phones_at_once_stores_webhooks_answers_nothing_and_says_so(
     assert await runtime.store.pending_count() == 1
     assert "max_concurrent_phones is 0" in caplog.text
 
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    [problem] = (await ready.json())["problems"]
+    assert problem.startswith("processing: paused by engine.max_concurrent_phones")
+
 
 async def test_a_paused_config_still_answers_conversation_tests(tmp_path):
     # `tracbot test` and `tracbot chat` are there for answers: a pause meant

@@ -1,8 +1,9 @@
 """Mounting the backend API and the operator endpoints on the service.
 
 `/healthz` says the process answers; `/readyz` says it can do its job
-(storage reachable, sending not held by a refused token, the Graph API
-reachable: not when the last sends all failed on the network); `/metrics` is
+(storage reachable, processing not paused, sending not held by a refused
+token, the Graph API reachable: not when the last sends all failed on the
+network); `/metrics` is
 the Prometheus scrape. They carry no token: bind the service where only
 the load balancer and Prometheus reach it, or filter those paths.
 """
@@ -74,6 +75,12 @@ class _Operations:
             # Reads may still work (a lock held elsewhere): writes do not.
             problems.append(
                 f"storage: the last webhook could not be stored: {store_problem}"
+            )
+        if self.runtime.settings.engine.max_concurrent_phones == 0:
+            # Stored, never answered: a pause to see, or a slip to undo.
+            problems.append(
+                "processing: paused by engine.max_concurrent_phones: 0, "
+                "webhooks are stored and none is answered"
             )
         worker = self.runtime.worker
         if worker is not None and not worker.alive:
