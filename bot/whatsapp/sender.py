@@ -407,14 +407,13 @@ class Sender:
     async def _attempt(self, item: OutboxItem, taken_at: float) -> None:
         try:
             await self.limiter.wait(item.phone_number_id)
+            if not await self._still_taken(item, taken_at):
+                return
         except asyncio.CancelledError:
             # Stopped before the request left: queue the item again now,
             # rather than leave it `sending` until its lease runs out.
             await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
             raise
-
-        if not await self._still_taken(item, taken_at):
-            return
 
         started = time.monotonic()
         request = asyncio.ensure_future(self._request(item))
@@ -437,8 +436,11 @@ class Sender:
         # Its lease ran out while it waited: the queue has it again, and
         # whoever takes it next sends it. Sending here too would send it twice.
         log.warning(
-            "not sent id=%s attempt=%d: its lease ran out while it waited for its slot",
+            "not sent id=%s kind=%s phone=%s attempt=%d: its lease ran out while "
+            "it waited for its slot, the queue has it again",
             item.id,
+            item.kind,
+            mask(item.wa_id),
             item.attempts,
         )
         return False

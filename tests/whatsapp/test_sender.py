@@ -1,4 +1,5 @@
-"""The sender against the Graph API simulator, on a real SQLite file.
+"""The sender against the Graph API simulator, on a real SQLite file (and
+PostgreSQL where a stop must interrupt a round trip to the store).
 
 The simulator plays Meta: throughput bursts (429, 130429), the pair limit
 (131056), the closed window (131047), a refused token (190), 500s and slow
@@ -15,6 +16,7 @@ from collections import Counter
 from datetime import timedelta
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.config import SenderSettings
@@ -27,6 +29,7 @@ from bot.whatsapp.sender import (
     Sender,
 )
 from bot.whatsapp.simulator import Simulator, make_app
+from storage import create_store
 from storage.base import Conversation, NewInboxEvent, NewOutbound, utcnow
 from storage.sqlite import SqliteStore
 
@@ -439,6 +442,44 @@ async def test_an_item_taken_again_after_its_lease_is_sent_once(
     assert [i.status for i in items] == ["accepted"] * 6
     assert Counter(accepted_texts(simulator)) == {f"m{n}": 1 for n in range(6)}
     assert items[-1].attempts == 2
+
+
+async def test_a_stop_while_asking_for_the_lease_queues_the_item_again(
+    postgres_db, client, simulator
+):
+    # On PostgreSQL the question is a real round trip a stop can interrupt;
+    # a row lock held elsewhere keeps it waiting here. Left `sending`, the
+    # item and its phone's later replies waited out the two-minute lease.
+    async with create_store(postgres_db.dsn) as store:
+        await store.enqueue([text(phone(n), f"m{n}") for n in range(2)])
+        sender = make_sender(store, client, rate=1.0, renew_after_seconds=0.0)
+        task = asyncio.create_task(sender.run())
+        holder = await asyncpg.connect(postgres_db.dsn)
+        try:
+            ends = time.monotonic() + 5
+            while len(accepted_texts(simulator)) < 1 and time.monotonic() < ends:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            second = [i for i in await store.outbox_items() if i.status == "sending"]
+            assert [i.body["text"]["body"] for i in second] == ["m1"]
+
+            # m1's slot comes a second after m0's: it then waits on the lock.
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute(
+                "SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", second[0].id
+            )
+            await asyncio.sleep(1.5)
+            task.cancel()
+            await asyncio.sleep(0.2)
+            await locked.rollback()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            await holder.close()
+
+        items = await store.outbox_items()
+    assert accepted_texts(simulator) == ["m0"]
+    assert [i.status for i in items] == ["accepted", "queued"]
 
 
 async def test_a_throughput_error_pauses_the_number_well_inside_the_lease(
