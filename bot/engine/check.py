@@ -459,6 +459,7 @@ class FlowChecker:
         self._flow_templates()
         self._reachability()
         self._always_loops()
+        self._silences()
         self._slots()
         return self.problems
 
@@ -617,6 +618,51 @@ class FlowChecker:
                     f"states.{name}",
                     "no way out: no path from here reaches a state that ends the flow",
                 )
+
+    def _silences(self) -> None:
+        # A message must get an answer: a way that stops (to wait for the
+        # next message, or for good) with nothing said leaves the driver
+        # looking at their own message.
+        initial = self.spec.initial
+        end = self._silent_end(initial, frozenset())
+        if end is not None:
+            hint = ""
+            if end == initial and self.spec.states[end].on:
+                hint = ", or make its transitions `always` if it should not wait"
+            self.fail(
+                f"states.{initial}",
+                "the message that starts this flow gets no reply: it stops in "
+                f"{end!r}, which says nothing (give {end!r} a reply{hint})",
+            )
+        for name, state in self.spec.states.items():
+            for i, item in enumerate(state.on):
+                end = None if item.reply else self._silent_end(item.dest, frozenset())
+                if end is not None:
+                    self.fail(
+                        f"states.{name}.on[{i}]",
+                        "a message taken here gets no reply: it stops in "
+                        f"{end!r}, which says nothing (give this transition "
+                        f"or {end!r} a reply)",
+                    )
+
+    def _silent_end(self, name: str, seen: frozenset[str]) -> str | None:
+        """The state where a way into `name` can stop having said nothing."""
+        state = self.spec.states.get(name)
+        if state is None or name in seen:
+            # Unknown states and `always` loops are reported on their own.
+            return None
+        if state.reply is not None or state.handover is not None:
+            return None
+        # With only conditional `always` transitions, none may hold: the
+        # state then waits (or ends) as it is.
+        if all(t.conditions or t.unless for t in state.always):
+            return name
+        for item in state.always:
+            if item.reply is None:
+                end = self._silent_end(item.dest, seen | {name})
+                if end is not None:
+                    return end
+        return None
 
     def _always_loops(self) -> None:
         states = self.spec.states

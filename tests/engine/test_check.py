@@ -68,6 +68,32 @@ def test_yaml_syntax_error_has_a_line(tmp_path):
     assert "invalid YAML" in found[0][2]
 
 
+def test_a_message_that_would_get_no_reply_is_reported(tmp_path):
+    # The first state waits without a word: "hola" started the flow and
+    # the driver heard nothing (a slip of `on:` for `always:`).
+    mute_start = GOOD.replace("    reply: ayuda\n", "")
+    found = problems_of(tmp_path, {"pedido": mute_start}, {"eco": "x"})
+    name, line, message = one(found, "starts this flow gets no reply")
+    assert (name, line) == ("pedido.yaml", 4)
+    assert "stops in 'preguntar'" in message and "`always`" in message
+
+    # A message taken into a state that says nothing, through `always` hops.
+    mute_way = GOOD.replace("        to: listo", "        to: pasar").replace(
+        "  listo:\n    reply: eco\n",
+        "  pasar:\n    always:\n      - to: listo\n  listo:\n    on:\n"
+        "      - input: text\n        reply: eco\n        to: fin\n  fin:\n"
+        "    reply: eco\n",
+    )
+    found = problems_of(tmp_path, {"pedido": mute_way}, {"eco": "x"})
+    name, line, message = one(found, "a message taken here gets no reply")
+    assert (name, line) == ("pedido.yaml", 7)
+    assert "stops in 'listo'" in message
+
+    # Said on the way: no problem.
+    said = mute_way.replace("- to: listo", "- to: listo\n        reply: eco")
+    assert problems_of(tmp_path, {"pedido": said}, {"eco": "x"}) == []
+
+
 def test_an_action_that_cannot_take_every_message_needs_its_guard(tmp_path):
     # buscar_conductor reads a RUT from the text: on "hola" it fails the
     # step and the driver gets the apology, so the checker wants the guard.
