@@ -112,6 +112,7 @@ class Report:
 STEP_KEYS = {"send", "expire", "reply", "replies", "no_reply", "flow", "state"}
 STEP_KEYS |= {"slots"}
 CASE_KEYS = {"name", "phone", "driver_name", "given", "steps"}
+REPLY_KEYS = {"exact", "contains", "matches", "buttons", "rows"}
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -148,6 +149,7 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
                 "(or `expire: true`)"
             )
         _known(path, lines, step_at, step, STEP_KEYS)
+        _replies_known(path, lines, step_at, step)
         expect = {k: v for k, v in step.items() if k not in ("send", "expire")}
         steps.append(
             Step(
@@ -174,6 +176,22 @@ def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:
         line = lines.get(f"{at}.{unknown[0]}", lines.get(at, 1))
         allowed = ", ".join(sorted(keys))
         raise FlowError(f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})")
+
+
+def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
+    # A misspelt matcher (`contians:`) would check nothing and pass.
+    wanted = [(f"{at}.reply", step["reply"])] if "reply" in step else []
+    if isinstance(step.get("replies"), list):
+        wanted += [(f"{at}.replies[{i}]", w) for i, w in enumerate(step["replies"])]
+    for where, want in wanted:
+        if isinstance(want, dict):
+            _known(path, lines, where, want, REPLY_KEYS)
+        if isinstance(want, dict) and not want:
+            line = lines.get(where, 1)
+            raise FlowError(
+                f"{path}:{line}: an empty reply matcher checks nothing "
+                f"(use {', '.join(sorted(REPLY_KEYS))})"
+            )
 
 
 # Running cases

@@ -131,6 +131,26 @@ def test_bad_test_files_name_the_line(tmp_path):
         load_cases(tmp_path / "b.yaml")
 
 
+def test_a_misspelt_or_empty_reply_matcher_names_the_line(tmp_path):
+    # Either checked nothing, so its case passed whatever the bot said.
+    step = "cases:\n  - name: x\n    steps:\n      - send: hola\n"
+    write_files(
+        tmp_path,
+        {
+            "c.yaml": step + "        reply: {contians: zzz}\n",
+            "d.yaml": step + "        replies:\n          - ok\n"
+            "          - {exact: a, exactt: b}\n",
+            "e.yaml": step + "        reply: {}\n",
+        },
+    )
+    with pytest.raises(FlowError, match=r"c.yaml:5: unknown key 'contians'"):
+        load_cases(tmp_path / "c.yaml")
+    with pytest.raises(FlowError, match=r"d.yaml:7: unknown key 'exactt'"):
+        load_cases(tmp_path / "d.yaml")
+    with pytest.raises(FlowError, match=r"e.yaml:5: an empty reply matcher"):
+        load_cases(tmp_path / "e.yaml")
+
+
 async def test_a_step_that_cannot_be_sent_fails_its_case_not_the_run(tmp_path):
     config, cases = project(
         tmp_path,
