@@ -68,6 +68,8 @@ class ServerSettings:
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+# Top-level sections read by parsers of their own, not by `_Reader`.
+OTHER_SECTIONS = frozenset({"api", "templates", "business"})
 PROCESSING = ("thread", "inline")
 
 
@@ -155,7 +157,7 @@ def load_settings(
     )
     server = ServerSettings(
         host=reader.str("server.host", "127.0.0.1"),
-        port=reader.whole("server.port", 8080),
+        port=_port(reader),
         max_body_bytes=reader.whole("server.max_body_bytes", 4 * 1024**2),
         event_loop=reader.choice("server.event_loop", EVENT_LOOPS),
         processing=reader.choice("server.processing", PROCESSING),
@@ -176,11 +178,10 @@ def load_settings(
         backoff_max_seconds=reader.number("sender.backoff_max_seconds", 300.0),
         gather_seconds=reader.number("sender.gather_ms", 10) / 1000,
     )
-    storage_url = env.get("TRACBOT_STORAGE_URL") or reader.str(
-        "storage.url", "sqlite:///var/tracbot.db"
-    )
+    file_url = reader.str("storage.url", "sqlite:///var/tracbot.db")
+    storage_url = env.get("TRACBOT_STORAGE_URL") or file_url
     _check_storage_url(path, storage_url, bool(env.get("TRACBOT_STORAGE_URL")))
-    return Settings(
+    settings = Settings(
         path=path,
         whatsapp=whatsapp,
         server=server,
@@ -192,14 +193,25 @@ def load_settings(
         templates=parse_templates(path, raw.get("templates")),
         storage=_storage(reader),
     )
+    reader.refuse_unknown(OTHER_SECTIONS)
+    return settings
+
+
+def _port(reader: _Reader) -> int:
+    port = reader.whole("server.port", 8080)
+    if not 1 <= port <= 65535:
+        # The OS would pick a port of its own for 0, and 80800 wraps around.
+        reader._fail("server.port", "expected a port from 1 to 65535", port)
+    return port
 
 
 def _base_url(reader: _Reader, env: Mapping[str, str]) -> str:
     """The Graph API address; a typo fails here, not at the first send."""
+    in_file = reader.str("whatsapp.api_base_url", DEFAULT_BASE_URL)
     url = env.get("WHATSAPP_API_BASE_URL")
     where = "WHATSAPP_API_BASE_URL"
     if not url:
-        url = reader.str("whatsapp.api_base_url", DEFAULT_BASE_URL)
+        url = in_file
         where = f"{reader.path}: whatsapp.api_base_url"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -313,8 +325,37 @@ class _Reader:
     def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
         self.path = path
         self.data = data
+        # Every setting looked up, so that the others can be told apart.
+        self.asked: set[str] = set()
+
+    def refuse_unknown(self, others: frozenset[str]) -> None:
+        """Fail on a setting nothing reads: `poll_secs` would be ignored
+        without a word, and the default used. Sections in `others` are read
+        by their own parsers, which check their keys."""
+        asked = self.asked | others
+        known_paths = {
+            ".".join(parts[:n])
+            for parts in (d.split(".") for d in asked)
+            for n in range(1, len(parts) + 1)
+        }
+        for dotted in _paths(self.data):
+            if dotted.split(".")[0] in others or dotted in known_paths:
+                continue
+            parent, _, _ = dotted.rpartition(".")
+            level = dotted.count(".")
+            siblings = {
+                d.split(".")[level]
+                for d in known_paths
+                if d.count(".") == level and d.startswith(f"{parent}.".lstrip("."))
+            }
+            where = f"in {parent}" if parent else "at the top level"
+            raise ConfigError(
+                f"{self.path}: {dotted}: unknown setting {where} "
+                f"(known: {', '.join(sorted(siblings))})"
+            )
 
     def get(self, dotted: str, default: Any) -> Any:
+        self.asked.add(dotted)
         node: Any = self.data
         for part in dotted.split("."):
             if not isinstance(node, Mapping) or part not in node:
@@ -361,6 +402,17 @@ class _Reader:
 
     def _fail(self, dotted: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{self.path}: {dotted}: {rule}, got {value!r}")
+
+
+def _paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted path of every key, nested mappings included."""
+    found = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        found.append(dotted)
+        if isinstance(value, Mapping):
+            found += _paths(value, dotted + ".")
+    return found
 
 
 def answering(settings: Settings) -> Settings:

@@ -114,3 +114,43 @@ def test_a_count_must_be_whole(tmp_path):
         ConfigError, match="engine.max_concurrent_phones: expected a whole"
     ):
         load_settings(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Each was ignored without a word, and the default used.
+        (
+            "engine:\n  poll_secs: 1.0\n",
+            "engine.poll_secs: unknown setting in engine (known: flows_dir, "
+            "gather_ms, max_concurrent_phones, poll_seconds, templates_dir)",
+        ),
+        ("enigne:\n  poll_seconds: 1\n", "enigne: unknown setting at the top level"),
+        (
+            "whatsapp:\n  secrets:\n    app_secert: APP\n",
+            "whatsapp.secrets.app_secert: unknown setting in whatsapp.secrets",
+        ),
+    ],
+)
+def test_a_setting_nothing_reads_is_refused_with_the_known_ones(
+    tmp_path, text, message
+):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert message in str(caught.value)
+
+
+def test_the_shipped_config_has_no_unknown_setting():
+    settings = load_settings(ROOT / "config.yaml", env={})
+    assert settings.server.port == 8080
+
+
+@pytest.mark.parametrize("port", [0, 80800, -1])
+def test_a_port_out_of_range_is_refused(tmp_path, port):
+    # 80800 was taken: the log said :80800, the OS listened elsewhere.
+    path = tmp_path / "config.yaml"
+    path.write_text(f"server:\n  port: {port}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"server.port: expected a"):
+        load_settings(path, env={})
