@@ -68,8 +68,16 @@ class ServerSettings:
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
-# Top-level sections read by parsers of their own, not by `_Reader`.
-OTHER_SECTIONS = frozenset({"api", "templates", "business"})
+# Settings read by parsers of their own (bot/api/settings.py,
+# bot/business/settings.py), not through `_Reader`.
+OTHER_SETTINGS = frozenset(
+    {"api.tokens", "api.default_region", "api.timezone", "api.max_page"}
+    | {"business.url", "business.fixture", "business.admins"}
+    | {"business.link_attempts_per_hour", "business.timeout_seconds"}
+    | {"business.phone_recheck_seconds", "business.queries"}
+)
+# Whose keys are names the file chooses: templates and queries by name.
+NAMED_SETTINGS = frozenset({"templates", "business.queries"})
 PROCESSING = ("thread", "inline")
 
 
@@ -193,7 +201,7 @@ def load_settings(
         templates=parse_templates(path, raw.get("templates")),
         storage=_storage(reader),
     )
-    reader.refuse_unknown(OTHER_SECTIONS)
+    reader.refuse_unknown(OTHER_SETTINGS | NAMED_SETTINGS, NAMED_SETTINGS)
     return settings
 
 
@@ -328,10 +336,10 @@ class _Reader:
         # Every setting looked up, so that the others can be told apart.
         self.asked: set[str] = set()
 
-    def refuse_unknown(self, others: frozenset[str]) -> None:
+    def refuse_unknown(self, others: frozenset[str], named: frozenset[str]) -> None:
         """Fail on a setting nothing reads: `poll_secs` would be ignored
-        without a word, and the default used. Sections in `others` are read
-        by their own parsers, which check their keys."""
+        without a word, and the default used. `others` are read elsewhere;
+        under `named`, any key goes (a template's or a query's name)."""
         asked = self.asked | others
         known_paths = {
             ".".join(parts[:n])
@@ -339,7 +347,7 @@ class _Reader:
             for n in range(1, len(parts) + 1)
         }
         for dotted in _paths(self.data):
-            if dotted.split(".")[0] in others or dotted in known_paths:
+            if dotted in known_paths or any(dotted.startswith(f"{n}.") for n in named):
                 continue
             parent, _, _ = dotted.rpartition(".")
             level = dotted.count(".")

@@ -130,6 +130,8 @@ def test_a_count_must_be_whole(tmp_path):
             "whatsapp:\n  secrets:\n    app_secert: APP\n",
             "whatsapp.secrets.app_secert: unknown setting in whatsapp.secrets",
         ),
+        ("business:\n  fixtur: x.yaml\n", "business.fixtur: unknown setting"),
+        ("api:\n  max_pages: 5\n", "api.max_pages: unknown setting in api"),
     ],
 )
 def test_a_setting_nothing_reads_is_refused_with_the_known_ones(
@@ -140,6 +142,16 @@ def test_a_setting_nothing_reads_is_refused_with_the_known_ones(
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
     assert message in str(caught.value)
+
+
+def test_templates_and_queries_take_any_name(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "templates:\n  aviso_nuevo: {name: aviso, language: es}\n"
+        "business:\n  queries:\n    mi_consulta: SELECT 1\n",
+        encoding="utf-8",
+    )
+    assert "aviso_nuevo" in load_settings(path, env={}).templates
 
 
 def test_the_shipped_config_has_no_unknown_setting():
