@@ -79,8 +79,8 @@ class _Operations:
         if self.runtime.settings.engine.max_concurrent_phones == 0:
             # Stored, never answered: a pause to see, or a slip to undo.
             problems.append(
-                "processing: paused by engine.max_concurrent_phones: 0, "
-                "webhooks are stored and none is answered"
+                "processing: paused by engine.max_concurrent_phones: 0 "
+                "(this process stores webhooks and answers none)"
             )
         worker = self.runtime.worker
         if worker is not None and not worker.alive:
