@@ -24,7 +24,12 @@ from jinja2 import meta, nodes
 from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
-from bot.engine.replies import Renderer, make_environment, template_file
+from bot.engine.replies import (
+    Renderer,
+    WholeValueError,
+    make_environment,
+    template_file,
+)
 from bot.engine.source import line_of, load_yaml
 from bot.errors import FlowError
 from bot.whatsapp import limits
@@ -231,6 +236,14 @@ class Templates:
                         "the apology",
                     )
                 )
+            except WholeValueError as exc:
+                problems.append(
+                    Problem(
+                        str(self.dir / name),
+                        _template_line(exc),
+                        f"{exc}; the driver would get the apology",
+                    )
+                )
             except Exception:  # noqa: BLE001,S112  (a value only a run can give)
                 continue
         return problems
@@ -404,7 +417,7 @@ def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
     return Engine._context(stand_in, probe)  # type: ignore[arg-type]
 
 
-def _template_line(exc: jinja2.UndefinedError) -> int:
+def _template_line(exc: Exception) -> int:
     # Jinja puts the template's line in the traceback of its compiled code.
     tb = exc.__traceback__
     line = 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,25 @@ APOLOGY = (
 )
 
 
-def _no_none(value: Any) -> Any:
+class WholeValueError(RenderError):
+    """A template printed a whole record or list instead of its fields."""
+
+
+def _printable(value: Any) -> Any:
     if value is None:
         raise RenderError("a template printed a value that is None")
+    # A whole record or list would reach the driver as Python's own text,
+    # ids and quotes included: {'id': 'C14', 'name': …}.
+    if isinstance(value, Mapping):
+        raise WholeValueError(
+            "a template printed a whole record: print one of its fields, "
+            "like {{ conductor.name }}"
+        )
+    if isinstance(value, list | tuple | set | frozenset):
+        raise WholeValueError(
+            "a template printed a whole list: loop over it, like "
+            "{% for item in items %}{{ item }}{% endfor %}"
+        )
     return value
 
 
@@ -65,7 +82,7 @@ def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
-        finalize=_no_none,
+        finalize=_printable,
     )
 
 

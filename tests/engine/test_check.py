@@ -94,6 +94,17 @@ def test_a_message_that_would_get_no_reply_is_reported(tmp_path):
     assert problems_of(tmp_path, {"pedido": said}, {"eco": "x"}) == []
 
 
+def test_a_template_printing_a_whole_list_of_the_engine_is_reported(tmp_path):
+    # `commands` is a list of records: printed whole, the driver would read
+    # Python's text of it; the runtime gives the apology instead.
+    found = problems_of(
+        tmp_path, {"pedido": GOOD}, {"eco": "Comandos:\n{{ commands }}\n"}
+    )
+    name, line, message = one(found, "printed a whole list")
+    assert (name, line) == ("eco.j2", 2)
+    assert "{% for item in items %}" in message
+
+
 def test_an_action_that_cannot_take_every_message_needs_its_guard(tmp_path):
     # buscar_conductor reads a RUT from the text: on "hola" it fails the
     # step and the driver gets the apology, so the checker wants the guard.

@@ -188,6 +188,22 @@ async def test_template_escaping_the_sandbox_gets_the_apology(tmp_path, caplog):
         await harness.__aexit__(None, None, None)
 
 
+async def test_a_whole_record_printed_gets_the_apology_not_python(tmp_path, caplog):
+    # `{{ pin }}` of a saved location reached the driver as
+    # {'latitude': -23.5, 'longitude': -70.4, …}, quotes and all.
+    flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
+    templates = {**TEMPLATES, "eco_repetir": "Dijiste: {{ pin }}"}
+    harness = await start(make_project(tmp_path, {"eco": flow}, templates))
+    try:
+        await harness.send(PHONE, "eco")
+        pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
+        with caplog.at_level(logging.ERROR, "tracbot.engine"):
+            assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
+        assert "printed a whole record" in caplog.text
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
 async def test_inputs_button_list_location_and_quick_reply(tmp_path):
     flow = """
     name: elegir
@@ -203,14 +219,17 @@ async def test_inputs_button_list_location_and_quick_reply(tmp_path):
       fin:
         reply: elegido
     """
-    templates = {**TEMPLATES, "elegido": "{{ elegido }}"}
+    templates = {
+        **TEMPLATES,
+        "elegido": "{{ elegido.latitude if elegido is mapping else elegido }}",
+    }
     harness = await start(make_project(tmp_path, {"elegir": flow}, templates))
     try:
         for send, answer in [
             ({"list": "fila_1"}, "fila_1"),
             ({"quick_reply": "VER"}, "VER"),
             ({"button": "si"}, "si"),
-            ({"location": {"latitude": -23.5, "longitude": -70.4}}, "'latitude'"),
+            ({"location": {"latitude": -23.5, "longitude": -70.4}}, "-23.5"),
         ]:
             await harness.send(PHONE, "elegir")
             assert answer in texts(await harness.send(PHONE, send))[0]
