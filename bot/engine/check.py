@@ -819,7 +819,7 @@ def _fallbacks(flows: dict[str, FlowSpec]) -> list[Problem]:
         _at(
             spec,
             "fallback",
-            "exactly one flow may say `fallback: true`; also in "
+            "exactly one flow for anyone may say `fallback: true`; also in "
             + ", ".join(other.path.name for other in found if other is not spec),
         )
         for spec in found

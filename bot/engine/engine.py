@@ -395,5 +395,9 @@ def _fallback(flows: dict[str, CompiledFlow]) -> CompiledFlow:
     ]
     if len(found) != 1:
         names = ", ".join(f.spec.name for f in found) or "none"
-        raise FlowError(f"exactly one flow must say `fallback: true` ({names})")
+        raise FlowError(
+            "exactly one flow for anyone (no `audience`, or `audience: "
+            f"anyone`) must say `fallback: true`, found: {names}; a fallback "
+            "for one audience (vincular.yaml's `unlinked`) does not count"
+        )
     return found[0]

@@ -317,7 +317,7 @@ def test_second_fallback_flow_names_both_files(tmp_path):
     other = other.replace("name: no_entendi", "name: otro_fallback")
     assert "name: otro_fallback" in other
     found = problems_of(tmp_path, {"otro_fallback": other})
-    hits = sorted(p for p in found if "exactly one flow may say" in p[2])
+    hits = sorted(p for p in found if "exactly one flow for anyone may say" in p[2])
     assert [(h[0], h[2].rsplit(" ", 1)[1]) for h in hits] == [
         ("no_entendi.yaml", "otro_fallback.yaml"),
         ("otro_fallback.yaml", "no_entendi.yaml"),
@@ -374,3 +374,17 @@ def test_a_slots_own_shape_is_left_to_a_run(tmp_path):
         "eco.j2",
         1,
     )
+
+
+def test_no_fallback_for_anyone_says_which_kind_is_missing(tmp_path):
+    # vincular.yaml's fallback (for unlinked numbers) made "none" confusing.
+    unlinked_only = (REPO / "flows" / "vincular.yaml").read_text("utf-8")
+    mute = (REPO / "flows" / "no_entendi.yaml").read_text("utf-8")
+    flows = {
+        "vincular": unlinked_only,
+        "no_entendi": mute.replace("fallback: true\n", ""),
+    }
+    found = [str(p) for p in problems_of(tmp_path, flows, {})]
+    assert any(
+        "exactly one flow for anyone" in p and "found: none" in p for p in found
+    ), found
