@@ -89,6 +89,15 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
             )
             continue
         flows[spec.name] = spec
+    for path in sorted(flows_dir.glob("*.yml")):
+        # Read by nobody: the flow it holds would silently not exist.
+        problems.append(
+            Problem(
+                str(path),
+                1,
+                f"not read: flow files end in .yaml (rename it {path.stem}.yaml)",
+            )
+        )
 
     for spec in flows.values():
         problems += FlowChecker(spec, flows, templates).run()

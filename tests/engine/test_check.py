@@ -388,3 +388,11 @@ def test_no_fallback_for_anyone_says_which_kind_is_missing(tmp_path):
     assert any(
         "exactly one flow for anyone" in p and "found: none" in p for p in found
     ), found
+
+
+def test_a_flow_file_ending_in_yml_is_named_not_ignored(tmp_path):
+    make_project(tmp_path, {"pedido": GOOD}, {"eco": "x"})
+    (tmp_path / "flows" / "gracias2.yml").write_text(GOOD, encoding="utf-8")
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    assert [(Path(p.path).name, p.line) for p in found] == [("gracias2.yml", 1)]
+    assert "rename it gracias2.yaml" in found[0].message
