@@ -20,9 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    # Chat prints a conversation: only warnings may interrupt it, unless a
+    # Chat prints a conversation and test a report: only warnings may
+    # interrupt them (a test run logged ~200 INFO lines a file), unless a
     # level was asked for.
-    default = "WARNING" if args.command == "chat" else "INFO"
+    default = "WARNING" if args.command in ("chat", "test") else "INFO"
     logs.setup(args.log_level or default)
     try:
         return args.run(args) or 0
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
-        help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for chat)",
+        help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for chat, test)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -43,6 +43,16 @@ def test_chat_answers_ayuda_and_an_unknown_text(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_conversation_tests_print_their_report_not_the_info_log(tmp_path):
+    # Each case logged its whole tracbot's start at INFO: ~200 lines a file
+    # on stderr around a report of a dozen.
+    cases = ROOT / "tests" / "conversations" / "cancelar.yaml"
+    result = run_bot("test", str(cases), env=demo_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "cases passed" in result.stdout
+    assert "INFO" not in result.stderr
+
+
 def test_chat_rejects_something_that_is_not_a_number(tmp_path):
     result = run_bot("chat", "abc", env=demo_env(tmp_path))
     assert result.returncode == 2
