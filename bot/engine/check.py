@@ -282,6 +282,7 @@ class Templates:
         self._trees[path.name] = tree
         self._unknown_names(path, tree)
         self._internals(path, tree)
+        self._placeholders(path, tree)
         self._references(path, tree)
         self.variables[path.name] = used
         self.static_length[path.name] = sum(
@@ -313,6 +314,19 @@ class Templates:
                     f"template reaches for {name!r}: names starting with _ "
                     "are Python internals, blocked by the sandbox",
                 )
+
+    def _placeholders(self, path: Path, tree: nodes.Template) -> None:
+        # `{{1}}` is a placeholder in Meta's templates; here it prints "1".
+        for output in tree.find_all(nodes.Output):
+            for node in output.nodes:
+                if isinstance(node, nodes.Const) and type(node.value) is int:
+                    self._fail(
+                        path,
+                        node.lineno,
+                        f"{{{{{node.value}}}}} prints the number {node.value}: "
+                        "numbered placeholders belong to Meta's templates; "
+                        "here write the variable's name, like {{ driver_name }}",
+                    )
 
     def _references(self, path: Path, tree: nodes.Template) -> None:
         for node in tree.find_all(_REFERENCES):

@@ -396,3 +396,12 @@ def test_a_flow_file_ending_in_yml_is_named_not_ignored(tmp_path):
     found = check_project(tmp_path / "flows", tmp_path / "message_templates")
     assert [(Path(p.path).name, p.line) for p in found] == [("gracias2.yml", 1)]
     assert "rename it gracias2.yaml" in found[0].message
+
+
+def test_a_meta_style_numbered_placeholder_is_reported(tmp_path):
+    # Pasted from a Meta template, {{1}} reached the driver as "1".
+    found = problems_of(
+        tmp_path, {"pedido": GOOD}, {"eco": "Hola,\nHola {{1}}, tu viaje {{ 2 }}."}
+    )
+    hits = sorted((p[1], p[2].split(":")[0]) for p in found if "numbered" in p[2])
+    assert hits == [(2, "{{1}} prints the number 1"), (2, "{{2}} prints the number 2")]
