@@ -229,6 +229,9 @@ async def run_case(
         # context, so the states they enter land in `trace`.
         token = machine.TRACE.set(trace if trace is not None else [])
         try:
+            result.failures = _unknown_names(case, engine)
+            if result.failures:
+                return result, engine
             async with Harness(settings, engine) as harness:
                 await _setup(case, harness)
                 for number, step in enumerate(case.steps, start=1):
@@ -241,6 +244,21 @@ async def run_case(
         finally:
             machine.TRACE.reset(token)
     return result, engine
+
+
+def _unknown_names(case: Case, engine: Engine) -> list[str]:
+    # `state: viajess` read "state is 'viajes', expected 'viajess'", as if
+    # the bot were wrong; a name no flow has is the test's own slip.
+    states = {state for f in engine.flows.values() for state in f.spec.states}
+    failures = []
+    for number, step in enumerate(case.steps, start=1):
+        for key, known in (("flow", set(engine.flows)), ("state", states)):
+            want = step.expect.get(key, None)
+            if key in step.expect and want not in NONE_WORDS and want not in known:
+                failures.append(
+                    f"step {number} (line {step.line}): no flow has the {key} {want!r}"
+                )
+    return failures
 
 
 async def _setup(case: Case, harness: Harness) -> None:

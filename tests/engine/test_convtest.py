@@ -56,6 +56,28 @@ async def test_passing_case_and_coverage_report(tmp_path):
     assert "transitions no case took: sino.preguntar.on[1]" in report.text()
 
 
+async def test_a_flow_or_state_no_flow_has_is_named_as_the_tests_slip(tmp_path):
+    config, cases = project(
+        tmp_path,
+        """
+        cases:
+          - name: erratas
+            steps:
+              - send: pregunta
+                flow: sinno
+                state: preguntr
+              - send: si
+                state: null
+        """,
+    )
+    report = await run_files([cases], config)
+    [result] = report.results
+    assert result.failures == [
+        "step 1 (line 4): no flow has the flow 'sinno'",
+        "step 1 (line 4): no flow has the state 'preguntr'",
+    ]
+
+
 async def test_failing_expectations_are_each_reported(tmp_path):
     config, cases = project(
         tmp_path,
