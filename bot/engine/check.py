@@ -493,11 +493,22 @@ class FlowChecker:
         for state in self.spec.states.values():
             self._state(state)
         self._flow_templates()
-        self._reachability()
         self._always_loops()
         self._silences()
-        self._slots()
+        if not self._broken_ways():
+            # A misspelt `to:` cuts the paths these two follow: each would
+            # report a dozen states behind it, none the cause.
+            self._reachability()
+            self._slots()
         return self.problems
+
+    def _broken_ways(self) -> bool:
+        states = self.spec.states
+        return any(
+            item.dest not in states
+            for state in states.values()
+            for item in (*state.on, *state.always)
+        )
 
     def fail(self, at: str, message: str) -> None:
         self.problems.append(_at(self.spec, at, message))

@@ -405,3 +405,13 @@ def test_a_meta_style_numbered_placeholder_is_reported(tmp_path):
     )
     hits = sorted((p[1], p[2].split(":")[0]) for p in found if "numbered" in p[2])
     assert hits == [(2, "{{1}} prints the number 1"), (2, "{{2}} prints the number 2")]
+
+
+def test_a_misspelt_destination_is_reported_alone(tmp_path):
+    # One `to:` typo read as 13 problems: every state behind it unreachable
+    # and every slot it saves unprovided, around the one line to fix.
+    flows = {"vincular": (REPO / "flows" / "vincular.yaml").read_text("utf-8")}
+    flows["vincular"] = flows["vincular"].replace("to: revisar", "to: revisra")
+    found = problems_of(tmp_path, flows, {})
+    assert found, "the typo must be reported"
+    assert all("unknown state 'revisra'" in message for _, _, message in found)
