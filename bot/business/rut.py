@@ -31,6 +31,8 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TOKEN_EDGES = re.compile(r"^[^\w]+|[^\w]+$")
 # Written with digits only, no guion and no K: maybe the body alone.
 _BODY_ONLY = re.compile(r"^[0-9.\s]+$")
+# The end of a RUT written as one: a dash before the check digit, or a K.
+_WRITTEN = re.compile(r"(-\s*[0-9k]|k)$", re.IGNORECASE)
 
 # Reasons, in the words the `rut_invalido` template switches on.
 EMPTY = "vacio"
@@ -108,6 +110,14 @@ def looks_like_rut(text: str | None) -> bool:
     lets other texts (a command, a greeting) go their own way.
     """
     return len(_DIGITS.findall(candidate(text))) >= 5
+
+
+def written_as_rut(text: str | None) -> bool:
+    """Whether a text writes its RUT as one: the check digit after a dash,
+    or a K. Unasked, "9 8765 4325" is a phone number, even when its last
+    digit happens to check (about one number in eleven)."""
+    value = candidate(text)
+    return bool(_WRITTEN.search(value)) and _RUT_CHARS.match(value) is not None
 
 
 def candidate(text: str | None) -> str:

@@ -78,3 +78,24 @@ def test_invalid_rut_says_why(typed, reason):
 )
 def test_looks_like_rut_needs_five_digits(text, expected):
     assert rut.looks_like_rut(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12.345.678-5", True),
+        ("12345678-5", True),
+        ("*12.345.678–5*", True),  # bold, en dash
+        ("mi rut es 10.000.013-K", True),
+        ("10000013k", True),
+        ("12345678 - 5", True),
+        # Unasked, digits alone are a phone or a folio, whatever they check.
+        ("9 8765 4325", False),
+        ("987654325", False),
+        ("folio 123456785", False),
+        ("+56 9 1234 5678", False),
+        ("hola", False),
+    ],
+)
+def test_written_as_rut_wants_the_dash_or_a_k(text, expected):
+    assert rut.written_as_rut(text) is expected

@@ -67,6 +67,12 @@ def rut_is_valid(turn: Turn) -> bool:
     return True
 
 
+@condition("rut_con_guion")
+def rut_written_as_one(turn: Turn) -> bool:
+    """A valid RUT with its dash or a K: taken even when nobody asked."""
+    return rut_is_valid(turn) and rut.written_as_rut(_text(turn))
+
+
 @condition("parece_rut")
 def looks_like_rut(turn: Turn) -> bool:
     return rut.looks_like_rut(_text(turn))
@@ -92,7 +98,7 @@ async def record_invalid_rut(turn: Turn) -> None:
 @action(
     "buscar_conductor",
     provides=("rut", "conductor", "rut_ocupado"),
-    needs=("rut_valido",),
+    needs=("rut_valido", "rut_con_guion"),
 )
 async def find_driver(turn: Turn) -> None:
     found = rut.parse(_text(turn))
@@ -249,7 +255,9 @@ def _capped(text: str | None, limit: int) -> str:
 @action(
     "guardar_ubicacion",
     provides=("viaje", "ubicacion"),
-    needs=("ubicacion_valida", "trae_ubicacion"),
+    # Not `trae_ubicacion` or `input: location`: a pin at latitude 999
+    # is a location too, and would be stored.
+    needs=("ubicacion_valida",),
 )
 async def save_location(turn: Turn) -> None:
     location = turn.message.location if turn.message else None
