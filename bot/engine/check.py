@@ -427,6 +427,22 @@ class _Anything:
 _ANYTHING = _Anything()
 
 
+def _always_taken(state: StateSpec) -> bool:
+    """Whether one of the state's `always` transitions surely holds: one
+    without conditions, or `if: X` beside `unless: X`."""
+    ifs, unlesses = set(), set()
+    for item in state.always:
+        if not item.conditions and not item.unless:
+            return True
+        if item.conditions and not item.unless:
+            ifs.add(frozenset(item.conditions))
+        if item.unless and not item.conditions:
+            unlesses.add(frozenset(item.unless))
+    # `if: [X]` and `unless: [X]` cover every case between them; with more
+    # names, `unless: [X, Y]` holds only when neither does.
+    return any(len(names) == 1 for names in ifs & unlesses)
+
+
 def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
     """The values the engine gives every template, for these flows (every
     command listed, as for an admin)."""
@@ -702,7 +718,7 @@ class FlowChecker:
             return None
         # With only conditional `always` transitions, none may hold: the
         # state then waits (or ends) as it is.
-        if all(t.conditions or t.unless for t in state.always):
+        if not _always_taken(state):
             return name
         for item in state.always:
             if item.reply is None:

@@ -415,3 +415,29 @@ def test_a_misspelt_destination_is_reported_alone(tmp_path):
     found = problems_of(tmp_path, flows, {})
     assert found, "the typo must be reported"
     assert all("unknown state 'revisra'" in message for _, _, message in found)
+
+
+def test_if_and_unless_of_one_condition_cover_every_message(tmp_path):
+    # One of the two always holds: the first state never waits silent.
+    branches = """
+name: ramas
+start: [ramas]
+states:
+  inicio:
+    always:
+      - {if: es_comando, to: a}
+      - {unless: es_comando, to: b}
+  a:
+    reply: eco
+  b:
+    reply: eco
+"""
+    assert problems_of(tmp_path, {"ramas": branches}, {"eco": "x"}) == []
+
+    # Both of two conditions, or neither: a message with one of them waits.
+    partial = branches.replace("{if: es_comando,", "{if: [es_comando, parece_rut],")
+    partial = partial.replace(
+        "{unless: es_comando,", "{unless: [es_comando, parece_rut],"
+    )
+    found = problems_of(tmp_path, {"ramas": partial}, {"eco": "x"})
+    assert one(found, "starts this flow gets no reply")[:2] == ("ramas.yaml", 4)
