@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MappingView
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,11 @@ def _printable(value: Any) -> Any:
             "a template printed a whole record: print one of its fields, "
             "like {{ conductor.name }}"
         )
-    if isinstance(value, list | tuple | set | frozenset):
+    # Filters such as map, batch or reverse give generators and iterators,
+    # printed as "<generator object …>".
+    if isinstance(
+        value, list | tuple | set | frozenset | range | Iterator | MappingView
+    ):
         raise WholeValueError(
             "a template printed a whole list: loop over it, like "
             "{% for item in items %}{{ item }}{% endfor %}"

@@ -441,3 +441,25 @@ states:
     )
     found = problems_of(tmp_path, {"ramas": partial}, {"eco": "x"})
     assert one(found, "starts this flow gets no reply")[:2] == ("ramas.yaml", 4)
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "{{ commands|map(attribute='command') }}",  # <generator object …>
+        "{{ commands|reverse }}",
+        "{{ commands[0].items() }}",
+        "{{ range(3) }}",
+    ],
+)
+def test_generators_views_and_ranges_are_whole_lists_too(tmp_path, printed):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": printed})
+    assert one(found, "printed a whole list")[:2] == ("eco.j2", 1)
+
+
+def test_a_list_joined_or_counted_is_fine(tmp_path):
+    fine = (
+        "{{ commands|map(attribute='command')|join(', ') }} "
+        "{{ commands|length }} {% for c in commands %}{{ c.title }}{% endfor %}"
+    )
+    assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
