@@ -76,7 +76,8 @@ OTHER_SETTINGS = frozenset(
     | {"business.link_attempts_per_hour", "business.timeout_seconds"}
     | {"business.phone_recheck_seconds", "business.queries"}
 )
-# Whose keys are names the file chooses: templates and queries by name.
+# Checked by their own parsers (templates), or whose keys are names the
+# file chooses (queries).
 NAMED_SETTINGS = frozenset({"templates", "business.queries"})
 PROCESSING = ("thread", "inline")
 
@@ -346,7 +347,11 @@ class _Reader:
             for parts in (d.split(".") for d in asked)
             for n in range(1, len(parts) + 1)
         }
-        for dotted in _paths(self.data):
+        for dotted, value in _paths(self.data):
+            holds = any(d.startswith(f"{dotted}.") for d in known_paths)
+            if holds and value is not None and not isinstance(value, Mapping):
+                # `server: 9090` read as no server settings at all.
+                self._fail(dotted, "expected a mapping of settings", value)
             if dotted in known_paths or any(dotted.startswith(f"{n}.") for n in named):
                 continue
             parent, _, _ = dotted.rpartition(".")
@@ -412,12 +417,12 @@ class _Reader:
         raise ConfigError(f"{self.path}: {dotted}: {rule}, got {value!r}")
 
 
-def _paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The dotted path of every key, nested mappings included."""
+def _paths(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """The dotted path and value of every key, nested mappings included."""
     found = []
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        found.append(dotted)
+        found.append((dotted, value))
         if isinstance(value, Mapping):
             found += _paths(value, dotted + ".")
     return found

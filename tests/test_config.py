@@ -132,6 +132,13 @@ def test_a_count_must_be_whole(tmp_path):
         ),
         ("business:\n  fixtur: x.yaml\n", "business.fixtur: unknown setting"),
         ("api:\n  max_pages: 5\n", "api.max_pages: unknown setting in api"),
+        ("server: 9090\n", "server: expected a mapping of settings, got 9090"),
+        # The alert would have gone out without its template, or its values.
+        ("templates:\n  alertt: {name: a}\n", "templates.alertt: unknown use"),
+        (
+            "templates:\n  alert: {name: a, parmeters: [tipo]}\n",
+            "templates.alert.parmeters: unknown setting",
+        ),
     ],
 )
 def test_a_setting_nothing_reads_is_refused_with_the_known_ones(
@@ -144,14 +151,14 @@ def test_a_setting_nothing_reads_is_refused_with_the_known_ones(
     assert message in str(caught.value)
 
 
-def test_templates_and_queries_take_any_name(tmp_path):
+def test_queries_take_any_name(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(
-        "templates:\n  aviso_nuevo: {name: aviso, language: es}\n"
+        "templates:\n  alert: {name: aviso, language: es}\n"
         "business:\n  queries:\n    mi_consulta: SELECT 1\n",
         encoding="utf-8",
     )
-    assert "aviso_nuevo" in load_settings(path, env={}).templates
+    assert load_settings(path, env={}).templates["alert"].name == "aviso"
 
 
 def test_the_shipped_config_has_no_unknown_setting():

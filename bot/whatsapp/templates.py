@@ -47,6 +47,12 @@ def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
     return last_inbound_at is not None and now - last_inbound_at < WINDOW
 
 
+# What each entry of `templates:` carries a message for: the notifications
+# of bot/api/notifications.py and the free text of `send_text`.
+USES = ("trip_status", "guide_created", "alert", "text")
+ENTRY_KEYS = ("name", "language", "parameters")
+
+
 def parse_templates(path: Any, data: Any) -> dict[str, TemplateSpec]:
     """Read the `templates:` section of config.yaml.
 
@@ -62,8 +68,16 @@ def parse_templates(path: Any, data: Any) -> dict[str, TemplateSpec]:
 
 def _spec(path: Any, key: str, entry: Any) -> TemplateSpec:
     where = f"{path}: templates.{key}"
+    if key not in USES:
+        # A misspelt use (`alertt`) left the alert without its template.
+        raise ConfigError(f"{where}: unknown use (known: {', '.join(USES)})")
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a mapping with name and language")
+    unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown setting (known: {', '.join(ENTRY_KEYS)})"
+        )
     name, language = entry.get("name"), entry.get("language", "es")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.name: expected the approved template name")
