@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from bot.business.settings import business_settings
 from bot.config import load_settings
 from bot.errors import ConfigError
 from tests.support import ROOT
@@ -173,3 +174,16 @@ def test_a_port_out_of_range_is_refused(tmp_path, port):
     path.write_text(f"server:\n  port: {port}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"server.port: expected a"):
         load_settings(path, env={})
+
+
+def test_a_business_setting_left_empty_takes_its_default(tmp_path):
+    # `link_attempts_per_hour:` with no value stopped chat with "got None",
+    # where every other section reads an empty setting as its default.
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "business:\n  link_attempts_per_hour:\n  timeout_seconds:\n  url:\n",
+        encoding="utf-8",
+    )
+    business = business_settings(load_settings(path, env={}), env={})
+    assert business.link_attempts_per_hour == 3
+    assert business.timeout_seconds == 5

@@ -79,14 +79,15 @@ def _queries(raw: Mapping[str, Any], where: str) -> dict[str, str]:
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str, default: str) -> str:
-    value = raw.get(key, default)
+    # Left empty (`url:`), a setting takes its default, as everywhere else.
+    value = default if raw.get(key) is None else raw[key]
     if not isinstance(value, str):
         raise ConfigError(f"{where}.{key}: expected a text, got {value!r}")
     return value
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str, default: float) -> float:
-    value = raw.get(key, default)
+    value = default if raw.get(key) is None else raw[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{where}.{key}: expected a number >= 0, got {value!r}")
     return value

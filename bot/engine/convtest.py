@@ -192,6 +192,12 @@ def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
                 f"{path}:{line}: an empty reply matcher checks nothing "
                 f"(use {', '.join(sorted(REPLY_KEYS))})"
             )
+        if isinstance(want, dict):
+            for key in ("contains", "matches"):
+                parts = _as_list(want.get(key, ["x"]))
+                if not parts or any(str(p) == "" for p in parts):
+                    line = lines.get(f"{where}.{key}", lines.get(where, 1))
+                    raise FlowError(f"{path}:{line}: an empty `{key}` checks nothing")
 
 
 # Running cases

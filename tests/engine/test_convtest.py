@@ -171,6 +171,10 @@ def test_a_misspelt_or_empty_reply_matcher_names_the_line(tmp_path):
         load_cases(tmp_path / "d.yaml")
     with pytest.raises(FlowError, match=r"e.yaml:5: an empty reply matcher"):
         load_cases(tmp_path / "e.yaml")
+    for empty in ("{contains: []}", '{contains: ""}', '{matches: ""}'):
+        write_files(tmp_path, {"f.yaml": step + f"        reply: {empty}\n"})
+        with pytest.raises(FlowError, match=r"f.yaml:5: an empty `\w+` checks"):
+            load_cases(tmp_path / "f.yaml")
 
 
 async def test_a_step_that_cannot_be_sent_fails_its_case_not_the_run(tmp_path):
