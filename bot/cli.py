@@ -219,6 +219,17 @@ def _test(args: argparse.Namespace) -> int:
     if not paths:
         print("tracbot test: no conversation tests found", file=sys.stderr)
         return 2
+
+    # Cases run on flows `serve` would refuse passed, as if all were well.
+    from bot.engine.check import check_project, format_problems
+
+    engine = _settings(args).engine
+    problems = check_project(engine.flows_dir, engine.templates_dir)
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        print("tracbot test: fix these first (serve refuses them)", file=sys.stderr)
+        return 1
+
     with _unreadable_as_flow_error():
         report = asyncio.run(run_files(paths, args.config))
     print(report.text())

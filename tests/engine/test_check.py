@@ -463,3 +463,16 @@ def test_a_list_joined_or_counted_is_fine(tmp_path):
         "{{ commands|length }} {% for c in commands %}{{ c.title }}{% endfor %}"
     )
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
+
+
+def test_conversation_tests_refuse_flows_that_check_refuses(tmp_path, capsys):
+    # The cases passed on flows serve would not start with.
+    bad = GOOD.replace("to: listo", "to: lsito")
+    config = make_project(tmp_path, {"pedido": bad}, {"eco": "x"})
+    cases = tmp_path / "casos.yaml"
+    cases.write_text(
+        "cases:\n  - name: x\n    steps:\n      - send: pedido\n", encoding="utf-8"
+    )
+    assert main(["--config", str(config), "test", str(cases)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown state 'lsito'" in err and "fix these first" in err
