@@ -348,6 +348,9 @@ class _Reader:
             for n in range(1, len(parts) + 1)
         }
         for dotted, value in _paths(self.data):
+            if dotted.startswith("x-"):
+                # A place for YAML anchors, as in Compose files: read by nobody.
+                continue
             holds = any(d.startswith(f"{dotted}.") for d in known_paths)
             if holds and value is not None and not isinstance(value, Mapping):
                 # `server: 9090` read as no server settings at all.

@@ -187,3 +187,13 @@ def test_a_business_setting_left_empty_takes_its_default(tmp_path):
     business = business_settings(load_settings(path, env={}), env={})
     assert business.link_attempts_per_hour == 3
     assert business.timeout_seconds == 5
+
+
+def test_x_keys_hold_yaml_anchors(tmp_path):
+    # As in Compose files: a place for anchors that nothing reads.
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "x-esperas: &esperas\n  poll_seconds: 2.5\nengine:\n  <<: *esperas\n",
+        encoding="utf-8",
+    )
+    assert load_settings(path, env={}).engine.poll_seconds == 2.5

@@ -163,11 +163,20 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
         name=str(raw.get("name") or f"case {at}"),
         path=path,
         line=line,
-        phone=str(raw.get("phone", DEFAULT_PHONE)),
+        phone=_phone(path, line, raw.get("phone", DEFAULT_PHONE)),
         name_of_driver=str(raw.get("driver_name", "Conductor")),
         given=dict(raw.get("given") or {}),
         steps=tuple(steps),
     )
+
+
+def _phone(path: Path, line: int, raw: Any) -> str:
+    # "+56 9 1111 2222" as README and chat write it: Meta's wa_id is the
+    # digits alone, and with the + kept the case ran as another number.
+    digits = re.sub(r"[\s+\-().]", "", str(raw))
+    if not digits.isdigit():
+        raise FlowError(f"{path}:{line}: phone {raw!r} is not a phone number")
+    return digits
 
 
 def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:

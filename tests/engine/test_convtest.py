@@ -217,3 +217,20 @@ async def test_a_given_hook_that_raises_names_the_case(tmp_path):
 def test_missing_test_file_is_a_flow_error(tmp_path):
     with pytest.raises(FlowError, match=r"nope.yaml: no such file"):
         load_cases(tmp_path / "nope.yaml")
+
+
+def test_a_case_phone_is_read_as_its_digits(tmp_path):
+    # "+56 9 1111 2222" ran as another, unlinked number.
+    write_files(
+        tmp_path,
+        {
+            "p.yaml": 'cases:\n  - name: x\n    phone: "+56 9 1111 2222"\n'
+            "    steps:\n      - send: hola\n",
+            "q.yaml": "cases:\n  - name: x\n    phone: rodrigo\n"
+            "    steps:\n      - send: hola\n",
+        },
+    )
+    [case] = load_cases(tmp_path / "p.yaml")
+    assert case.phone == "56911112222"
+    with pytest.raises(FlowError, match=r"q.yaml:2: phone 'rodrigo' is not"):
+        load_cases(tmp_path / "q.yaml")
