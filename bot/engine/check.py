@@ -427,6 +427,18 @@ class _Anything:
 _ANYTHING = _Anything()
 
 
+def _startable(spec: FlowSpec) -> bool:
+    """Whether a message can start the flow, not only a handover."""
+    return bool(
+        spec.start
+        or spec.start_ids
+        or spec.start_types
+        or spec.command
+        or spec.fallback
+        or spec.is_global
+    )
+
+
 def _always_taken(state: StateSpec) -> bool:
     """Whether one of the state's `always` transitions surely holds: one
     without conditions, or `if: X` beside `unless: X`."""
@@ -686,20 +698,23 @@ class FlowChecker:
         # A message must get an answer: a way that stops (to wait for the
         # next message, or for good) with nothing said leaves the driver
         # looking at their own message.
-        initial = self.spec.initial
-        end = self._silent_end(initial, frozenset())
-        if end is not None:
+        spec, initial = self.spec, self.spec.initial
+        end = self._silent_end(spec, initial, frozenset())
+        # A flow only a handover reaches is checked from the handing side.
+        if end is not None and _startable(spec):
             hint = ""
-            if end == initial and self.spec.states[end].on:
+            if end == initial and spec.states[end].on:
                 hint = ", or make its transitions `always` if it should not wait"
             self.fail(
                 f"states.{initial}",
                 "the message that starts this flow gets no reply: it stops in "
                 f"{end!r}, which says nothing (give {end!r} a reply{hint})",
             )
-        for name, state in self.spec.states.items():
+        for name, state in spec.states.items():
             for i, item in enumerate(state.on):
-                end = None if item.reply else self._silent_end(item.dest, frozenset())
+                if item.reply:
+                    continue
+                end = self._silent_end(spec, item.dest, frozenset())
                 if end is not None:
                     self.fail(
                         f"states.{name}.on[{i}]",
@@ -708,21 +723,33 @@ class FlowChecker:
                         f"or {end!r} a reply)",
                     )
 
-    def _silent_end(self, name: str, seen: frozenset[str]) -> str | None:
-        """The state where a way into `name` can stop having said nothing."""
-        state = self.spec.states.get(name)
-        if state is None or name in seen:
-            # Unknown states and `always` loops are reported on their own.
+    def _silent_end(
+        self, spec: FlowSpec, name: str, seen: frozenset[tuple[str, str]]
+    ) -> str | None:
+        """The state where a way into `name` can stop having said nothing
+        (`flow.state` when a handover led into another flow)."""
+        state = spec.states.get(name)
+        if state is None or (spec.name, name) in seen:
+            # Unknown states and loops are reported on their own.
             return None
-        if state.reply is not None or state.handover is not None:
+        if state.reply is not None:
             return None
+        seen = seen | {(spec.name, name)}
+        if state.handover is not None:
+            other = self.flows.get(state.handover)
+            if other is None:
+                return None
+            end = self._silent_end(other, other.initial, seen)
+            if end is None or "." in end:
+                return end
+            return f"{other.name}.{end}"
         # With only conditional `always` transitions, none may hold: the
         # state then waits (or ends) as it is.
         if not _always_taken(state):
             return name
         for item in state.always:
             if item.reply is None:
-                end = self._silent_end(item.dest, seen | {name})
+                end = self._silent_end(spec, item.dest, seen)
                 if end is not None:
                     return end
         return None

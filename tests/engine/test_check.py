@@ -476,3 +476,41 @@ def test_conversation_tests_refuse_flows_that_check_refuses(tmp_path, capsys):
     assert main(["--config", str(config), "test", str(cases)]) == 1
     err = capsys.readouterr().err
     assert "unknown state 'lsito'" in err and "fix these first" in err
+
+
+def test_a_flow_only_a_handover_reaches_is_checked_from_the_handing_side(
+    tmp_path,
+):
+    # Its first state waits without a word, which is right when the way in
+    # said something: no message starts it by itself.
+    sub = """
+name: detalle
+states:
+  espera:
+    on:
+      - {input: text, reply: eco, to: fin}
+  fin:
+    reply: eco
+"""
+    menu = """
+name: menu
+start: [menu_detalle]
+states:
+  preguntar:
+    reply: eco
+    on:
+      - {input: text, reply: eco, to: pasar}
+  pasar:
+    handover: detalle
+"""
+    flows = {"detalle": sub, "menu": menu}
+    assert problems_of(tmp_path, flows, {"eco": "x"}) == []
+
+    # Nothing said on the way: reported where the way starts, naming the end.
+    flows["menu"] = menu.replace(
+        "{input: text, reply: eco, to: pasar}", "{input: text, to: pasar}"
+    )
+    found = problems_of(tmp_path, flows, {"eco": "x"})
+    name, line, message = one(found, "a message taken here gets no reply")
+    assert (name, line) == ("menu.yaml", 7)
+    assert "stops in 'detalle.espera'" in message
