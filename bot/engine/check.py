@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,6 +233,7 @@ class Templates:
             names = set(self.variables.get(name, ()))
             values: dict[str, Any] = dict.fromkeys(names, _ANYTHING)
             values.update(engine)
+            values["slots"] = _AnySlots()
             try:
                 self.env.get_template(name).render(values)
             except jinja2.UndefinedError as exc:
@@ -425,6 +426,20 @@ class _Anything:
 
 
 _ANYTHING = _Anything()
+
+
+class _AnySlots(Mapping[str, Any]):
+    """A stand-in for `slots`: a record whose every field is anything, so
+    that `{{ slots.rut }}` passes and `{{ slots }}` prints a whole record."""
+
+    def __getitem__(self, key: str) -> Any:
+        return _ANYTHING
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _startable(spec: FlowSpec) -> bool:

@@ -514,3 +514,10 @@ states:
     name, line, message = one(found, "a message taken here gets no reply")
     assert (name, line) == ("menu.yaml", 7)
     assert "stops in 'detalle.espera'" in message
+
+
+def test_slots_printed_whole_is_reported_and_a_field_of_it_is_fine(tmp_path):
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "{{ slots }}"})
+    assert one(found, "printed a whole record")[:2] == ("eco.j2", 1)
+    fine = "{{ slots.numero }} {% if slots.get('numero') %}sí{% endif %}"
+    assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
