@@ -167,6 +167,9 @@ def build_message(wa_id: str, what: Any, wamid: str) -> dict:
     if not isinstance(what, Mapping):
         raise ValueError(f"cannot send {what!r}")
     kinds = [k for k in SEND_KINDS if k in what]
+    if "quick_reply" in kinds and "text" in kinds:
+        # `text` is the quick reply's label here, not a message of its own.
+        kinds.remove("text")
     if len(kinds) != 1:
         raise ValueError(f"send needs exactly one of {', '.join(SEND_KINDS)}")
     return {**base, **_content(kinds[0], what)}

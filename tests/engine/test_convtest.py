@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.engine.convtest import GIVEN, given, load_cases, run_files
+from bot.engine.harness import build_message
 from bot.errors import FlowError
 from tests.engine.project import make_project, write_files
 
@@ -234,3 +235,13 @@ def test_a_case_phone_is_read_as_its_digits(tmp_path):
     assert case.phone == "56911112222"
     with pytest.raises(FlowError, match=r"q.yaml:2: phone 'rodrigo' is not"):
         load_cases(tmp_path / "q.yaml")
+
+
+def test_a_quick_reply_step_takes_its_label_as_documented():
+    # docs/flows.md's `send: {quick_reply: VER_VIAJE, text: "Ver viaje"}`
+    # failed: `text` was read as a second message.
+    message = build_message("56911112222", {"quick_reply": "VER", "text": "Ver"}, "w1")
+    assert message["type"] == "button"
+    assert message["button"] == {"payload": "VER", "text": "Ver"}
+    with pytest.raises(ValueError, match="exactly one"):
+        build_message("56911112222", {"button": "si", "text": "hola"}, "w2")
