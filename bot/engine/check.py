@@ -200,6 +200,8 @@ class Templates:
         self.sources: dict[str, str] = {}
         self.unreadable: set[str] = set()
         self.variables: dict[str, set[str]] = {}
+        # Variables the template guards itself (`is defined`, `default`).
+        self.optional: dict[str, set[str]] = {}
         self.static_length: dict[str, int] = {}
         self.referenced: set[str] = set()
         self.partials: set[str] = set()
@@ -286,6 +288,7 @@ class Templates:
         self._placeholders(path, tree)
         self._references(path, tree)
         self.variables[path.name] = used
+        self.optional[path.name] = _guarded_names(tree)
         self.static_length[path.name] = sum(
             len(data.data) for data in tree.find_all(nodes.TemplateData)
         )
@@ -815,13 +818,30 @@ class FlowChecker:
             reply = reply.get("template")
         if not isinstance(reply, str):
             return
-        used = self.templates.variables.get(template_file(reply), set())
+        file = template_file(reply)
+        used = self.templates.variables.get(file, set())
+        used = used - self.templates.optional.get(file, set())
         for name in sorted(used - self.context - slots):
             self.fail(
                 at,
                 f"template {reply!r} uses {name!r}, which state "
                 f"{state!r} cannot provide (no earlier step saves it)",
             )
+
+
+def _guarded_names(tree: nodes.Template) -> set[str]:
+    """Names the template asks about before use: `x is defined`, `x is
+    undefined`, `x|default(…)`; a state may rightly not have them."""
+    guarded = set()
+    for node in tree.find_all((nodes.Test, nodes.Filter)):
+        asks = (
+            node.name in ("defined", "undefined")
+            if isinstance(node, nodes.Test)
+            else node.name in ("default", "d")
+        )
+        if asks and isinstance(node.node, nodes.Name):
+            guarded.add(node.node.name)
+    return guarded
 
 
 def _after(slots: set[str], item: Any) -> set[str]:

@@ -521,3 +521,17 @@ def test_slots_printed_whole_is_reported_and_a_field_of_it_is_fine(tmp_path):
     assert one(found, "printed a whole record")[:2] == ("eco.j2", 1)
     fine = "{{ slots.numero }} {% if slots.get('numero') %}sí{% endif %}"
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
+
+
+@pytest.mark.parametrize(
+    "guarded",
+    [
+        "Listo{% if tipo is defined %} ({{ tipo }}){% endif %}.",
+        "Listo {{ tipo | default('') }}.",
+    ],
+)
+def test_a_variable_the_template_guards_may_be_missing(tmp_path, guarded):
+    # Jinja's own way to say "maybe": the state need not provide it.
+    assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": guarded}) == []
+    unguarded = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "{{ tipo }}"})
+    assert one(unguarded, "uses 'tipo', which state")
