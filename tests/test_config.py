@@ -134,6 +134,9 @@ def test_a_count_must_be_whole(tmp_path):
         ("business:\n  fixtur: x.yaml\n", "business.fixtur: unknown setting"),
         ("api:\n  max_pages: 5\n", "api.max_pages: unknown setting in api"),
         ("server: 9090\n", "server: expected a mapping of settings, got 9090"),
+        # Each found out only at the first alert or send, as a failed request.
+        ("api:\n  timezone: Mars/Base\n", "api.timezone: expected a zone"),
+        ("api:\n  default_region: XX\n", "api.default_region: expected a country"),
         # The alert would have gone out without its template, or its values.
         ("templates:\n  alertt: {name: a}\n", "templates.alertt: unknown use"),
         (

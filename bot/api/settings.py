@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
 
 from bot.errors import ConfigError
 
@@ -68,8 +71,21 @@ def parse_api(path: Any, data: Any, env: Mapping[str, str], demo: bool) -> ApiSe
             unset.append(var)
 
     region = _text(path, data, "default_region", "CL")
-    if len(region) != 2 or not region.isupper():
-        raise ConfigError(f"{path}: api.default_region: expected a code like CL")
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        # XX read every national number as invalid: each send a 400.
+        raise ConfigError(
+            f"{path}: api.default_region: expected a country code like CL, "
+            f"got {region!r}"
+        )
+    timezone = _text(path, data, "timezone", "America/Santiago")
+    try:
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        # Found out at the first alert otherwise, as a failed request.
+        raise ConfigError(
+            f"{path}: api.timezone: expected a zone like America/Santiago, "
+            f"got {timezone!r}"
+        ) from None
     max_page = data.get("max_page", 200)
     if isinstance(max_page, bool) or not isinstance(max_page, int) or max_page < 1:
         raise ConfigError(f"{path}: api.max_page: expected a positive integer")
@@ -77,7 +93,7 @@ def parse_api(path: Any, data: Any, env: Mapping[str, str], demo: bool) -> ApiSe
         tokens=tuple(tokens),
         unset=tuple(unset),
         default_region=region,
-        timezone=_text(path, data, "timezone", "America/Santiago"),
+        timezone=timezone,
         max_page=max_page,
     )
 
