@@ -480,6 +480,17 @@ class OdbcStore(Store):
             )
         )
 
+    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
+        now = _naive(utcnow())
+        await self._run(
+            _execute(
+                "UPDATE outbox SET status = 'queued', attempts = attempts - 1, "
+                "next_attempt_at = ?, error_detail = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'sending' AND attempts = ?",
+                (now, error, now, item_id, attempt),
+            )
+        )
+
     async def renew_lease(self, item_id: int, attempt: int) -> bool:
         async def work(cursor: Cursor) -> bool:
             await cursor.execute(

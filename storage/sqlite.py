@@ -663,6 +663,19 @@ class SqliteStore(LinksMixin, Store):
             self._update_outbox(item_id, status, wamid, None, None, now)
             self._record_attempt(row)
 
+    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
+        await self._run(self._give_back, item_id, attempt, error)
+
+    def _give_back(self, item_id: int, attempt: int, error: str) -> None:
+        now = _ts(utcnow())
+        with _transaction(self.db):
+            self.db.execute(
+                "UPDATE outbox SET status = 'queued', attempts = attempts - 1, "
+                "next_attempt_at = ?, error_detail = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'sending' AND attempts = ?",
+                (now, error, now, item_id, attempt),
+            )
+
     async def renew_lease(self, item_id: int, attempt: int) -> bool:
         return await self._run(self._renew_lease, item_id, attempt)
 

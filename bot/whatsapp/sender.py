@@ -365,7 +365,7 @@ class Sender:
     async def _release(self, items: list[OutboxItem]) -> None:
         with contextlib.suppress(StorageError):
             for item in items:
-                await self.store.mark_retry(item.id, utcnow(), "not sent")
+                await self.store.give_back(item.id, item.attempts, "not sent")
 
     async def _deliver(
         self, item: OutboxItem, window_closed: bool, taken_at: float
@@ -411,8 +411,10 @@ class Sender:
                 return
         except asyncio.CancelledError:
             # Stopped before the request left: queue the item again now,
-            # rather than leave it `sending` until its lease runs out.
-            await asyncio.shield(self.store.mark_retry(item.id, utcnow(), "stopped"))
+            # rather than leave it `sending` until its lease runs out, and
+            # without counting the take (restarts spent its attempts).
+            stopped = self.store.give_back(item.id, item.attempts, "stopped")
+            await asyncio.shield(stopped)
             raise
 
         started = time.monotonic()

@@ -109,6 +109,23 @@ async def test_only_the_latest_take_of_an_item_may_renew_its_lease(
     assert await store.renew_lease(404, 1) is False
 
 
+async def test_an_item_given_back_is_queued_without_its_take_counted(
+    store: Store,
+) -> None:
+    # A stop before the request left: restarts spent attempts that never
+    # reached Meta, and `sender.max_attempts` gave up on unsent replies.
+    [a1] = await store.enqueue([reply("561", "a1")])
+    [taken] = await store.due_outbox()
+    await store.give_back(a1, taken.attempts + 1, "stopped")  # not this take
+    assert [i.status for i in await store.outbox_items()] == ["sending"]
+
+    await store.give_back(a1, taken.attempts, "stopped")
+    [item] = await store.outbox_items()
+    assert (item.status, item.attempts) == ("queued", 0)
+    [again] = await store.due_outbox()
+    assert again.attempts == 1
+
+
 async def test_a_read_mark_holds_back_none_of_its_phones_messages(
     store: Store,
 ) -> None:

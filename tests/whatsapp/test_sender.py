@@ -444,6 +444,26 @@ async def test_an_item_taken_again_after_its_lease_is_sent_once(
     assert items[-1].attempts == 2
 
 
+async def test_a_stop_before_the_request_leaves_spends_no_attempt(
+    store, client, simulator
+):
+    # Each restart spent an attempt of every item waiting for its slot, so
+    # a reply could be given up after fewer requests than max_attempts.
+    await store.enqueue([text(phone(n), f"m{n}") for n in range(4)])
+    sender = make_sender(store, client, rate=1.0)
+
+    async with running(sender):
+        ends = time.monotonic() + 5
+        while not accepted_texts(simulator) and time.monotonic() < ends:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    items = await store.outbox_items()
+    assert accepted_texts(simulator) == ["m0"]
+    assert [(i.status, i.attempts) for i in items] == [("accepted", 1)] + [
+        ("queued", 0)
+    ] * 3
+
+
 async def test_a_stop_while_asking_for_the_lease_queues_the_item_again(
     postgres_db, client, simulator
 ):
