@@ -111,6 +111,15 @@ def accepted_texts(simulator: Simulator, to: str | None = None) -> list[str]:
     ]
 
 
+async def first_accepted(simulator: Simulator, seconds: float = 5.0) -> None:
+    # The simulator says when a send arrived; polling is how to know.
+    ends = time.monotonic() + seconds
+    while not accepted_texts(simulator):
+        if time.monotonic() > ends:
+            raise TimeoutError("no send accepted")
+        await asyncio.sleep(0.02)
+
+
 def phone(n: int) -> str:
     return f"5691112{n:04d}"
 
@@ -453,9 +462,7 @@ async def test_a_stop_before_the_request_leaves_spends_no_attempt(
     sender = make_sender(store, client, rate=1.0)
 
     async with running(sender):
-        ends = time.monotonic() + 5
-        while not accepted_texts(simulator) and time.monotonic() < ends:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await first_accepted(simulator)
 
     items = await store.outbox_items()
     assert accepted_texts(simulator) == ["m0"]
@@ -476,9 +483,7 @@ async def test_a_stop_while_asking_for_the_lease_queues_the_item_again(
         task = asyncio.create_task(sender.run())
         holder = await asyncpg.connect(postgres_db.dsn)
         try:
-            ends = time.monotonic() + 5
-            while len(accepted_texts(simulator)) < 1 and time.monotonic() < ends:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+            await first_accepted(simulator)
             second = [i for i in await store.outbox_items() if i.status == "sending"]
             assert [i.body["text"]["body"] for i in second] == ["m1"]
 
