@@ -202,7 +202,7 @@ def load_settings(
         templates=parse_templates(path, raw.get("templates")),
         storage=_storage(reader),
     )
-    reader.refuse_unknown(OTHER_SETTINGS | NAMED_SETTINGS, NAMED_SETTINGS)
+    reader.refuse_unknown(OTHER_SETTINGS, NAMED_SETTINGS)
     return settings
 
 
@@ -341,7 +341,7 @@ class _Reader:
         """Fail on a setting nothing reads: `poll_secs` would be ignored
         without a word, and the default used. `others` are read elsewhere;
         under `named`, any key goes (a template's or a query's name)."""
-        asked = self.asked | others
+        asked = self.asked | others | named
         known_paths = {
             ".".join(parts[:n])
             for parts in (d.split(".") for d in asked)
