@@ -193,20 +193,19 @@ def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
     if isinstance(step.get("replies"), list):
         wanted += [(f"{at}.replies[{i}]", w) for i, w in enumerate(step["replies"])]
     for where, want in wanted:
-        if isinstance(want, dict):
-            _known(path, lines, where, want, REPLY_KEYS)
-        if isinstance(want, dict) and not want:
-            line = lines.get(where, 1)
+        if not isinstance(want, dict):
+            continue  # a text is an exact match
+        if not want:
             raise FlowError(
-                f"{path}:{line}: an empty reply matcher checks nothing "
-                f"(use {', '.join(sorted(REPLY_KEYS))})"
+                f"{path}:{lines.get(where, 1)}: an empty reply matcher checks "
+                f"nothing (use {', '.join(sorted(REPLY_KEYS))})"
             )
-        if isinstance(want, dict):
-            for key in ("contains", "matches"):
-                parts = _as_list(want.get(key, ["x"]))
-                if not parts or any(str(p) == "" for p in parts):
-                    line = lines.get(f"{where}.{key}", lines.get(where, 1))
-                    raise FlowError(f"{path}:{line}: an empty `{key}` checks nothing")
+        _known(path, lines, where, want, REPLY_KEYS)
+        for key in ("contains", "matches"):
+            parts = _as_list(want.get(key, ["x"]))
+            if not parts or any(str(p) == "" for p in parts):
+                line = lines.get(f"{where}.{key}", lines.get(where, 1))
+                raise FlowError(f"{path}:{line}: an empty `{key}` checks nothing")
 
 
 # Running cases
