@@ -80,8 +80,10 @@ async def test_concurrent_calls_each_get_their_own_answer(store: Store) -> None:
     batches = [[event(f"c{i}", f"57{i % 5}")] for i in range(40)]
     batches += [[event("c3", "573"), event("c41", "571")]]
     counts = await asyncio.gather(*(store.add_events(b) for b in batches))
-    assert counts[:40] == [1] * 40
-    assert counts[40] == 1
+    assert counts[:3] + counts[4:40] == [1] * 39
+    # c3 is new in whichever of its two batches commits first (on a pool of
+    # connections either may); it counts once between them, c41 once.
+    assert (counts[3], counts[40]) in ((1, 1), (0, 2))
     assert await store.pending_count() == 41
 
 
