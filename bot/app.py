@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from bot.api import service as api_service
@@ -170,14 +169,13 @@ def _graph(
                 yield
                 return
 
-            session = await stack.enter_async_context(aiohttp.ClientSession())
             client = GraphClient(
-                session,
                 base_url=base_url,
                 version=settings.whatsapp.api_version,
                 token=token or "",
                 timeout=settings.whatsapp.timeout_seconds,
             )
+            await stack.enter_async_context(client)
             runtime.dispatcher, runtime.sender = processing(
                 settings, runtime.store, runtime.engine, client, on_sent
             )

@@ -11,10 +11,11 @@ send and switch interval, so an answer waits for the GIL for about a
 millisecond, not for a queue.
 
 The thread has its own store (a companion of the webhook's, with its own
-connection or pool), its own business services, its own HTTP session and a
-twin of the engine that follows hot reloads. Nothing here is shared with the
-webhook's loop but the database: the webhook wakes the dispatcher through
-`wake_dispatcher`, the API wakes the sender through `wake_sender`.
+connection or pool), its own business services, its own Graph API
+connections and a twin of the engine that follows hot reloads. Nothing here
+is shared with the webhook's loop but the database: the webhook wakes the
+dispatcher through `wake_dispatcher`, the API wakes the sender through
+`wake_sender`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-
-import aiohttp
 
 from bot.business.services import Services
 from bot.business.settings import business_settings
@@ -184,9 +183,9 @@ class Worker:
             await stack.enter_async_context(store)
             await services.open()
             stack.push_async_callback(services.close)
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            client = await stack.enter_async_context(self._client())
 
-            dispatcher, sender = self._parts(store, engine, session, caller)
+            dispatcher, sender = self._parts(store, engine, client, caller)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),
@@ -205,20 +204,21 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _parts(
-        self,
-        store: Store,
-        engine: Engine,
-        session: aiohttp.ClientSession,
-        caller: asyncio.AbstractEventLoop,
-    ) -> tuple[Dispatcher, Sender]:
-        client = GraphClient(
-            session,
+    def _client(self) -> GraphClient:
+        return GraphClient(
             base_url=self.graph_url,
             version=self.settings.whatsapp.api_version,
             token=self.token,
             timeout=self.settings.whatsapp.timeout_seconds,
         )
+
+    def _parts(
+        self,
+        store: Store,
+        engine: Engine,
+        client: GraphClient,
+        caller: asyncio.AbstractEventLoop,
+    ) -> tuple[Dispatcher, Sender]:
         on_sent = _on(caller, self.on_sent)
         return processing(self.settings, store, engine, client, on_sent)
 

@@ -3,8 +3,8 @@
 The client only speaks HTTP: it knows the URL, the bearer token and the
 success and error shapes of `/{phone_number_id}/messages` (CLOUD_API.md §8,
 §9). Pacing, retries and template fallback belong to the sender, which
-decides from `GraphError.action`. The aiohttp session is shared and owned by
-the caller, so that connections are pooled across sends.
+decides from `GraphError.action`. Its connections are kept and reused across
+sends (http.py); `close` closes them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import yarl
-
 from bot.logs import mask
 from bot.whatsapp import messages
 from bot.whatsapp.graph_errors import RETRY, GraphError, parse_graph_error
+from bot.whatsapp.http import ConnectError, HttpError, HttpPool, InvalidUrl
 
 log = logging.getLogger("tracbot.graph")
 
@@ -36,24 +34,34 @@ class SendResult:
 
 
 class GraphClient:
-    """Sends messages through the Cloud API with one shared aiohttp session."""
+    """Sends messages through the Cloud API over kept connections."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         *,
         base_url: str,
         version: str,
         token: str,
         timeout: float = 10.0,
     ) -> None:
-        self._session = session
         self._base_url = base_url.rstrip("/")
         self._version = version
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._headers = {"Authorization": f"Bearer {token}"}
-        # Each number's URL, parsed once rather than on every send.
-        self._urls: dict[str, yarl.URL] = {}
+        headers = {
+            "Authorization": f"Bearer {token.strip()}",
+            "Content-Type": "application/json",
+            "User-Agent": "tracbot",
+        }
+        self._pool = HttpPool(self._base_url, headers, timeout=timeout)
+
+    async def __aenter__(self) -> GraphClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the kept connections."""
+        await self._pool.close()
 
     def __repr__(self) -> str:
         # The token stays out of reprs, tracebacks and logs.
@@ -172,39 +180,28 @@ class GraphClient:
         log.debug("marked read wamid=%s typing=%s", wamid, typing)
 
     async def _post(self, phone_number_id: str, payload: dict) -> dict[str, Any]:
-        url = self._urls.get(phone_number_id)
-        if url is None:
-            url = yarl.URL(
-                f"{self._base_url}/{self._version}/{phone_number_id}/messages"
-            )
-            self._urls[phone_number_id] = url
+        path = f"/{self._version}/{phone_number_id}/messages"
+        body = json.dumps(payload).encode()
 
         # Network failures and timeouts are retried by the sender; whether
         # Meta got the request is unknown, as with any lost answer.
         try:
-            async with self._session.post(
-                url, json=payload, headers=self._headers, timeout=self._timeout
-            ) as response:
-                status = response.status
-                raw = await response.read()
+            answer = await self._pool.post(path, body)
         except TimeoutError as exc:
-            seconds = self._timeout.total
+            seconds = self._pool.timeout
+            url = f"{self._base_url}{path}"
             message = f"Graph API request timed out after {seconds:g} s ({url})"
             raise GraphError(message, action=RETRY) from exc
-        except aiohttp.InvalidURL as exc:
-            message = f"Graph API URL is invalid: {str(exc)!r}"
+        except InvalidUrl as exc:
+            message = f"Graph API URL is invalid: {exc}"
             raise GraphError(message, action=RETRY) from exc
-        except aiohttp.ClientConnectorError as exc:
-            where = f"{exc.host}:{exc.port}"
-            reason = exc.os_error.strerror or type(exc.os_error).__name__
-            if isinstance(exc.os_error, ConnectionRefusedError):
-                reason = "connection refused"
-            message = f"Graph API connection to {where} failed: {reason}"
-            raise GraphError(message, action=RETRY) from exc
-        except aiohttp.ClientError as exc:
+        except ConnectError as exc:
+            raise GraphError(f"Graph API {exc}", action=RETRY) from exc
+        except (HttpError, OSError) as exc:
             message = f"Graph API connection failed: {type(exc).__name__}: {exc}"
             raise GraphError(message, action=RETRY) from exc
 
+        status, raw = answer.status, answer.body
         if not 200 <= status < 300:
             error = parse_graph_error(status, raw)
             log.debug("graph error %s", error)

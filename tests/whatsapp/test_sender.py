@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -53,14 +52,13 @@ async def store(tmp_path):
 @pytest.fixture
 async def client(simulator, aiohttp_server):
     server = await aiohttp_server(make_app(simulator))
-    async with aiohttp.ClientSession() as session:
-        yield GraphClient(
-            session,
-            base_url=str(server.make_url("")).rstrip("/"),
-            version="v23.0",
-            token=TOKEN,
-            timeout=2.0,
-        )
+    async with GraphClient(
+        base_url=str(server.make_url("")).rstrip("/"),
+        version="v23.0",
+        token=TOKEN,
+        timeout=2.0,
+    ) as client:
+        yield client
 
 
 def make_sender(store, client, rate: float = 200.0, **options) -> Sender:

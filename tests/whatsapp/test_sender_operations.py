@@ -46,15 +46,20 @@ async def base_url(simulator, aiohttp_server) -> str:
 
 
 @pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def graph():
+    """Makes Graph API clients; closes their connections after the test."""
+    clients: list[GraphClient] = []
 
+    def make(base_url: str, timeout: float = 2.0) -> GraphClient:
+        client = GraphClient(
+            base_url=base_url, version="v23.0", token=TOKEN, timeout=timeout
+        )
+        clients.append(client)
+        return client
 
-def graph(session, base_url: str, timeout: float = 2.0) -> GraphClient:
-    return GraphClient(
-        session, base_url=base_url, version="v23.0", token=TOKEN, timeout=timeout
-    )
+    yield make
+    for client in clients:
+        await client.close()
 
 
 def read_mark(to: str) -> NewOutbound:
@@ -82,12 +87,12 @@ def sender_log(caplog):
 
 
 async def test_a_failed_read_mark_is_tried_once_and_never_again(
-    store, simulator, session, base_url
+    store, simulator, graph, base_url
 ):
     # Every answer is late: the read mark and the reply both time out.
     simulator.delay = 1.0
     [mark, _] = await store.enqueue([read_mark(CAMILA), text(CAMILA, "uno")])
-    sender = make_sender(store, graph(session, base_url, timeout=0.3))
+    sender = make_sender(store, graph(base_url, timeout=0.3))
 
     async with running(sender):
         await simulator.wait_for(2)
@@ -103,11 +108,11 @@ async def test_a_failed_read_mark_is_tried_once_and_never_again(
 
 
 async def test_a_slow_read_mark_does_not_hold_the_reply_back(
-    store, simulator, session, base_url
+    store, simulator, graph, base_url
 ):
     simulator.delay = 1.5
     await store.enqueue([read_mark(CAMILA)])
-    sender = make_sender(store, graph(session, base_url))
+    sender = make_sender(store, graph(base_url))
 
     async with running(sender):
         await simulator.wait_for(1)
@@ -128,11 +133,11 @@ async def test_a_slow_read_mark_does_not_hold_the_reply_back(
 
 
 async def test_131047_without_a_fallback_says_so_at_error(
-    store, simulator, session, base_url, sender_log
+    store, simulator, graph, base_url, sender_log
 ):
     simulator.fail_for(CAMILA, 131047, times=1)
     await store.enqueue([text(CAMILA, "uno")])
-    sender = make_sender(store, graph(session, base_url))
+    sender = make_sender(store, graph(base_url))
 
     async with running(sender):
         [item] = await settled(store)
@@ -147,7 +152,7 @@ async def test_131047_without_a_fallback_says_so_at_error(
 # Failures that say why
 
 
-async def test_a_refused_connection_is_named_in_the_log(store, session, sender_log):
+async def test_a_refused_connection_is_named_in_the_log(store, graph, sender_log):
     with_nothing = aiohttp.web.Application()
     runner = aiohttp.web.AppRunner(with_nothing)
     await runner.setup()
@@ -157,7 +162,7 @@ async def test_a_refused_connection_is_named_in_the_log(store, session, sender_l
     await runner.cleanup()  # the port is now closed
 
     await store.enqueue([text(CAMILA, "uno")])
-    sender = make_sender(store, graph(session, f"http://127.0.0.1:{port}"))
+    sender = make_sender(store, graph(f"http://127.0.0.1:{port}"))
     await sender.send_due()
 
     [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
@@ -166,9 +171,9 @@ async def test_a_refused_connection_is_named_in_the_log(store, session, sender_l
     assert "action=retry" in line
 
 
-async def test_an_invalid_url_is_named_in_the_log(store, session, sender_log):
+async def test_an_invalid_url_is_named_in_the_log(store, graph, sender_log):
     await store.enqueue([text(CAMILA, "uno")])
-    sender = make_sender(store, graph(session, "not-a-url"))
+    sender = make_sender(store, graph("not-a-url"))
     await sender.send_due()
 
     [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
@@ -176,11 +181,11 @@ async def test_an_invalid_url_is_named_in_the_log(store, session, sender_log):
 
 
 async def test_a_timeout_says_after_how_long(
-    store, simulator, session, base_url, sender_log
+    store, simulator, graph, base_url, sender_log
 ):
     simulator.delay = 0.5
     await store.enqueue([text(CAMILA, "uno")])
-    sender = make_sender(store, graph(session, base_url, timeout=0.2))
+    sender = make_sender(store, graph(base_url, timeout=0.2))
     await sender.send_due()
 
     [line] = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
@@ -191,7 +196,7 @@ async def test_a_timeout_says_after_how_long(
 
 
 async def test_a_stop_mid_request_lets_it_finish_and_records_it(
-    tmp_path, simulator, session, base_url, sender_log
+    tmp_path, simulator, graph, base_url, sender_log
 ):
     # The request is on the wire: Meta may accept it. Re-queueing it blind
     # would send the reply again after the restart, so the stop waits for
@@ -200,7 +205,7 @@ async def test_a_stop_mid_request_lets_it_finish_and_records_it(
     simulator.delay = 1.0
     async with SqliteStore(url) as store:
         [item_id] = await store.enqueue([text(CAMILA, "uno")])
-        sender = make_sender(store, graph(session, base_url, timeout=5.0))
+        sender = make_sender(store, graph(base_url, timeout=5.0))
         async with running(sender):
             await simulator.wait_for(1)
         [item] = await store.outbox_items()
@@ -215,14 +220,14 @@ async def test_a_stop_mid_request_lets_it_finish_and_records_it(
 
 
 async def test_the_outbox_never_looks_drained_before_its_fallback_is_queued(
-    store, simulator, session, base_url
+    store, simulator, graph, base_url
 ):
     # A test (or an operator) that waits for a drained outbox must not see
     # one between the 131047 and the template queued in its place.
     await _wrote(store, CAMILA, hours_ago=1)
     fallback = {"to": CAMILA, "type": "template", "template": {"name": "t"}}
     fallback["template"]["language"] = {"code": "es"}
-    sender = make_sender(store, graph(session, base_url))
+    sender = make_sender(store, graph(base_url))
     drained: list[int] = []
 
     async def watch() -> None:

@@ -107,6 +107,21 @@ async def session():
 
 
 @pytest.fixture
+async def graph():
+    """Makes Graph API clients; closes their connections after the test."""
+    clients: list[GraphClient] = []
+
+    def make(base_url: str, token: str = TOKEN) -> GraphClient:
+        client = GraphClient(base_url=base_url, version=VERSION, token=token)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
 async def webhook_inbox(aiohttp_server):
     """A webhook receiver keeping raw bodies and signatures, and its URL."""
     inbox: list[tuple[bytes, str | None]] = []
@@ -206,10 +221,10 @@ async def test_plain_500_answers_html(http, simulator):
     assert "<html>" in await response.text()
 
 
-async def test_fail_for_hits_only_that_recipient(session, simulator, aiohttp_server):
+async def test_fail_for_hits_only_that_recipient(graph, simulator, aiohttp_server):
     server = await aiohttp_server(make_app(simulator))
     url = str(server.make_url("")).rstrip("/")
-    client = GraphClient(session, base_url=url, version=VERSION, token=TOKEN)
+    client = graph(url)
     simulator.fail_for("+" + CAMILA, 131056, times=2)
 
     await client.send_text(PHONE_NUMBER_ID, BENJAMIN, "Hola")
@@ -393,7 +408,7 @@ async def test_unreachable_webhook_is_logged_not_raised(http, simulator):
     assert warnings == ["status webhook post failed error=ClientConnectorError"] * 2
 
 
-async def test_shutdown_cancels_stuck_webhook_posts(session, aiohttp_server):
+async def test_shutdown_cancels_stuck_webhook_posts(graph, aiohttp_server):
     release = asyncio.Event()
 
     async def stuck(request: web.Request) -> web.Response:
@@ -408,7 +423,7 @@ async def test_shutdown_cancels_stuck_webhook_posts(session, aiohttp_server):
     started = time.monotonic()
     async with serve(simulator) as url:
         assert url.startswith("http://127.0.0.1:")
-        client = GraphClient(session, base_url=url, version=VERSION, token="any")
+        client = graph(url, token="any")
         await client.send_text(PHONE_NUMBER_ID, CAMILA, "Hola")
         assert simulator.webhooks.pending == 1
     release.set()
@@ -417,7 +432,7 @@ async def test_shutdown_cancels_stuck_webhook_posts(session, aiohttp_server):
     assert time.monotonic() - started < 10
 
 
-async def test_run_simulator_serves_until_cancelled(session):
+async def test_run_simulator_serves_until_cancelled(session, graph):
     port = closed_port()
     task = asyncio.create_task(run_simulator("127.0.0.1", port, token=TOKEN))
     url = f"http://127.0.0.1:{port}"
@@ -431,7 +446,7 @@ async def test_run_simulator_serves_until_cancelled(session):
             await asyncio.sleep(0.02)
     else:
         pytest.fail("the simulator did not start")
-    client = GraphClient(session, base_url=url, version=VERSION, token=TOKEN)
+    client = graph(url)
     result = await client.send_text(PHONE_NUMBER_ID, CAMILA, "Hola")
     task.cancel()
 
