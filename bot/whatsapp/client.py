@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from bot.logs import mask
 from bot.whatsapp import messages
@@ -180,7 +181,9 @@ class GraphClient:
         log.debug("marked read wamid=%s typing=%s", wamid, typing)
 
     async def _post(self, phone_number_id: str, payload: dict) -> dict[str, Any]:
-        path = f"/{self._version}/{phone_number_id}/messages"
+        # The number comes from webhooks too: escaped, it stays one segment.
+        path = f"/{quote(self._version, safe='')}/{quote(phone_number_id, safe='')}"
+        path += "/messages"
         body = json.dumps(payload).encode()
 
         # Network failures and timeouts are retried by the sender; whether

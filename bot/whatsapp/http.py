@@ -19,12 +19,13 @@ closes its connection: its answer may still be on the way.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -34,6 +35,13 @@ IDLE_SECONDS = 15.0
 
 # The largest answer read; a Graph API answer is a few hundred bytes.
 MAX_BODY_BYTES = 1 << 20
+# The longest status line and headers read.
+MAX_HEAD_BYTES = 64 << 10
+
+
+# What a request's path may hold: printable ASCII without spaces (the
+# caller escapes the rest), so nothing can end the request line early.
+_PATH = re.compile(r"/[!-~]*")
 
 
 class HttpError(Exception):
@@ -70,7 +78,12 @@ class Answer:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection and the answer it waits for; httptools calls back."""
+    """One connection and the answer it waits for; httptools calls back.
+
+    Bytes that come while no request waits (a second answer to one request,
+    an answer nobody asked for) close the connection: kept, they would be
+    read as the next request's answer.
+    """
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
@@ -81,6 +94,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._chunks: list[bytes] = []
         self._size = 0
+        # Bytes read before the end of the answer's headers.
+        self._head_size = 0
         self._headers_done = False
         # Whether the answer says where it ends (else it ends at the close).
         self._framed = False
@@ -93,8 +108,17 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self._headers_done:
+            # The parser builds a long header by appending, at a cost that
+            # grows with its square: an endless one is cut off here.
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_BYTES:
+                self._fail(BadAnswer(f"headers longer than {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadAnswer("not an HTTP answer: a protocol upgrade"))
         except httptools.HttpParserError as exc:
             # A callback's own error comes wrapped by the parser.
             cause = exc.__context__ or exc.__cause__
@@ -108,19 +132,24 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._waiting:
             return
-        if self._headers_done and not self._framed:
+        if exc is None and self._headers_done and not self._framed:
             self._answer()
             return
         why = f": {exc}" if exc else ""
-        waiter.set_exception(BadAnswer(f"server closed the connection{why}"))
+        self._fail(BadAnswer(f"server closed the connection{why}"))
 
     # httptools calls these.
 
+    def on_message_begin(self) -> None:
+        if not self._waiting:
+            raise BadAnswer("the server sent an answer no request asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        name = name.lower()
+        chunked = name == b"transfer-encoding" and b"chunked" in value.lower()
+        if name == b"content-length" or chunked:
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -135,7 +164,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:
             # An interim answer (100 Continue): the real one follows.
-            self._chunks, self._size, self._headers_done = [], 0, False
+            self._reset()
             return
         self._keep_alive = self._parser.should_keep_alive()
         self._answer()
@@ -146,30 +175,52 @@ class _Connection(asyncio.Protocol):
         """Write `request` and wait for its whole answer."""
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._chunks, self._size = [], 0
-        self._headers_done = self._framed = self._keep_alive = False
+        self._reset()
+        self._keep_alive = False
         self.transport.write(request)
         return await self._waiter
 
     @property
     def reusable(self) -> bool:
-        return self._keep_alive and not self.closed
+        # An answer may come before the whole request was written (a 413):
+        # what is left of it would go before the next request.
+        transport = self.transport
+        return (
+            self._keep_alive
+            and not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+        )
 
-    def close(self) -> None:
+    def close(self, why: str | None = None) -> None:
+        if why is not None:
+            self._fail(BadAnswer(why))
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
+    @property
+    def _waiting(self) -> bool:
+        return self._waiter is not None and not self._waiter.done()
+
+    def _reset(self) -> None:
+        self._chunks, self._size, self._head_size = [], 0, 0
+        self._headers_done = self._framed = False
+
     def _answer(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if self._waiting:
+            assert self._waiter is not None
             status = self._parser.get_status_code()
-            waiter.set_result(Answer(status, b"".join(self._chunks)))
+            self._waiter.set_result(Answer(status, b"".join(self._chunks)))
 
     def _fail(self, exc: BadAnswer) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        if self._waiting:
+            assert self._waiter is not None
             self._waiter.set_exception(exc)
-        self.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class HttpPool:
@@ -192,6 +243,7 @@ class HttpPool:
         self._limit = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
+        self._closed = False
         self._ssl: ssl.SSLContext | None = None
         # A URL that cannot work fails each request, not the construction,
         # so the sender reports it as it reports an unreachable server.
@@ -213,6 +265,10 @@ class HttpPool:
         """
         if self._invalid is not None:
             raise InvalidUrl(self._invalid)
+        if not _PATH.fullmatch(path):
+            raise InvalidUrl(f"{path!r} is not a path of printable ASCII")
+        if self._closed:
+            raise HttpError("the connection pool is closed")
         request = b"".join(
             (
                 f"POST {self.prefix}{path} HTTP/1.1\r\n".encode(),
@@ -235,9 +291,12 @@ class HttpPool:
         return answer
 
     async def close(self) -> None:
-        """Close every connection (requests on them fail)."""
-        for connection in [*self._idle, *self._busy]:
+        """Close every connection; requests on them, and later ones, fail."""
+        self._closed = True
+        for connection in self._idle:
             connection.close()
+        for connection in self._busy:
+            connection.close("the connection pool was closed")
         self._idle.clear()
         # Let the transports finish closing before the loop does.
         await asyncio.sleep(0)
@@ -250,15 +309,17 @@ class HttpPool:
             raise ValueError(f"{base_url!r} names no host")
         if parts.query or parts.fragment or parts.username:
             raise ValueError(f"{base_url!r} has a query, fragment or user part")
+        if parts.port == 0:
+            raise ValueError(f"{base_url!r} names port 0")
         default_port = 443 if parts.scheme == "https" else 80
         self.host = parts.hostname
         self.port = parts.port or default_port
-        self.prefix = parts.path.rstrip("/")
+        # As a browser would send it: a space or a non-ASCII letter escaped.
+        self.prefix = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
         if parts.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
-        self._host_header = (
-            parts.netloc.rpartition("@")[2] if self.port != default_port else self.host
-        )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._host_header = host if self.port == default_port else f"{host}:{self.port}"
 
     def _head_lines(self, headers: Mapping[str, str]) -> bytes:
         lines = {"Host": self._host_header, **headers}
@@ -275,7 +336,7 @@ class HttpPool:
         while self._idle:
             connection = self._idle.pop()
             fresh = now - connection.idle_since < self.idle_seconds
-            if fresh and not connection.closed:
+            if fresh and connection.reusable:
                 return connection
             connection.close()
         return None
@@ -295,7 +356,7 @@ class HttpPool:
         return connection
 
     def _put_back(self, connection: _Connection) -> None:
-        if connection.reusable:
+        if connection.reusable and not self._closed:
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:

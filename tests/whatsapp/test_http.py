@@ -11,12 +11,19 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bot.whatsapp.http import BadAnswer, ConnectError, HttpPool, InvalidUrl
+from bot.whatsapp.http import (
+    BadAnswer,
+    ConnectError,
+    HttpError,
+    HttpPool,
+    InvalidUrl,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Answering = Callable[
@@ -395,3 +402,119 @@ async def test_https_refuses_a_certificate_the_system_does_not_trust(
             await pool.post("/x", b"{}")
 
     assert server.requests == []
+
+
+# What a broken or hostile server sends (found by a tester)
+
+
+async def test_bytes_sent_while_no_request_waits_close_the_connection(pools):
+    async def answer(server, reader, writer):
+        body = await server.read_request(reader)
+        writer.write(OK)
+        await asyncio.sleep(0.05)
+        # The head of an answer nobody asked for, while the connection idles.
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
+        await keep_answering(server, reader, writer, b"STRAY_BODY!!" + body)
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        await pool.post("/x", b"{}")
+        await asyncio.sleep(0.1)
+        second = await pool.post("/x", b"{}")
+
+    assert second.body == b'{"ok":true}'
+    assert server.connections == 2
+
+
+async def test_a_second_answer_to_one_request_is_never_the_next_ones(pools):
+    other = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nother"
+
+    async def answer(server, reader, writer):
+        await keep_answering(server, reader, writer, OK + other)
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        answers = [await pool.post("/x", b"{}") for _ in range(3)]
+
+    assert [a.body for a in answers] == [b'{"ok":true}'] * 3
+    assert server.connections == 3
+
+
+async def test_a_path_that_could_end_the_request_line_is_refused(pools):
+    async with serving(keep_answering) as server:
+        pool = pools(server.url)
+        for path in ("/v1/1\r\nX: y/messages", "/v1/1 2/messages", "v1"):
+            with pytest.raises(InvalidUrl, match="not a path of printable ASCII"):
+                await pool.post(path, b"{}")
+
+    assert server.requests == []
+
+
+async def test_an_endless_header_is_cut_off(pools):
+    async def answer(server, reader, writer):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        while True:
+            writer.write(b"a" * 8192)
+            await writer.drain()
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        with pytest.raises(BadAnswer, match="headers longer than 65536 bytes"):
+            await pool.post("/x", b"{}")
+
+
+async def test_close_fails_requests_in_flight_and_later_ones(pools):
+    async def answer(server, reader, writer):
+        await server.read_request(reader)
+        await asyncio.sleep(0.3)
+        writer.write(OK)
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        request = asyncio.create_task(pool.post("/x", b"{}"))
+        await asyncio.sleep(0.1)
+        await pool.close()
+
+        with pytest.raises(BadAnswer, match="pool was closed"):
+            await request
+        with pytest.raises(HttpError, match="pool is closed"):
+            await pool.post("/x", b"{}")
+
+    assert server.connections == 1
+
+
+async def test_a_reset_in_an_answer_that_ends_at_the_close_is_bad_answer(pools):
+    async def answer(server, reader, writer):
+        await server.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\n\r\n{"messages":[{"id":"wamid.')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # SO_LINGER 0: the close sends a reset, not an orderly end.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        with pytest.raises(BadAnswer, match="closed the connection"):
+            await pool.post("/x", b"{}")
+
+
+async def test_a_protocol_upgrade_is_bad_answer(pools, caplog):
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        b"Upgrade: h2c\r\n\r\nxyz"
+    )
+
+    async def answer(server, reader, writer):
+        await server.read_request(reader)
+        writer.write(upgrade)
+        await asyncio.sleep(0.3)
+
+    async with serving(answer) as server:
+        pool = pools(server.url)
+        with pytest.raises(BadAnswer, match="not an HTTP answer"):
+            await pool.post("/x", b"{}")
+
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
