@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ import pyodbc
 from aioodbc.connection import Connection
 from aioodbc.cursor import Cursor
 
-from storage import rows
+from storage import jsontext, rows
 from storage.base import (
     SENDING_LEASE,
     Conversation,
@@ -877,8 +876,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_json = jsontext.dumps
 
 
 # Rows into dataclasses (storage/rows.py); the columns hold naive UTC.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage import rows
+from storage import jsontext, rows
 from storage.base import (
     SENDING_LEASE,
     Conversation,
@@ -851,8 +850,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_json = jsontext.dumps
 
 
 # Rows into dataclasses (storage/rows.py); asyncpg returns aware datetimes.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from storage import jsontext
 from storage.base import Conversation, HistoryEntry, InboxEvent, Link, OutboxItem
 
 When = Callable[[Any], datetime | None]
@@ -56,12 +57,12 @@ def outbox_item(row: Any, when: When, taken: bool = False) -> OutboxItem:
         wa_id=row["wa_id"],
         phone_number_id=row["phone_number_id"],
         kind=row["kind"],
-        body=json.loads(row["body"]),
+        body=jsontext.loads_message(row["body"]),
         status="sending" if taken else row["status"],
         attempts=int(row["attempts"]) + taken,
         wamid=row["wamid"],
         created_at=when(row["created_at"]),
-        fallback=_json_or_none(row["fallback"]),
+        fallback=_message_or_none(row["fallback"]),
         fallback_of=_int_or_none(row["fallback_of"]),
         error_code=_int_or_none(row["error_code"]),
         error_detail=row["error_detail"],
@@ -91,6 +92,10 @@ def link(row: Any, when: When) -> Link:
         method=row["method"],
         linked_at=when(row["linked_at"]),
     )
+
+
+def _message_or_none(value: str | None) -> Any:
+    return None if value is None else jsontext.loads_message(value)
 
 
 def _json_or_none(value: str | None) -> Any:

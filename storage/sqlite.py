@@ -13,7 +13,6 @@ that they never hold the loop; WAL lets them read while the loop writes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
@@ -29,7 +28,7 @@ try:
 except ImportError:  # Windows: no second process is detected
     fcntl = None  # type: ignore[assignment]
 
-from storage import rows
+from storage import jsontext, rows
 from storage.base import (
     SENDING_LEASE,
     Conversation,
@@ -855,7 +854,7 @@ def _translated(exc: sqlite3.Error) -> StorageError:
 
 # One encoder for every call: json.dumps with options builds a new one each
 # time.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json = jsontext.dumps
 
 
 # BEGIN IMMEDIATE … COMMIT (ROLLBACK when the block raises), or a savepoint

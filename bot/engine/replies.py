@@ -33,11 +33,19 @@ APOLOGY = (
 )
 
 
+# Types printed as they are, without a look at what else they might be.
+_PLAIN = frozenset({str, int, float, bool})
+
+
 class WholeValueError(RenderError):
     """A template printed a whole record or list instead of its fields."""
 
 
 def _printable(value: Any) -> Any:
+    # Most printed values are text or numbers: the checks below go through
+    # the ABCs' isinstance, slow enough to show in a profile of a message.
+    if type(value) in _PLAIN:
+        return value
     if value is None:
         raise RenderError("a template printed a value that is None")
     # A whole record or list would reach the driver as Python's own text,

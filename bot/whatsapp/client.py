@@ -20,6 +20,7 @@ from bot.logs import mask
 from bot.whatsapp import messages
 from bot.whatsapp.graph_errors import RETRY, GraphError, parse_graph_error
 from bot.whatsapp.http import ConnectError, HttpError, HttpPool, InvalidUrl
+from storage import jsontext
 
 log = logging.getLogger("tracbot.graph")
 
@@ -184,7 +185,7 @@ class GraphClient:
         # The number comes from webhooks too: escaped, it stays one segment.
         path = f"/{quote(self._version, safe='')}/{quote(phone_number_id, safe='')}"
         path += "/messages"
-        body = json.dumps(payload).encode()
+        body = jsontext.dumps_bytes(payload)
 
         # Network failures and timeouts are retried by the sender; whether
         # Meta got the request is unknown, as with any lost answer.
