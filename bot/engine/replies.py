@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, MappingView
+from collections.abc import Iterable, Iterator, Mapping, MappingView
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.filters import do_join
+from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import soft_str
 
 from bot.errors import FlowError, RenderError
 
@@ -86,7 +89,7 @@ def read_templates(templates_dir: Path) -> dict[str, str]:
 
 def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
     """Return the sandboxed environment every reply is rendered in."""
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.DictLoader(dict(sources)),
         auto_reload=False,
         undefined=jinja2.StrictUndefined,
@@ -95,6 +98,43 @@ def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         finalize=_printable,
+    )
+    # Both make text of whole records before `_printable` sees the value.
+    env.filters["join"] = _join
+    env.filters["string"] = _string
+    return env
+
+
+@jinja2.pass_eval_context
+def _join(
+    eval_ctx: EvalContext,
+    value: Iterable[Any],
+    d: str = "",
+    attribute: str | int | None = None,
+) -> str:
+    # `{{ commands|join(', ') }}` printed each record as Python's text.
+    items = list(value)
+    if attribute is None and any(_whole(item) for item in items):
+        raise WholeValueError(
+            "a template joined whole records: join one of their fields, like "
+            "{{ items|map(attribute='name')|join(', ') }}"
+        )
+    return do_join(eval_ctx, items, d, attribute)
+
+
+def _string(value: Any) -> str:
+    if _whole(value):
+        raise WholeValueError(
+            "a template made text of a whole record or list with |string: "
+            "print one of its fields"
+        )
+    return soft_str(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(
+        value,
+        Mapping | list | tuple | set | frozenset | range | Iterator | MappingView,
     )
 
 

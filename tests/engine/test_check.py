@@ -457,10 +457,25 @@ def test_generators_views_and_ranges_are_whole_lists_too(tmp_path, printed):
     assert one(found, "printed a whole list")[:2] == ("eco.j2", 1)
 
 
+@pytest.mark.parametrize(
+    ("printed", "message"),
+    [
+        ("{{ commands|join(', ') }}", "joined whole records"),
+        ("{{ commands[0]|string }}", "whole record or list with |string"),
+        ("{{ (commands|list)|string }}", "whole record or list with |string"),
+    ],
+)
+def test_records_joined_or_made_text_are_reported(tmp_path, printed, message):
+    # Each printed Python's text of the records: {'command': 'ESTADO', …}.
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": printed})
+    assert one(found, message)[:2] == ("eco.j2", 1)
+
+
 def test_a_list_joined_or_counted_is_fine(tmp_path):
     fine = (
         "{{ commands|map(attribute='command')|join(', ') }} "
         "{{ commands|length }} {% for c in commands %}{{ c.title }}{% endfor %}"
+        " {{ commands|join(', ', attribute='command') }} {{ 3|string }}"
     )
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
 
