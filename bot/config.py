@@ -298,6 +298,19 @@ def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
             f"variable {', '.join(missing)} (WHATSAPP_API_TOKEN is set, so "
             "tracbot is not in demo mode)"
         )
+
+    # The token goes into a request header: a line break there (a token
+    # pasted with one) would end the header. Spaces around it are trimmed.
+    token = values["access_token"]
+    if token is not None:
+        token = values["access_token"] = token.strip()
+        if not (token.isascii() and token.isprintable()):
+            var = reader.str("whatsapp.secrets.access_token", "WHATSAPP_API_TOKEN")
+            raise ConfigError(
+                f"{reader.path}: the variable {var} holds a line break, a "
+                "control character or a non-ASCII letter: an access token "
+                "has none; copy it again from Meta's app dashboard"
+            )
     return values
 
 

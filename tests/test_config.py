@@ -49,6 +49,28 @@ def test_with_a_token_each_missing_secret_is_named(missing):
         load_settings(CONFIG, env=env)
 
 
+SECRETS = {
+    "WHATSAPP_APP_SECRET": "s",
+    "WHATSAPP_WEBHOOK_VERIFY_TOKEN": "v",
+    "WHATSAPP_PHONE_NUMBER_ID": "1",
+}
+
+
+def test_a_token_pasted_with_a_line_break_around_it_is_trimmed():
+    env = {**SECRETS, "WHATSAPP_API_TOKEN": "  EAAtoken123\n"}
+    settings = load_settings(CONFIG, env=env)
+    assert settings.whatsapp.access_token == "EAAtoken123"
+
+
+@pytest.mark.parametrize("token", ["EAA\ntoken", "EAA\ttoken", "EAAtokén"])
+def test_a_token_no_header_can_carry_is_refused_at_load(token):
+    # It went into the Authorization header as is: a line break in it
+    # would end the header and start another.
+    env = {**SECRETS, "WHATSAPP_API_TOKEN": token}
+    with pytest.raises(ConfigError, match="WHATSAPP_API_TOKEN holds a line break"):
+        load_settings(CONFIG, env=env)
+
+
 def test_sqlite_path_is_relative_to_the_config_file():
     settings = load_settings(CONFIG, env={})
     assert settings.storage_url == f"sqlite:///{ROOT / 'var' / 'tracbot.db'}"

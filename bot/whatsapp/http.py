@@ -1,10 +1,10 @@
 """Keep-alive HTTP/1.1 POSTs to one origin: how the Graph client talks.
 
 The sender posts small JSON bodies to one host, over and over. aiohttp's
-client spent 77 µs of CPU on each such request on loopback, a sixth of all
-the work of a message (request and response objects, header multidicts,
-cookies, tracing, timers); this pool spends about a third of that on the
-same exchange. It does only what the Graph API needs: POST with a
+client spent 76-89 µs of CPU on each such request on loopback, a sixth of
+all the work of a message (request and response objects, header
+multidicts, cookies, tracing, timers); the Graph client on this pool spends
+34-36 µs on the same exchange (bench/README.md, seventh pass). It does only what the Graph API needs: POST with a
 Content-Length body, over plain TCP or TLS (certificates checked against the
 system's store), answers framed by Content-Length, chunks or the end of the
 connection, parsed by httptools (llhttp, the parser of Node.js and uvicorn).
