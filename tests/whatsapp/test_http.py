@@ -108,6 +108,15 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def answering(answer: bytes) -> Answering:
+    """A server's way of answering every request with `answer`."""
+
+    async def answer_each(server: Server, reader, writer) -> None:
+        await keep_answering(server, reader, writer, answer)
+
+    return answer_each
+
+
 @pytest.fixture
 async def pools():
     made: list[HttpPool] = []
@@ -158,10 +167,7 @@ async def test_a_chunked_answer_is_read_whole(pools):
         b'5\r\n{"ok"\r\n6\r\n:true}\r\n0\r\n\r\n'
     )
 
-    async def answer(server, reader, writer):
-        await keep_answering(server, reader, writer, chunked)
-
-    async with serving(answer) as server:
+    async with serving(answering(chunked)) as server:
         pool = pools(server.url)
         first = await pool.post("/x", b"{}")
         second = await pool.post("/x", b"{}")
@@ -235,10 +241,7 @@ async def test_a_connection_idle_too_long_is_closed_not_reused(pools):
 async def test_an_interim_100_is_skipped(pools):
     interim = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-    async def answer(server, reader, writer):
-        await keep_answering(server, reader, writer, interim + OK)
-
-    async with serving(answer) as server:
+    async with serving(answering(interim + OK)) as server:
         pool = pools(server.url)
         answer_ = await pool.post("/x", b"{}")
 
@@ -248,10 +251,7 @@ async def test_an_interim_100_is_skipped(pools):
 async def test_error_statuses_are_answers(pools):
     error = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}"
 
-    async def answer(server, reader, writer):
-        await keep_answering(server, reader, writer, error)
-
-    async with serving(answer) as server:
+    async with serving(answering(error)) as server:
         pool = pools(server.url)
         answer_ = await pool.post("/x", b"{}")
 
@@ -284,10 +284,7 @@ async def test_bytes_that_are_not_http_are_bad_answer(pools):
 async def test_an_answer_over_the_cap_is_bad_answer(pools):
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
 
-    async def answer(server, reader, writer):
-        await keep_answering(server, reader, writer, big)
-
-    async with serving(answer) as server:
+    async with serving(answering(big)) as server:
         pool = pools(server.url, max_body=1000)
         with pytest.raises(BadAnswer, match="larger than 1000 bytes"):
             await pool.post("/x", b"{}")
@@ -429,10 +426,7 @@ async def test_bytes_sent_while_no_request_waits_close_the_connection(pools):
 async def test_a_second_answer_to_one_request_is_never_the_next_ones(pools):
     other = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nother"
 
-    async def answer(server, reader, writer):
-        await keep_answering(server, reader, writer, OK + other)
-
-    async with serving(answer) as server:
+    async with serving(answering(OK + other)) as server:
         pool = pools(server.url)
         answers = [await pool.post("/x", b"{}") for _ in range(3)]
 
