@@ -388,9 +388,16 @@ class Store(abc.ABC):
         await self.mark_sent(item_id, wamid, status)
         await self.record_attempt(item_id, attempt, "accepted", ms, None, wamid)
 
-    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
-        """Queue a taken item again now, its take not counted: the sender
-        stopped before the request left. Nothing if another take has it."""
+    async def give_back(
+        self,
+        item_id: int,
+        attempt: int,
+        error: str,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Queue a taken item again, its take not counted: the request never
+        left (the sender stopped first, or no connection was made). Due
+        again at `retry_at`, or now. Nothing if another take has it."""
         raise NotImplementedError(f"{type(self).__name__}: give_back")
 
     async def renew_lease(self, item_id: int, attempt: int) -> bool:

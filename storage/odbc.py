@@ -479,14 +479,21 @@ class OdbcStore(Store):
             )
         )
 
-    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
+    async def give_back(
+        self,
+        item_id: int,
+        attempt: int,
+        error: str,
+        retry_at: datetime | None = None,
+    ) -> None:
         now = _naive(utcnow())
+        due = now if retry_at is None else _naive(retry_at)
         await self._run(
             _execute(
                 "UPDATE outbox SET status = 'queued', attempts = attempts - 1, "
                 "next_attempt_at = ?, error_detail = ?, updated_at = ? "
                 "WHERE id = ? AND status = 'sending' AND attempts = ?",
-                (now, error, now, item_id, attempt),
+                (due, error, now, item_id, attempt),
             )
         )
 

@@ -465,15 +465,23 @@ class PostgresStore(Store):
             utcnow(),
         )
 
-    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
+    async def give_back(
+        self,
+        item_id: int,
+        attempt: int,
+        error: str,
+        retry_at: datetime | None = None,
+    ) -> None:
+        now = utcnow()
         await self._execute(
             "UPDATE outbox SET status = 'queued', attempts = attempts - 1, "
-            "next_attempt_at = $4, error_detail = $3, updated_at = $4 "
+            "next_attempt_at = $5, error_detail = $3, updated_at = $4 "
             "WHERE id = $1 AND status = 'sending' AND attempts = $2",
             item_id,
             attempt,
             error,
-            utcnow(),
+            now,
+            retry_at or now,
         )
 
     async def renew_lease(self, item_id: int, attempt: int) -> bool:

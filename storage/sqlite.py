@@ -662,17 +662,25 @@ class SqliteStore(LinksMixin, Store):
             self._update_outbox(item_id, status, wamid, None, None, now)
             self._record_attempt(row)
 
-    async def give_back(self, item_id: int, attempt: int, error: str) -> None:
-        await self._run(self._give_back, item_id, attempt, error)
+    async def give_back(
+        self,
+        item_id: int,
+        attempt: int,
+        error: str,
+        retry_at: datetime | None = None,
+    ) -> None:
+        await self._run(self._give_back, item_id, attempt, error, retry_at)
 
-    def _give_back(self, item_id: int, attempt: int, error: str) -> None:
-        now = _ts(utcnow())
+    def _give_back(
+        self, item_id: int, attempt: int, error: str, retry_at: datetime | None
+    ) -> None:
+        now = utcnow()
         with _transaction(self.db):
             self.db.execute(
                 "UPDATE outbox SET status = 'queued', attempts = attempts - 1, "
                 "next_attempt_at = ?, error_detail = ?, updated_at = ? "
                 "WHERE id = ? AND status = 'sending' AND attempts = ?",
-                (now, error, now, item_id, attempt),
+                (_ts(retry_at or now), error, _ts(now), item_id, attempt),
             )
 
     async def renew_lease(self, item_id: int, attempt: int) -> bool:

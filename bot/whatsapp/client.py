@@ -198,9 +198,9 @@ class GraphClient:
             raise GraphError(message, action=RETRY) from exc
         except InvalidUrl as exc:
             message = f"Graph API URL is invalid: {exc}"
-            raise GraphError(message, action=RETRY) from exc
+            raise GraphError(message, action=RETRY, unsent=True) from exc
         except ConnectError as exc:
-            raise GraphError(f"Graph API {exc}", action=RETRY) from exc
+            raise GraphError(f"Graph API {exc}", action=RETRY, unsent=True) from exc
         except (HttpError, OSError) as exc:
             message = f"Graph API connection failed: {type(exc).__name__}: {exc}"
             raise GraphError(message, action=RETRY) from exc

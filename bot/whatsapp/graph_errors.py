@@ -48,8 +48,12 @@ class GraphError(TracbotError):
         http_status: int | None = None,
         fbtrace_id: str | None = None,
         action: str | None = None,
+        unsent: bool = False,
     ) -> None:
         super().__init__(message)
+        # The request never left: no connection was made, or the URL
+        # cannot be posted to. Sending again cannot send the message twice.
+        self.unsent = unsent
         self.message = message
         self.code = code
         self.subcode = subcode

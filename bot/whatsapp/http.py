@@ -4,11 +4,13 @@ The sender posts small JSON bodies to one host, over and over. aiohttp's
 client spent 76-89 µs of CPU on each such request on loopback, a sixth of
 all the work of a message (request and response objects, header
 multidicts, cookies, tracing, timers); the Graph client on this pool spends
-34-36 µs on the same exchange (bench/README.md, seventh pass). It does only what the Graph API needs: POST with a
-Content-Length body, over plain TCP or TLS (certificates checked against the
-system's store), answers framed by Content-Length, chunks or the end of the
-connection, parsed by httptools (llhttp, the parser of Node.js and uvicorn).
-No proxies, redirects, cookies or compression: the Graph API uses none.
+34-36 µs on the same exchange (bench/README.md, seventh pass).
+
+It does only what the Graph API needs: POST with a Content-Length body,
+over plain TCP or TLS (certificates checked against the system's store),
+answers framed by Content-Length, chunks or the end of the connection,
+parsed by httptools (llhttp, the parser of Node.js and uvicorn). No
+proxies, redirects, cookies or compression: the Graph API uses none.
 
 Connections are kept for reuse while the server keeps them alive and for at
 most `idle_seconds` unused, since a server that dropped an idle one

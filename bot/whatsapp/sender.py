@@ -15,6 +15,11 @@ What the Graph API refuses is classified (graph_errors.py):
 - 131047 (window closed) sends the template fallback, once;
 - anything else is permanent and never retried.
 
+A request that never left (no connection, a URL that cannot work) costs no
+attempt: an outage of the Graph API, however long, fails no reply. After a
+few failures in a row without an answer the queue waits, one probe at a
+time asking whether the Graph API answers again.
+
 Items go out each on its own, up to `max_in_flight` at once, a free slot
 filled as soon as it frees. Read marks are best effort: one attempt, never
 retried; a slow one never holds a reply (the store does not make a phone's
@@ -86,8 +91,11 @@ THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 PAIR_PAUSE_SECONDS = 6.0
 
 # This many failures in a row without an answer from the Graph API (refused
-# connection, timeout, bad URL) make the service not ready.
+# connection, timeout, bad URL) make the service not ready, and the queue
+# waits while one probe at a time asks whether it answers again.
 UNREACHABLE_AFTER = 3
+# The longest wait between two probes of an unreachable Graph API.
+PROBE_MAX_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -330,8 +338,9 @@ class Sender:
 
     async def _take(self, limit: int) -> list[tuple[OutboxItem, bool]]:
         """Items due now, each with whether its window is closed."""
-        if self.held:
-            # One probe now and then tells whether the token works again.
+        if self.held or self.unreachable:
+            # One probe now and then tells whether the token works again,
+            # or the Graph API answers again; the queue waits untouched.
             if time.monotonic() < self._probe_at:
                 return []
             limit = 1
@@ -528,6 +537,8 @@ class Sender:
         if exc.code is None and exc.http_status is None:
             self.network_failures += 1
             self.network_reason = str(exc)
+            probe_in = min(self._backoff(self.network_failures), PROBE_MAX_SECONDS)
+            self._probe_at = max(self._probe_at, time.monotonic() + probe_in)
         action = exc.action
         if item.kind == "read":
             action = "dropped"
@@ -584,6 +595,15 @@ class Sender:
         await self.store.mark_retry(item.id, utcnow(), str(exc))
 
     async def _retry(self, item: OutboxItem, exc: GraphError) -> None:
+        if exc.unsent:
+            # Nothing reached the Graph API: its outage (or a wrong URL, which
+            # /readyz names) costs no attempt, so replies wait for it however
+            # long it lasts instead of failing after a couple of minutes.
+            # While it is unreachable, one probe at a time goes (`_take`).
+            delay = min(self._backoff(self.network_failures), PROBE_MAX_SECONDS)
+            retry_at = utcnow() + timedelta(seconds=delay)
+            await self.store.give_back(item.id, item.attempts, str(exc), retry_at)
+            return
         if item.attempts >= self.settings.max_attempts:
             log.error("giving up id=%s after %d attempts", item.id, item.attempts)
             await self.store.mark_failed(item.id, exc.code, str(exc))

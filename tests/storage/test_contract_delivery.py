@@ -6,6 +6,7 @@ through asyncpg and PostgreSQL through unixODBC and psqlODBC.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -124,6 +125,25 @@ async def test_an_item_given_back_is_queued_without_its_take_counted(
     assert (item.status, item.attempts) == ("queued", 0)
     [again] = await store.due_outbox()
     assert again.attempts == 1
+
+
+async def test_an_item_given_back_for_later_waits_until_then(store: Store) -> None:
+    # No connection to the Graph API: no attempt spent, and the item waits
+    # for the next probe instead of being taken again at once.
+    [a1] = await store.enqueue([reply("561", "a1")])
+    [taken] = await store.due_outbox()
+    later = datetime.now(UTC) + timedelta(seconds=0.5)
+    await store.give_back(a1, taken.attempts, "connection refused", later)
+
+    [item] = await store.outbox_items()
+    assert (item.status, item.attempts) == ("queued", 0)
+    assert await store.due_outbox() == []
+    await store.give_back(a1, 0, "not this take", datetime.now(UTC))
+    assert await store.due_outbox() == []
+
+    await asyncio.sleep(0.6)
+    [again] = await store.due_outbox()
+    assert (again.id, again.attempts) == (a1, 1)
 
 
 async def test_a_read_mark_holds_back_none_of_its_phones_messages(

@@ -171,6 +171,46 @@ async def test_a_refused_connection_is_named_in_the_log(store, graph, sender_log
     assert "action=retry" in line
 
 
+async def test_an_outage_longer_than_the_attempts_fails_no_reply(
+    store, simulator, graph
+):
+    # Eight attempts with backoff used to last about two minutes: a Graph
+    # API down longer than that failed every queued reply for good, though
+    # none had left the host.
+    with_nothing = aiohttp.web.Application()
+    runner = aiohttp.web.AppRunner(with_nothing)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    await runner.cleanup()  # the port is now closed
+    phones = ["56911120011", "56911120012", "56911120013"]
+    await store.enqueue([text(phone, f"hola {phone}") for phone in phones])
+    sender = make_sender(store, graph(f"http://127.0.0.1:{port}"), max_attempts=2)
+
+    async with running(sender):
+        # Failed requests are logged; the store is how to know they happened.
+        ends = time.monotonic() + 10
+        while len(await store.attempts_of(1)) < 4:
+            assert time.monotonic() < ends, "no four attempts in 10 s"
+            await asyncio.sleep(0.02)
+        during = await store.outbox_items()
+        assert sender.unreachable
+
+        # The Graph API comes back on the same address.
+        back = aiohttp.web.AppRunner(make_app(simulator))
+        await back.setup()
+        await aiohttp.web.TCPSite(back, "127.0.0.1", port).start()
+        try:
+            items = await settled(store)
+        finally:
+            await back.cleanup()
+
+    assert {item.status for item in during} <= {"queued", "sending"}
+    assert [item.status for item in items] == ["accepted"] * 3
+    assert sorted(r["body"]["to"] for r in simulator.received) == phones
+    assert not sender.unreachable
+
+
 async def test_an_invalid_url_is_named_in_the_log(store, graph, sender_log):
     await store.enqueue([text(CAMILA, "uno")])
     sender = make_sender(store, graph("not-a-url"))
