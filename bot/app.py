@@ -165,6 +165,9 @@ def _graph(
                 token = DEMO_TOKEN
                 log.info("demo mode: Graph API simulator at %s", base_url)
             runtime.graph_url, runtime.token = base_url, token or ""
+            log.info(
+                "Graph API at %s version=%s", base_url, settings.whatsapp.api_version
+            )
             if not inline:
                 yield
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -223,9 +224,27 @@ def _base_url(reader: _Reader, env: Mapping[str, str]) -> str:
         url = in_file
         where = f"{reader.path}: whatsapp.api_base_url"
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port == 0
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
         raise ConfigError(
             f"{where}: expected an http(s)://host[:port] address, got {url!r}"
+        )
+    if re.search(r"/v\d+(\.\d+)?/?$", parts.path):
+        # Meta's URLs carry the version; whatsapp.api_version adds it again.
+        raise ConfigError(
+            f"{where}: {url!r} ends with an API version; give the address "
+            "without it (https://graph.facebook.com) and the version in "
+            "whatsapp.api_version"
         )
     return url
 

@@ -71,6 +71,29 @@ def test_a_token_no_header_can_carry_is_refused_at_load(token):
         load_settings(CONFIG, env=env)
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:18090?x=1", "expected an http"),
+        ("http://127.0.0.1:99999", "expected an http"),
+        ("http://127.0.0.1:0", "expected an http"),
+        ("https://user@graph.example", "expected an http"),
+        ("https://graph.facebook.com/v23.0", "ends with an API version"),
+        ("http://127.0.0.1:18090/v23.0/", "ends with an API version"),
+    ],
+)
+def test_a_base_url_no_send_could_use_is_refused_at_load(url, why):
+    # Each started, then every send failed (and, before, every reply with it).
+    with pytest.raises(ConfigError, match=f"WHATSAPP_API_BASE_URL: .*{why}"):
+        load_settings(CONFIG, env={"WHATSAPP_API_BASE_URL": url})
+
+
+def test_a_base_url_with_a_proxy_path_is_taken():
+    url = "http://127.0.0.1:8080/graph-proxy"
+    settings = load_settings(CONFIG, env={"WHATSAPP_API_BASE_URL": url})
+    assert settings.whatsapp.api_base_url == url
+
+
 def test_sqlite_path_is_relative_to_the_config_file():
     settings = load_settings(CONFIG, env={})
     assert settings.storage_url == f"sqlite:///{ROOT / 'var' / 'tracbot.db'}"

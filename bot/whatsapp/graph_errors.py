@@ -130,9 +130,16 @@ def parse_graph_error(http_status: int, body: bytes | str | dict | None) -> Grap
     """
     error = _error_object(body)
     if error is None:
+        # Not the Graph API's own refusal, which always says why in an error
+        # object: a proxy, or a base URL with a wrong path (a tester's
+        # `…/v23.0` gave 404 and every reply was dropped as permanent). It is
+        # retried, and the sender counts it as no answer from the Graph API.
+        action = AUTH if http_status == 401 else RETRY
         return GraphError(
-            f"HTTP {http_status} without a Graph error body",
+            f"HTTP {http_status} without a Graph error body: a proxy or a "
+            "wrong WHATSAPP_API_BASE_URL?",
             http_status=http_status,
+            action=action,
         )
 
     error_data = error.get("error_data")

@@ -61,6 +61,8 @@ class ConnectError(HttpError):
         reason = os_error.strerror or str(os_error) or type(os_error).__name__
         if isinstance(os_error, ConnectionRefusedError):
             reason = "connection refused"
+        elif isinstance(os_error, ssl.SSLError) and "WRONG_VERSION" in reason:
+            reason += " (an https:// URL for a server that speaks plain http?)"
         super().__init__(f"connection to {host}:{port} failed: {reason}")
         self.host = host
         self.port = port

@@ -91,8 +91,9 @@ THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 PAIR_PAUSE_SECONDS = 6.0
 
 # This many failures in a row without an answer from the Graph API (refused
-# connection, timeout, bad URL) make the service not ready, and the queue
-# waits while one probe at a time asks whether it answers again.
+# connection, timeout, bad URL, an answer from something else) make the
+# service not ready, and the queue waits while one probe at a time asks
+# whether it answers again.
 UNREACHABLE_AFTER = 3
 # The longest wait between two probes of an unreachable Graph API.
 PROBE_MAX_SECONDS = 30.0
@@ -534,7 +535,10 @@ class Sender:
 
     async def _failed(self, item: OutboxItem, exc: GraphError, ms: int) -> None:
         self.metrics.errors.inc(str(exc.code) if exc.code is not None else "none")
-        if exc.code is None and exc.http_status is None:
+        if exc.code is None and exc.action != AUTH:
+            # No answer from the Graph API itself: no connection, no answer
+            # in time, or an answer from something else (a proxy, a wrong
+            # path).
             self.network_failures += 1
             self.network_reason = str(exc)
             probe_in = min(self._backoff(self.network_failures), PROBE_MAX_SECONDS)

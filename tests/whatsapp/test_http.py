@@ -512,3 +512,16 @@ async def test_a_protocol_upgrade_is_bad_answer(pools, caplog):
             await pool.post("/x", b"{}")
 
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_https_to_a_plain_http_server_says_so(pools):
+    async def plain(server, reader, writer):
+        # A plain HTTP server's answer to the bytes of a TLS greeting.
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with serving(plain) as server:
+        pool = pools(server.url.replace("http://", "https://"))
+        with pytest.raises(ConnectError, match="server that speaks plain http"):
+            await pool.post("/x", b"{}")

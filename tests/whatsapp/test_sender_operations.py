@@ -211,6 +211,28 @@ async def test_an_outage_longer_than_the_attempts_fails_no_reply(
     assert not sender.unreachable
 
 
+async def test_a_base_url_with_a_wrong_path_keeps_the_replies_and_says_so(
+    store, graph, base_url
+):
+    # Meta's URL copied with its version (`…/v23.0`): the simulator, like any
+    # web server, answers 404 without a Graph error body. Every reply was
+    # failed as permanent after one try, and /readyz still said ready.
+    phones = ["56911120011", "56911120012", "56911120013"]
+    await store.enqueue([text(phone, "hola") for phone in phones])
+    sender = make_sender(store, graph(f"{base_url}/v23.0"))
+
+    async with running(sender):
+        ends = time.monotonic() + 10
+        while not sender.unreachable:
+            assert time.monotonic() < ends, "not unreachable in 10 s"
+            await asyncio.sleep(0.02)
+        items = await store.outbox_items()
+
+    assert "failed" not in {item.status for item in items}
+    assert "HTTP 404 without a Graph error body" in sender.network_reason
+    assert "WHATSAPP_API_BASE_URL" in sender.network_reason
+
+
 async def test_an_invalid_url_is_named_in_the_log(store, graph, sender_log):
     await store.enqueue([text(CAMILA, "uno")])
     sender = make_sender(store, graph("not-a-url"))
