@@ -29,6 +29,7 @@ from bot.engine.replies import (
     WholeValueError,
     make_environment,
     template_file,
+    template_line,
 )
 from bot.engine.source import line_of, load_yaml
 from bot.errors import FlowError
@@ -242,7 +243,7 @@ class Templates:
                 problems.append(
                     Problem(
                         str(self.dir / name),
-                        _template_line(exc),
+                        template_line(exc),
                         f"{exc.message}: not in what the engine gives every "
                         "template (see docs/flows.md); the driver would get "
                         "the apology",
@@ -252,7 +253,7 @@ class Templates:
                 problems.append(
                     Problem(
                         str(self.dir / name),
-                        _template_line(exc),
+                        template_line(exc),
                         f"{exc}; the driver would get the apology",
                     )
                 )
@@ -484,18 +485,6 @@ def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
         flows={}, _menus={None: audience.commands(flows.values())}
     )
     return Engine._context(stand_in, probe)  # type: ignore[arg-type]
-
-
-def _template_line(exc: Exception) -> int:
-    # Jinja puts the template's line in the traceback of its compiled code.
-    tb = exc.__traceback__
-    line = 1
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename == "<template>" or filename.endswith(".j2"):
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
 
 
 def _jinja_reason(exc: jinja2.TemplateError) -> str:

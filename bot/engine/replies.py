@@ -13,9 +13,10 @@ swapped in a new renderer (Jinja would otherwise re-read a changed file).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, MappingView
+from collections.abc import Callable, Iterable, Iterator, Mapping, MappingView
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ import jinja2
 from jinja2.filters import do_join
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import soft_str
 
 from bot.errors import FlowError, RenderError
 
@@ -70,6 +70,19 @@ def _printable(value: Any) -> Any:
     return value
 
 
+def template_line(exc: BaseException) -> int:
+    """The template line an error was raised on, from its traceback (Jinja
+    maps its compiled code's lines to the template's); 1 if none."""
+    tb = exc.__traceback__
+    line = 1
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == "<template>" or filename.endswith(SUFFIX):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def read_templates(templates_dir: Path) -> dict[str, str]:
     """The text of every `.j2` file of a folder, by file name.
 
@@ -99,9 +112,10 @@ def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=False,
         finalize=_printable,
     )
-    # Both make text of whole records before `_printable` sees the value.
+    # These make text of whole records before `_printable` sees the value.
     env.filters["join"] = _join
-    env.filters["string"] = _string
+    for name in ("string", "format", "pprint", "replace", "tojson"):
+        env.filters[name] = _refusing_whole(name, env.filters[name])
     return env
 
 
@@ -122,13 +136,19 @@ def _join(
     return do_join(eval_ctx, items, d, attribute)
 
 
-def _string(value: Any) -> str:
-    if _whole(value):
-        raise WholeValueError(
-            "a template made text of a whole record or list with |string: "
-            "print one of its fields"
-        )
-    return soft_str(value)
+def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
+    """`jinja_filter`, refusing whole records and lists among its values."""
+
+    @functools.wraps(jinja_filter)  # keeps Jinja's pass_eval_context mark
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        if any(_whole(value) for value in (*args, *kwargs.values())):
+            raise WholeValueError(
+                f"a template made text of a whole record or list with |{name}: "
+                "print one of its fields"
+            )
+        return jinja_filter(*args, **kwargs)
+
+    return refusing
 
 
 def _whole(value: Any) -> bool:
@@ -177,8 +197,10 @@ class Renderer:
         try:
             template = self.env.get_template(template_file(name))
             text = template.render(context).strip()
-        except RenderError:
-            raise
+        except RenderError as exc:
+            # Raised by a guard while the template ran: say where.
+            where = f"{self.templates_dir / template_file(name)}:{template_line(exc)}"
+            raise type(exc)(f"{where}: {exc}") from exc
         except jinja2.TemplateError as exc:
             where = getattr(exc, "lineno", None)
             line = f" line {where}" if where else ""

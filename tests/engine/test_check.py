@@ -463,6 +463,10 @@ def test_generators_views_and_ranges_are_whole_lists_too(tmp_path, printed):
         ("{{ commands|join(', ') }}", "joined whole records"),
         ("{{ commands[0]|string }}", "whole record or list with |string"),
         ("{{ (commands|list)|string }}", "whole record or list with |string"),
+        ("{{ '%s'|format(commands[0]) }}", "whole record or list with |format"),
+        ("{{ commands|pprint }}", "whole record or list with |pprint"),
+        ("{{ commands|replace('x', 'y') }}", "whole record or list with |replace"),
+        ("{{ commands|tojson }}", "whole record or list with |tojson"),
     ],
 )
 def test_records_joined_or_made_text_are_reported(tmp_path, printed, message):
@@ -476,6 +480,7 @@ def test_a_list_joined_or_counted_is_fine(tmp_path):
         "{{ commands|map(attribute='command')|join(', ') }} "
         "{{ commands|length }} {% for c in commands %}{{ c.title }}{% endfor %}"
         " {{ commands|join(', ', attribute='command') }} {{ 3|string }}"
+        " {{ '%s.'|format(commands[0].title) }} {{ driver_name|replace('a', 'o') }}"
     )
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
 

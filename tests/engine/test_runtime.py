@@ -200,6 +200,8 @@ async def test_a_whole_record_printed_gets_the_apology_not_python(tmp_path, capl
         with caplog.at_level(logging.ERROR, "tracbot.engine"):
             assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
         assert "printed a whole record" in caplog.text
+        # Where, for the operator and for `tracbot test`'s reader.
+        assert "eco_repetir.j2:1: a template printed a whole record" in caplog.text
     finally:
         await harness.__aexit__(None, None, None)
 
