@@ -50,6 +50,11 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         raise InvalidPhone(f"{_shown(raw)} is not a phone number: {EXPECTED}") from None
+    if number.extension:
+        # "+56911112222x99" read as an extension, sent to +56911112222.
+        raise InvalidPhone(
+            f"{_shown(raw)} is a phone number with an extension: {EXPECTED}"
+        )
     # "Possible" checks the length for the country; "valid" also checks
     # the assigned ranges, which lag behind real and test numbers (it
     # refuses +56 9 1234 5678, a form CLOUD_API.md §12 must accept).

@@ -74,6 +74,9 @@ class BackendApi:
 
     async def send_text(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "SendText")
+        if not data["message"].strip():
+            # It was queued as no message at all: 200 with no ids.
+            raise error(400, "message has no text, only spaces")
 
         # The window is decided once for the whole text, so its parts all
         # go the same way (see the OpenAPI description).
@@ -126,9 +129,8 @@ class BackendApi:
             try:
                 phone = normalize_phone(raw, self.settings.default_region)
             except InvalidPhone as exc:
-                results.append(
-                    {"phone": _shown(raw), "status": "invalid", "error": str(exc)}
-                )
+                given = raw[:SHOWN] if isinstance(raw, str) else _shown(raw)
+                results.append({"phone": given, "status": "invalid", "error": str(exc)})
                 continue
             if phone.e164 in sent:
                 ids, status = sent[phone.e164], "duplicate"

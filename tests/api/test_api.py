@@ -84,11 +84,21 @@ async def test_send_text_queues_and_answers_at_once(api):
     assert sent["to"] == "56911120011"
 
 
-@pytest.mark.parametrize("phone", ["12", "+56 2", "hola", "", 56911120011])
+@pytest.mark.parametrize(
+    "phone", ["12", "+56 2", "hola", "", 56911120011, "+56911120011x99"]
+)
 async def test_invalid_phone_is_a_clear_400(api, phone):
     status, body = await post(api, "/send_text", {"phone": phone, "message": "Hola"})
     assert status == 400
     assert "phone" in body["error"]
+
+
+@pytest.mark.parametrize("message", ["   ", "\n\t "])
+async def test_a_text_of_only_spaces_is_a_clear_400(api, message):
+    # It was answered 200 with no message ids: nothing was queued.
+    status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
+    assert status == 400
+    assert body["error"] == "message has no text, only spaces"
 
 
 async def test_long_text_is_split_into_parts(api):
@@ -178,6 +188,8 @@ async def test_alert_gives_one_result_per_phone(api):
 
     assert status == 202
     assert [r["status"] for r in body["results"]] == ["queued", "invalid", "queued"]
+    # The number as the backend wrote it, not quoted again.
+    assert body["results"][1]["phone"] == "123"
     await settle(runtime_of(api))
     texts = [b["text"]["body"] for b in sim_bodies(api, "text")]
     assert len(texts) == 2
