@@ -70,7 +70,15 @@ class GraphError(TracbotError):
         return self.action in (RETRY, RETRY_RECIPIENT)
 
     def __str__(self) -> str:
-        facts = [f"action={self.action}"]
+        return self._text([f"action={self.action}"])
+
+    def described(self) -> str:
+        """The message and its facts without the action, for a log line that
+        says what the caller does instead (a read mark is dropped, a retry
+        past the last attempt gives up)."""
+        return self._text([])
+
+    def _text(self, facts: list[str]) -> str:
         if self.code is not None:
             facts.append(f"code={self.code}")
         if self.subcode is not None:
@@ -79,7 +87,7 @@ class GraphError(TracbotError):
             facts.append(f"http={self.http_status}")
         if self.fbtrace_id:
             facts.append(f"fbtrace_id={self.fbtrace_id}")
-        return f"{self.message} ({' '.join(facts)})"
+        return f"{self.message} ({' '.join(facts)})" if facts else self.message
 
     def __repr__(self) -> str:
         return (

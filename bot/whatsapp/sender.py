@@ -547,15 +547,18 @@ class Sender:
         if item.kind == "read":
             action = "dropped"
         await self._log(item, action, ms, exc.code, str(exc))
+        # The line says what happens next, once: `exc` without its action.
+        last = item.attempts >= self.settings.max_attempts and not exc.unsent
+        shown = "give_up" if exc.retryable and last and action != "dropped" else action
         log.warning(
             "send failed id=%s kind=%s phone=%s code=%s action=%s attempt=%d: %s",
             item.id,
             item.kind,
             mask(item.wa_id),
             exc.code,
-            action,
+            shown,
             item.attempts,
-            exc,
+            exc.described(),
         )
         if item.kind == "read":
             # Best effort: a late read receipt is worth less than the queue.

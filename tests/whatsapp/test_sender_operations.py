@@ -233,6 +233,28 @@ async def test_a_base_url_with_a_wrong_path_keeps_the_replies_and_says_so(
     assert "WHATSAPP_API_BASE_URL" in sender.network_reason
 
 
+async def test_a_failure_line_says_once_what_happens_next(
+    store, simulator, graph, base_url, sender_log
+):
+    # A read mark's line said "action=dropped …: … (action=retry)", and the
+    # last attempt's "action=retry" came right before "giving up".
+    simulator.fail_for(CAMILA, 133004, times=50)
+    await store.enqueue([text(CAMILA, "hola")])
+    sender = make_sender(store, graph(base_url), max_attempts=2)
+    async with running(sender):
+        await settled(store)
+    simulator.reset()  # no more scripted failures; the read mark times out
+    simulator.delay = 1.0
+    await store.enqueue([read_mark(CAMILA)])
+    await make_sender(store, graph(base_url, timeout=0.2)).send_due()
+
+    lines = [r.getMessage() for r in sender_log.records if "send failed" in r.msg]
+    assert [line.count("action=") for line in lines] == [1, 1, 1]
+    assert "action=retry attempt=1" in lines[0]
+    assert "action=give_up attempt=2" in lines[1]
+    assert "kind=read" in lines[2] and "action=dropped" in lines[2]
+
+
 async def test_an_invalid_url_is_named_in_the_log(store, graph, sender_log):
     await store.enqueue([text(CAMILA, "uno")])
     sender = make_sender(store, graph("not-a-url"))
