@@ -350,6 +350,8 @@ class Sender:
         except StorageError as exc:
             log.error("outbox unavailable, retrying: %s", exc)
             return []
+        if not items and self.unreachable and not self.held:
+            await self._forget_failures()
         try:
             windows = await self.store.last_inbound(
                 sorted({item.wa_id for item in items if _free_form(item)})
@@ -371,6 +373,22 @@ class Sender:
             )
             for item in items
         ]
+
+    async def _forget_failures(self) -> None:
+        # A probe with nothing to send. Once no reply waits at all, failures
+        # of replies given up are no longer news: /readyz stopped at 503
+        # until some new reply happened to be sent. The next send finds out
+        # afresh.
+        try:
+            stats = await self.store.queue_stats()
+        except StorageError:
+            return
+        if stats.outbox_queued == 0:
+            log.info(
+                "Graph API failures forgotten after %d in a row: no reply waits",
+                self.network_failures,
+            )
+            self.network_failures = 0
 
     async def _release(self, items: list[OutboxItem]) -> None:
         with contextlib.suppress(StorageError):

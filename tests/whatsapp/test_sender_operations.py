@@ -255,6 +255,26 @@ async def test_a_failure_line_says_once_what_happens_next(
     assert "kind=read" in lines[2] and "action=dropped" in lines[2]
 
 
+async def test_failures_are_forgotten_once_no_reply_waits(
+    store, simulator, graph, base_url
+):
+    # Every answer too late: the reply is given up after its attempts, and
+    # /readyz said "unreachable" until some new reply happened to be sent.
+    simulator.delay = 0.5
+    await store.enqueue([text(CAMILA, "uno")])
+    sender = make_sender(store, graph(base_url, timeout=0.1), max_attempts=3)
+
+    async with running(sender):
+        [item] = await settled(store)
+        failures = sender.network_failures
+        ends = time.monotonic() + 10
+        while sender.unreachable:
+            assert time.monotonic() < ends, "still unreachable after 10 s"
+            await asyncio.sleep(0.02)
+
+    assert item.status == "failed" and failures == 3
+
+
 async def test_an_invalid_url_is_named_in_the_log(store, graph, sender_log):
     await store.enqueue([text(CAMILA, "uno")])
     sender = make_sender(store, graph("not-a-url"))
