@@ -60,9 +60,7 @@ def _printable(value: Any) -> Any:
         )
     # Filters such as map, batch or reverse give generators and iterators,
     # printed as "<generator object …>".
-    if isinstance(
-        value, list | tuple | set | frozenset | range | Iterator | MappingView
-    ):
+    if _whole(value):
         raise WholeValueError(
             "a template printed a whole list: loop over it, like "
             "{% for item in items %}{{ item }}{% endfor %}"
@@ -152,6 +150,8 @@ def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[...
 
 
 def _whole(value: Any) -> bool:
+    """Whether printing `value` would show a whole record or list (a
+    generator or a dict view included)."""
     return isinstance(
         value,
         Mapping | list | tuple | set | frozenset | range | Iterator | MappingView,
