@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.filters import do_join
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -98,9 +100,45 @@ def read_templates(templates_dir: Path) -> dict[str, str]:
     return sources
 
 
+class _Compiler(CodeGenerator):
+    """Jinja's compiler, with `~` joining through `_join_text`.
+
+    Jinja compiles `{{ conductor ~ "" }}` to `str()` of each side, before
+    `finalize` (`_printable`) sees anything: a whole record reached the
+    driver as Python's text, and a value that was None as "None".
+    """
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # The compiled template sees its environment as `environment`.
+        self.write("environment.join_text((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    code_generator_class = _Compiler
+
+    @staticmethod
+    def join_text(values: Iterable[Any]) -> str:
+        """What `a ~ b` gives, refusing what `_printable` refuses."""
+        parts = []
+        for value in values:
+            if value is None:
+                raise RenderError("a template joined a value that is None with ~")
+            if type(value) not in _PLAIN and _whole(value):
+                raise WholeValueError(
+                    "a template joined a whole record or list with ~: join one "
+                    "of its fields, like {{ conductor.name ~ '!' }}"
+                )
+            parts.append(str(value))
+        return "".join(parts)
+
+
 def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
     """Return the sandboxed environment every reply is rendered in."""
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         loader=jinja2.DictLoader(dict(sources)),
         auto_reload=False,
         undefined=jinja2.StrictUndefined,

@@ -467,6 +467,8 @@ def test_generators_views_and_ranges_are_whole_lists_too(tmp_path, printed):
         ("{{ commands|pprint }}", "whole record or list with |pprint"),
         ("{{ commands|replace('x', 'y') }}", "whole record or list with |replace"),
         ("{{ commands|tojson }}", "whole record or list with |tojson"),
+        ("{{ commands[0] ~ '' }}", "joined a whole record or list with ~"),
+        ("{% set c = 'ver: ' ~ commands %}{{ c }}", "whole record or list with ~"),
     ],
 )
 def test_records_joined_or_made_text_are_reported(tmp_path, printed, message):
@@ -481,6 +483,7 @@ def test_a_list_joined_or_counted_is_fine(tmp_path):
         "{{ commands|length }} {% for c in commands %}{{ c.title }}{% endfor %}"
         " {{ commands|join(', ', attribute='command') }} {{ 3|string }}"
         " {{ '%s.'|format(commands[0].title) }} {{ driver_name|replace('a', 'o') }}"
+        " {{ 'Hola ' ~ driver_name ~ '!' }} {{ commands|length ~ ' comandos' }}"
     )
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
 

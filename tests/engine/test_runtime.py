@@ -206,6 +206,22 @@ async def test_a_whole_record_printed_gets_the_apology_not_python(tmp_path, capl
         await harness.__aexit__(None, None, None)
 
 
+async def test_a_whole_record_joined_with_tilde_gets_the_apology(tmp_path, caplog):
+    # Jinja compiles `~` to str() of each side, out of reach of `finalize`:
+    # the driver read "Dijiste: {'latitude': -23.5, …}!".
+    flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
+    templates = {**TEMPLATES, "eco_repetir": "Dijiste:\n{{ pin ~ '!' }}"}
+    harness = await start(make_project(tmp_path, {"eco": flow}, templates))
+    try:
+        await harness.send(PHONE, "eco")
+        pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
+        with caplog.at_level(logging.ERROR, "tracbot.engine"):
+            assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
+        assert "eco_repetir.j2:2: a template joined a whole record" in caplog.text
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
 async def test_inputs_button_list_location_and_quick_reply(tmp_path):
     flow = """
     name: elegir
