@@ -26,6 +26,7 @@ from bot.console import describe
 from bot.whatsapp.client import SendResult
 from bot.whatsapp.signature import sign
 from storage.base import OutboxItem
+from storage.sqlite import copy_if_in_use
 
 PROMPT = "tú> "
 WAIT_SECONDS = 15.0
@@ -40,6 +41,21 @@ async def chat(settings: Settings, phone: str) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tracbot-chat-") as scratch:
         return await _chat(offline(settings, Path(scratch)), phone, wa_id)
+
+
+def _beside_server(settings: Settings, scratch: Path) -> Settings:
+    """`settings` on a copy of the database if a server has it open."""
+    if not settings.storage_url.startswith("sqlite:"):
+        return settings
+    copy = copy_if_in_use(settings.storage_url, scratch)
+    if copy is None:
+        return settings
+    print(
+        "(tracbot serve está usando la misma base de datos: este chat usa una "
+        "copia, y lo que cambie aquí no queda en la demo)",
+        flush=True,
+    )
+    return dataclasses.replace(settings, storage_url=copy)
 
 
 async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
@@ -76,14 +92,16 @@ def offline(settings: Settings, scratch: Path) -> Settings:
     its replies answered by the simulator in this process, never by Meta.
 
     A deployment's settings (a token was set) also get a scratch outbox,
-    so that chat's sender never drains messages queued for real drivers.
+    so that chat's sender never drains messages queued for real drivers;
+    the demo's, a copy while `tracbot serve` has its file open.
     """
     storage_url = settings.storage_url
     if not settings.demo:
         storage_url = f"sqlite:///{scratch / 'chat.db'}"
     whatsapp = dataclasses.replace(settings.whatsapp, access_token=None)
     settings = answering(settings)
-    return dataclasses.replace(settings, whatsapp=whatsapp, storage_url=storage_url)
+    settings = dataclasses.replace(settings, whatsapp=whatsapp, storage_url=storage_url)
+    return _beside_server(settings, scratch)
 
 
 async def _read_line() -> str | None:

@@ -848,6 +848,34 @@ def _own(path: str) -> IO[bytes] | None:
     return handle
 
 
+def copy_if_in_use(url: str, folder: Path) -> str | None:
+    """The URL of a copy of `url`'s database made in `folder`, if another
+    process (a running `tracbot serve`) owns the file; None if none does.
+
+    Two processes on one file both run a dispatcher and a sender: `tracbot
+    chat` beside `make demo` saw some of its replies taken by the demo and
+    printed on the demo's console instead. The copy keeps what the file
+    held (links, conversations) without sharing the queues.
+    """
+    path = _path_of(url)
+    if path == ":memory:" or not os.path.exists(path):
+        return None
+    owner = _own(path)
+    if owner is not None:
+        owner.close()
+        return None
+
+    copy = folder / Path(path).name
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return f"sqlite:///{copy}"
+
+
 def _translated(exc: sqlite3.Error) -> StorageError:
     # Locked past busy_timeout, or a file that cannot be opened or written
     # (disk full, permissions) is worth trying again later; a bad statement

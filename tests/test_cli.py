@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -57,6 +59,49 @@ def test_chat_rejects_something_that_is_not_a_number(tmp_path):
     result = run_bot("chat", "abc", env=demo_env(tmp_path))
     assert result.returncode == 2
     assert "not a phone number" in result.stderr
+
+
+def test_chat_beside_a_running_demo_gets_every_reply_on_a_copy(tmp_path):
+    # Both processes ran a dispatcher and a sender on one file: now and then
+    # the demo took a chat message and printed its reply on its own console.
+    env = demo_env(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(ROOT / "config.yaml")]
+        + ["serve", "--port", str(free_port())],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    database = tmp_path / "chat.db"
+    try:
+        _retry(lambda: _owned(database))
+        said = ["ayuda", "estado", "guia", "qwerty", "ayuda", "estado"]
+        result = run_bot("chat", "+56911112222", stdin="\n".join(said), env=env)
+    finally:
+        server.terminate()
+        console = server.communicate(timeout=30)[0]
+
+    assert result.returncode == 0, result.stderr
+    assert "este chat usa una copia" in result.stdout
+    assert len(result.stdout.split("bot> ")[1:]) == len(said)
+    assert "sin respuesta" not in result.stdout
+    assert "WARNING" not in result.stderr
+    # Nothing of the chat reached the demo's file or its console.
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*) FROM inbox").fetchone() == (0,)
+    assert "…2222" not in console
+
+
+def _owned(database) -> None:
+    # The server owns its file once its store is open.
+    with open(f"{database}-owner", "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    raise OSError("the server has not opened its database yet")
 
 
 def free_port() -> int:
