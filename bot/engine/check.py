@@ -24,9 +24,9 @@ from jinja2 import meta, nodes
 from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
+from bot.engine.guards import WholeValueError
 from bot.engine.replies import (
     Renderer,
-    WholeValueError,
     make_environment,
     template_file,
     template_line,

@@ -13,20 +13,15 @@ swapped in a new renderer (Jinja would otherwise re-read a changed file).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, MappingView
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_join
-from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bot.engine.guards import GuardedEnvironment, guard_filters, printable
 from bot.errors import FlowError, RenderError
 
 log = logging.getLogger("tracbot.engine")
@@ -36,38 +31,6 @@ APOLOGY = (
     "Lo siento, tuvimos un problema al preparar tu respuesta. "
     "Intenta de nuevo en unos minutos."
 )
-
-
-# Types printed as they are, without a look at what else they might be.
-_PLAIN = frozenset({str, int, float, bool})
-
-
-class WholeValueError(RenderError):
-    """A template printed a whole record or list instead of its fields."""
-
-
-def _printable(value: Any) -> Any:
-    # Most printed values are text or numbers: the checks below go through
-    # the ABCs' isinstance, slow enough to show in a profile of a message.
-    if type(value) in _PLAIN:
-        return value
-    if value is None:
-        raise RenderError("a template printed a value that is None")
-    # A whole record or list would reach the driver as Python's own text,
-    # ids and quotes included: {'id': 'C14', 'name': …}.
-    if isinstance(value, Mapping):
-        raise WholeValueError(
-            "a template printed a whole record: print one of its fields, "
-            "like {{ conductor.name }}"
-        )
-    # Filters such as map, batch or reverse give generators and iterators,
-    # printed as "<generator object …>".
-    if _whole(value):
-        raise WholeValueError(
-            "a template printed a whole list: loop over it, like "
-            "{% for item in items %}{{ item }}{% endfor %}"
-        )
-    return value
 
 
 def template_line(exc: BaseException) -> int:
@@ -100,45 +63,9 @@ def read_templates(templates_dir: Path) -> dict[str, str]:
     return sources
 
 
-class _Compiler(CodeGenerator):
-    """Jinja's compiler, with `~` joining through `_join_text`.
-
-    Jinja compiles `{{ conductor ~ "" }}` to `str()` of each side, before
-    `finalize` (`_printable`) sees anything: a whole record reached the
-    driver as Python's text, and a value that was None as "None".
-    """
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        # The compiled template sees its environment as `environment`.
-        self.write("environment.join_text((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    code_generator_class = _Compiler
-
-    @staticmethod
-    def join_text(values: Iterable[Any]) -> str:
-        """What `a ~ b` gives, refusing what `_printable` refuses."""
-        parts = []
-        for value in values:
-            if value is None:
-                raise RenderError("a template joined a value that is None with ~")
-            if type(value) not in _PLAIN and _whole(value):
-                raise WholeValueError(
-                    "a template joined a whole record or list with ~: join one "
-                    "of its fields, like {{ conductor.name ~ '!' }}"
-                )
-            parts.append(str(value))
-        return "".join(parts)
-
-
 def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
     """Return the sandboxed environment every reply is rendered in."""
-    env = _Environment(
+    env = GuardedEnvironment(
         loader=jinja2.DictLoader(dict(sources)),
         auto_reload=False,
         undefined=jinja2.StrictUndefined,
@@ -146,54 +73,10 @@ def make_environment(sources: dict[str, str]) -> ImmutableSandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
-        finalize=_printable,
+        finalize=printable,
     )
-    # These make text of whole records before `_printable` sees the value.
-    env.filters["join"] = _join
-    for name in ("string", "format", "pprint", "replace", "tojson"):
-        env.filters[name] = _refusing_whole(name, env.filters[name])
+    guard_filters(env.filters)
     return env
-
-
-@jinja2.pass_eval_context
-def _join(
-    eval_ctx: EvalContext,
-    value: Iterable[Any],
-    d: str = "",
-    attribute: str | int | None = None,
-) -> str:
-    # `{{ commands|join(', ') }}` printed each record as Python's text.
-    items = list(value)
-    if attribute is None and any(_whole(item) for item in items):
-        raise WholeValueError(
-            "a template joined whole records: join one of their fields, like "
-            "{{ items|map(attribute='name')|join(', ') }}"
-        )
-    return do_join(eval_ctx, items, d, attribute)
-
-
-def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
-    """`jinja_filter`, refusing whole records and lists among its values."""
-
-    @functools.wraps(jinja_filter)  # keeps Jinja's pass_eval_context mark
-    def refusing(*args: Any, **kwargs: Any) -> Any:
-        if any(_whole(value) for value in (*args, *kwargs.values())):
-            raise WholeValueError(
-                f"a template made text of a whole record or list with |{name}: "
-                "print one of its fields"
-            )
-        return jinja_filter(*args, **kwargs)
-
-    return refusing
-
-
-def _whole(value: Any) -> bool:
-    """Whether printing `value` would show a whole record or list (a
-    generator or a dict view included)."""
-    return isinstance(
-        value,
-        Mapping | list | tuple | set | frozenset | range | Iterator | MappingView,
-    )
 
 
 def template_file(name: str) -> str:

@@ -469,6 +469,14 @@ def test_generators_views_and_ranges_are_whole_lists_too(tmp_path, printed):
         ("{{ commands|tojson }}", "whole record or list with |tojson"),
         ("{{ commands[0] ~ '' }}", "joined a whole record or list with ~"),
         ("{% set c = 'ver: ' ~ commands %}{{ c }}", "whole record or list with ~"),
+        ("{{ commands[0]|upper }}", "whole record or list with |upper"),
+        ("{{ commands|first|trim }}", "whole record or list with |trim"),
+        ("{{ commands[0]|e }}", "whole record or list with |e"),
+        ("{{ commands[0]|int }}", "whole record or list with |int"),
+        ("{{ '%s' % commands[0] }}", "whole record or list with %"),
+        ("{{ 'Ver: %s (%d)' % (commands, 3) }}", "whole record or list with %"),
+        ("{{ '{}'.format(commands[0]) }}", "whole record or list with str.format"),
+        ("{{ '{c}'.format(c=commands) }}", "whole record or list with str.format"),
     ],
 )
 def test_records_joined_or_made_text_are_reported(tmp_path, printed, message):
@@ -484,6 +492,9 @@ def test_a_list_joined_or_counted_is_fine(tmp_path):
         " {{ commands|join(', ', attribute='command') }} {{ 3|string }}"
         " {{ '%s.'|format(commands[0].title) }} {{ driver_name|replace('a', 'o') }}"
         " {{ 'Hola ' ~ driver_name ~ '!' }} {{ commands|length ~ ' comandos' }}"
+        " {{ commands[0].title|upper }} {{ (commands|first).command|lower }}"
+        " {{ '%s (%d)' % (driver_name, 3) }} {{ '%(command)s' % commands[0] }}"
+        " {{ '{0[command]}, {1}'.format(commands[0], role) }} {{ 7 % 3 }}"
     )
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": fine}) == []
 

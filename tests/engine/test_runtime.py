@@ -206,18 +206,30 @@ async def test_a_whole_record_printed_gets_the_apology_not_python(tmp_path, capl
         await harness.__aexit__(None, None, None)
 
 
-async def test_a_whole_record_joined_with_tilde_gets_the_apology(tmp_path, caplog):
-    # Jinja compiles `~` to str() of each side, out of reach of `finalize`:
-    # the driver read "Dijiste: {'latitude': -23.5, …}!".
+@pytest.mark.parametrize(
+    ("printed", "said"),
+    [
+        ("{{ pin ~ '!' }}", "joined a whole record or list with ~"),
+        ("{{ pin|title }}", "whole record or list with |title"),
+        ("{{ 'en %s' % pin }}", "whole record or list with %"),
+        ("{{ 'en {}'.format(pin) }}", "whole record or list with str.format"),
+    ],
+)
+async def test_a_whole_record_made_text_otherwise_gets_the_apology(
+    tmp_path, caplog, printed, said
+):
+    # Each made Python's text of the location before `finalize` saw it: the
+    # driver read "Dijiste: {'latitude': -23.5, …}!".
     flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
-    templates = {**TEMPLATES, "eco_repetir": "Dijiste:\n{{ pin ~ '!' }}"}
+    templates = {**TEMPLATES, "eco_repetir": f"Dijiste:\n{printed}"}
     harness = await start(make_project(tmp_path, {"eco": flow}, templates))
     try:
         await harness.send(PHONE, "eco")
         pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
         with caplog.at_level(logging.ERROR, "tracbot.engine"):
             assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
-        assert "eco_repetir.j2:2: a template joined a whole record" in caplog.text
+        assert "eco_repetir.j2:2: a template " in caplog.text
+        assert said in caplog.text
     finally:
         await harness.__aexit__(None, None, None)
 
