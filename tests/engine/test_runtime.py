@@ -188,38 +188,21 @@ async def test_template_escaping_the_sandbox_gets_the_apology(tmp_path, caplog):
         await harness.__aexit__(None, None, None)
 
 
-async def test_a_whole_record_printed_gets_the_apology_not_python(tmp_path, caplog):
-    # `{{ pin }}` of a saved location reached the driver as
-    # {'latitude': -23.5, 'longitude': -70.4, …}, quotes and all.
-    flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
-    templates = {**TEMPLATES, "eco_repetir": "Dijiste: {{ pin }}"}
-    harness = await start(make_project(tmp_path, {"eco": flow}, templates))
-    try:
-        await harness.send(PHONE, "eco")
-        pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
-        with caplog.at_level(logging.ERROR, "tracbot.engine"):
-            assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
-        assert "printed a whole record" in caplog.text
-        # Where, for the operator and for `tracbot test`'s reader.
-        assert "eco_repetir.j2:1: a template printed a whole record" in caplog.text
-    finally:
-        await harness.__aexit__(None, None, None)
-
-
 @pytest.mark.parametrize(
     ("printed", "said"),
     [
+        ("{{ pin }}", "printed a whole record"),
         ("{{ pin ~ '!' }}", "joined a whole record or list with ~"),
         ("{{ pin|title }}", "whole record or list with |title"),
         ("{{ 'en %s' % pin }}", "whole record or list with %"),
         ("{{ 'en {}'.format(pin) }}", "whole record or list with str.format"),
     ],
 )
-async def test_a_whole_record_made_text_otherwise_gets_the_apology(
+async def test_a_whole_record_made_text_gets_the_apology_not_python(
     tmp_path, caplog, printed, said
 ):
-    # Each made Python's text of the location before `finalize` saw it: the
-    # driver read "Dijiste: {'latitude': -23.5, …}!".
+    # Each reached the driver as Python's text of the saved location, quotes
+    # and all: "Dijiste: {'latitude': -23.5, 'longitude': -70.4, …}".
     flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
     templates = {**TEMPLATES, "eco_repetir": f"Dijiste:\n{printed}"}
     harness = await start(make_project(tmp_path, {"eco": flow}, templates))
@@ -228,6 +211,7 @@ async def test_a_whole_record_made_text_otherwise_gets_the_apology(
         pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
         with caplog.at_level(logging.ERROR, "tracbot.engine"):
             assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
+        # Where, for the operator and for `tracbot test`'s reader.
         assert "eco_repetir.j2:2: a template " in caplog.text
         assert said in caplog.text
     finally:
