@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_join
+from jinja2.filters import do_default, do_join
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -113,8 +113,20 @@ def guard_filters(filters: dict[str, Callable[..., Any]]) -> None:
     for name, jinja_filter in filters.items():
         if name == "join":
             filters[name] = _join
+        elif name in ("default", "d"):
+            filters[name] = _default
         elif name not in WHOLE_VALUE_FILTERS:
             filters[name] = _refusing_whole(name, jinja_filter)
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    # Jinja's `default` stands in for an undefined name only, and a column
+    # left empty in the business data (`{{ viaje.ubicacion|default('sin
+    # datos') }}`) is None: the driver got the apology instead of the
+    # default the template asked for.
+    if value is None:
+        return default_value
+    return do_default(value, default_value, boolean)
 
 
 @jinja2.pass_eval_context

@@ -1,0 +1,73 @@
+"""What a reply template may make text of (bot/engine/guards.py), rendered
+in the environment every reply is rendered in."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.engine.guards import WholeValueError
+from bot.engine.replies import make_environment
+from bot.errors import RenderError
+
+TRIP = {"patente": "GHZW-77", "ubicacion": None, "paradas": 3}
+
+
+def render(source: str, **values) -> str:
+    env = make_environment({"t.j2": source})
+    return env.get_template("t.j2").render(trip=TRIP, trips=[TRIP], **values)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # A column left empty in the business data is None, not undefined.
+        ("{{ trip.ubicacion|default('sin datos') }}", "sin datos"),
+        ("{{ trip.ubicacion|d('sin datos') }}", "sin datos"),
+        ("{{ trip.nada|default('sin datos') }}", "sin datos"),
+        ("{{ trip.paradas|default('x') }}", "3"),
+        ("{{ 0|default('x') }}", "0"),
+        ("{{ ''|default('x', true) }}", "x"),
+    ],
+)
+def test_default_stands_in_for_none_too(source, expected):
+    assert render(source) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ trip.patente|lower }}", "ghzw-77"),
+        ("{{ (trips|first).patente }}", "GHZW-77"),
+        ("{{ trips|map(attribute='patente')|join(', ') }}", "GHZW-77"),
+        ("{{ trips|length ~ ' viaje' }}", "1 viaje"),
+        ("{{ '%(patente)s' % trip }}", "GHZW-77"),
+        ("{{ '%s: %d' % (trip.patente, trip.paradas) }}", "GHZW-77: 3"),
+        ("{{ '{0[patente]} / {1}'.format(trip, 2) }}", "GHZW-77 / 2"),
+        ("{{ '{p}'.format(p=trip.patente) }}", "GHZW-77"),
+        ("{{ 7 % 3 }}", "1"),
+    ],
+)
+def test_fields_of_records_make_text(source, expected):
+    assert render(source) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ trip|upper }}",
+        "{{ trips|first|string }}",
+        "{{ trip ~ '' }}",
+        "{{ '%s' % trip }}",
+        "{{ '%(t)s' % {'t': trips} }}",
+        "{{ '{}'.format(trip) }}",
+        "{{ '{t}'.format_map({'t': trip}) }}",
+    ],
+)
+def test_whole_records_make_no_text(source):
+    with pytest.raises(WholeValueError):
+        render(source)
+
+
+def test_none_joined_with_tilde_is_refused_like_none_printed():
+    with pytest.raises(RenderError, match="None with ~"):
+        render("{{ trip.ubicacion ~ '!' }}")
