@@ -24,6 +24,10 @@ def verify(app_secret: str, body: bytes, header: str | None) -> bool:
     if not header or not header.startswith(PREFIX) or not app_secret:
         return False
     given = header[len(PREFIX) :].strip().lower()
+    if not given.isascii():
+        # Not a hex digest; compare_digest refuses non-ASCII text with a
+        # TypeError, which answered 500 with a traceback instead of 401.
+        return False
 
     if hmac.compare_digest(sign(app_secret, body), PREFIX + given):
         return True

@@ -98,7 +98,13 @@ class WebhookHandler:
 
     async def post(self, request: web.Request) -> web.Response:
         """Verify, parse, store, then answer."""
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            # Nothing of Meta's comes near server.max_body_bytes.
+            log.warning("webhook refused (server.max_body_bytes): %s", exc.text)
+            self.counts["413"] = self.counts.get("413", 0) + 1
+            raise
         header = request.headers.get(SIGNATURE_HEADER)
         if not verify(self.app_secret, body, header):
             return self._refused(header, len(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -141,7 +142,7 @@ async def test_event_stored_before_a_crash_is_processed_after_restart(
     assert await runtime.store.pending_count() == 0
 
 
-async def test_body_over_the_limit_is_refused(aiohttp_client, tmp_path):
+async def test_body_over_the_limit_is_refused_and_counted(aiohttp_client, tmp_path):
     app: web.Application = create_app(demo_settings(tmp_path))
     client = await aiohttp_client(app)
     body = b'{"object": "whatsapp_business_account", "pad": "' + b"x" * (5 * 1024**2)
@@ -149,6 +150,34 @@ async def test_body_over_the_limit_is_refused(aiohttp_client, tmp_path):
     headers = signed_headers(body)
     response = await client.post("/webhook", data=io.BytesIO(body), headers=headers)
     assert response.status == 413
+    # The operator's count of answers has it (it had only 200 and 401).
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tracbot_webhook_requests_total{outcome="413"} 1' in metrics
+
+
+async def test_a_signature_with_a_non_ascii_byte_is_refused_not_a_crash(
+    aiohttp_client, tmp_path
+):
+    # compare_digest raised TypeError on it: a 500 and a traceback.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    body = corpus("text_simple.json")
+    head = (
+        f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+    ).encode()
+    for header in (b"sha256=zz\xe9", "sha256=zzé".encode()):
+        reader, writer = await asyncio.open_connection(
+            client.server.host, client.server.port
+        )
+        writer.write(head + b"X-Hub-Signature-256: " + header + b"\r\n\r\n" + body)
+        status = (await reader.readline()).split()[1]
+        writer.close()
+        assert status == b"401", header
+
+    assert await runtime_of(client).store.pending_count() == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tracbot_webhook_requests_total{outcome="401"} 2' in metrics
 
 
 async def test_three_megabyte_body_is_accepted(aiohttp_client, tmp_path):
