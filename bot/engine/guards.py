@@ -32,9 +32,10 @@ from bot.errors import RenderError
 _PLAIN = frozenset({str, int, float, bool})
 
 # Filters made to take a whole record or list: they give a part of it, a
-# count, the values in another order or chosen, or key="value" pairs, never
-# Python's text of it. Every other filter makes text of what it is given,
-# custom ones included, and refuses a whole value.
+# count, or the values in another order or chosen, never text of it. Every
+# other filter makes text of what it is given (|urlencode and |xmlattr make
+# key=value text of every field), custom ones included, and refuses a whole
+# value and None.
 WHOLE_VALUE_FILTERS = frozenset(
     {
         "attr",
@@ -62,13 +63,14 @@ WHOLE_VALUE_FILTERS = frozenset(
         "sort",
         "sum",
         "unique",
-        "urlencode",
-        "xmlattr",
     }
 )
 
 # `%(name)s` in a `%` format: the value is looked up in a mapping by name.
 _NAMED = re.compile(r"%\(([^)]*)\)")
+
+# A value str.format was not given.
+_MISSING = object()
 
 
 class WholeValueError(RenderError):
@@ -154,11 +156,12 @@ def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[...
 
     @functools.wraps(jinja_filter)  # keeps Jinja's pass_… mark
     def refusing(*args: Any, **kwargs: Any) -> Any:
-        if any(whole(value) for value in (*args[skip:], *kwargs.values())):
-            raise WholeValueError(
-                f"a template made text of a whole record or list with |{name}: "
-                "print one of its fields"
-            )
+        # |upper gave "NONE" and |int 0 for a value that is None.
+        if len(args) > skip and args[skip] is None:
+            _refuse(None, f"|{name}")
+        for value in (*args[skip:], *kwargs.values()):
+            if whole(value):
+                _refuse(value, f"|{name}")
         return jinja_filter(*args, **kwargs)
 
     return refusing
@@ -233,11 +236,9 @@ def _check_percent(text: str, values: Any) -> None:
         chosen = list(values)
     else:
         chosen = [values]
-    if any(whole(value) for value in chosen):
-        raise WholeValueError(
-            "a template made text of a whole record or list with %: print "
-            "one of its fields"
-        )
+    for value in chosen:
+        if value is None or whole(value):
+            _refuse(value, "%")
 
 
 def _check_format(text: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -254,12 +255,19 @@ def _check_format(text: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         if field == "":
             field, automatic = str(automatic), automatic + 1
         if field.isdigit():
-            # Too few values: str.format says so itself.
-            value = args[int(field)] if int(field) < len(args) else None
+            index = int(field)
+            value = args[index] if index < len(args) else _MISSING
         else:
-            value = kwargs.get(field)
-        if whole(value):
-            raise WholeValueError(
-                "a template made text of a whole record or list with "
-                "str.format: format one of its fields"
-            )
+            value = kwargs.get(field, _MISSING)
+        # A missing value: str.format says so itself.
+        if value is not _MISSING and (value is None or whole(value)):
+            _refuse(value, "str.format")
+
+
+def _refuse(value: Any, how: str) -> None:
+    if value is None:
+        raise RenderError(f"a template made text of a value that is None with {how}")
+    raise WholeValueError(
+        f"a template made text of a whole record or list with {how}: print one "
+        "of its fields"
+    )

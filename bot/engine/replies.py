@@ -117,19 +117,24 @@ class Renderer:
         """
         try:
             template = self.env.get_template(template_file(name))
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(f"template {name}: no such file {exc}") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            where = f"{self.templates_dir / template_file(name)}:{exc.lineno}"
+            raise RenderError(f"{where}: {exc.message}") from exc
+
+        # Whatever fails while it runs is told with the file and the line it
+        # ran (a guard, an undefined name, a filter or a value's __str__,
+        # which can raise anything); the driver gets the apology.
+        try:
             text = template.render(context).strip()
-        except RenderError as exc:
-            # Raised by a guard while the template ran: say where.
-            where = f"{self.templates_dir / template_file(name)}:{template_line(exc)}"
-            raise type(exc)(f"{where}: {exc}") from exc
-        except jinja2.TemplateError as exc:
-            where = getattr(exc, "lineno", None)
-            line = f" line {where}" if where else ""
-            raise RenderError(f"template {name}{line}: {exc}") from exc
         except Exception as exc:
-            # A filter or a value's __str__ can raise anything; the driver
-            # still gets the apology, and the operator the cause.
-            raise RenderError(f"template {name}: {type(exc).__name__}: {exc}") from exc
+            where = f"{self.templates_dir / template.name}:{template_line(exc)}"
+            if isinstance(exc, RenderError):
+                raise type(exc)(f"{where}: {exc}") from exc
+            if isinstance(exc, jinja2.TemplateError):
+                raise RenderError(f"{where}: {exc}") from exc
+            raise RenderError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
         if not text:
             raise RenderError(f"template {name} rendered an empty message")

@@ -61,6 +61,9 @@ def test_fields_of_records_make_text(source, expected):
         "{{ '%(t)s' % {'t': trips} }}",
         "{{ '{}'.format(trip) }}",
         "{{ '{t}'.format_map({'t': trip}) }}",
+        # key=value text of every field.
+        "{{ trip|urlencode }}",
+        "{{ trip|xmlattr }}",
     ],
 )
 def test_whole_records_make_no_text(source):
@@ -68,6 +71,17 @@ def test_whole_records_make_no_text(source):
         render(source)
 
 
-def test_none_joined_with_tilde_is_refused_like_none_printed():
-    with pytest.raises(RenderError, match="None with ~"):
-        render("{{ trip.ubicacion ~ '!' }}")
+@pytest.mark.parametrize(
+    ("source", "how"),
+    [
+        ("{{ trip.ubicacion ~ '!' }}", "None with ~"),
+        # "NONE", "0", "None" and "None" reached the driver.
+        ("{{ trip.ubicacion|upper }}", "None with |upper"),
+        ("{{ trip.ubicacion|int }}", "None with |int"),
+        ("{{ 'en %s' % trip.ubicacion }}", "None with %"),
+        ("{{ 'en {}'.format(trip.ubicacion) }}", "None with str.format"),
+    ],
+)
+def test_none_made_text_is_refused_like_none_printed(source, how):
+    with pytest.raises(RenderError, match=how):
+        render(source)

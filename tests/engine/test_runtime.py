@@ -191,18 +191,23 @@ async def test_template_escaping_the_sandbox_gets_the_apology(tmp_path, caplog):
 @pytest.mark.parametrize(
     ("printed", "said"),
     [
-        ("{{ pin }}", "printed a whole record"),
-        ("{{ pin ~ '!' }}", "joined a whole record or list with ~"),
-        ("{{ pin|title }}", "whole record or list with |title"),
-        ("{{ 'en %s' % pin }}", "whole record or list with %"),
-        ("{{ 'en {}'.format(pin) }}", "whole record or list with str.format"),
+        ("{{ pin }}", "a template printed a whole record"),
+        ("{{ pin ~ '!' }}", "a template joined a whole record or list with ~"),
+        ("{{ pin|title }}", "a template made text of a whole record or list with |"),
+        (
+            "{{ 'en %s' % pin }}",
+            "a template made text of a whole record or list with %",
+        ),
+        ("{{ 'en {}'.format(pin) }}", "a template made text of a whole record or"),
+        # Not a guard's: the log said where only for those.
+        ("{{ pin.nope.x }}", "'dict object' has no attribute 'nope'"),
     ],
 )
-async def test_a_whole_record_made_text_gets_the_apology_not_python(
+async def test_a_template_failing_at_run_gets_the_apology_and_a_line(
     tmp_path, caplog, printed, said
 ):
-    # Each reached the driver as Python's text of the saved location, quotes
-    # and all: "Dijiste: {'latitude': -23.5, 'longitude': -70.4, …}".
+    # The guards' reached the driver as Python's text of the saved location,
+    # quotes and all: "Dijiste: {'latitude': -23.5, 'longitude': -70.4, …}".
     flow = ECO.replace("input: text", "input: location").replace("dicho", "pin")
     templates = {**TEMPLATES, "eco_repetir": f"Dijiste:\n{printed}"}
     harness = await start(make_project(tmp_path, {"eco": flow}, templates))
@@ -212,8 +217,7 @@ async def test_a_whole_record_made_text_gets_the_apology_not_python(
         with caplog.at_level(logging.ERROR, "tracbot.engine"):
             assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
         # Where, for the operator and for `tracbot test`'s reader.
-        assert "eco_repetir.j2:2: a template " in caplog.text
-        assert said in caplog.text
+        assert f"eco_repetir.j2:2: {said}" in caplog.text
     finally:
         await harness.__aexit__(None, None, None)
 
