@@ -39,6 +39,12 @@ from bot.whatsapp.events import InboundMessage
 log = logging.getLogger("tracbot.engine")
 
 STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
+# What a reply mapping holds (bot/engine/interactive.py).
+REPLY_KEYS = {"template", "buttons", "list", "location_request"}
+REPLY_SHAPE = (
+    "a reply is a template name, or a mapping with `template` and `buttons`, "
+    "`list` or `location_request`"
+)
 TRANSITION_KEYS = {"input", "match", "one_of", "id", "save", "if", "unless", "do"}
 TRANSITION_KEYS |= {"to", "reply"}
 # What every reply template may read besides slots, if the engine cannot say.
@@ -602,11 +608,15 @@ class FlowChecker:
     def _template(self, at: str, reply: Any) -> None:
         if reply is None:
             return
-        if not isinstance(reply, str):
-            # Structured replies (buttons, lists) are checked by the limits.
-            for name in _templates_in(reply):
-                self._template(at, name)
-            self._interactive(at, reply)
+        if isinstance(reply, dict):
+            if self._reply_shape(at, reply):
+                # Structured replies (buttons, lists) are checked by the limits.
+                self._template(at, reply["template"])
+                self._interactive(at, reply)
+            return
+        if not isinstance(reply, str) or not reply.strip():
+            # `reply: 42` or a list of names: the driver got the apology.
+            self.fail(at, f"{REPLY_SHAPE}, not {reply!r}")
             return
         self.templates.referenced.add(template_file(reply))
         if not self.templates.exists(reply):
@@ -623,6 +633,20 @@ class FlowChecker:
                 f"template {reply!r} has {length} characters of fixed "
                 f"text; a WhatsApp text holds {limits.MAX_TEXT}",
             )
+
+    def _reply_shape(self, at: str, reply: dict[str, Any]) -> bool:
+        """Whether a reply mapping names its template and nothing unknown."""
+        unknown = sorted(set(map(str, reply)) - REPLY_KEYS)
+        for key in unknown:
+            # `buton:` was dropped without a word: no buttons went out.
+            self.fail(
+                f"{at}.{key}",
+                f"unknown key {key!r} (known: {', '.join(sorted(REPLY_KEYS))})",
+            )
+        if not isinstance(reply.get("template"), str) or not reply["template"]:
+            self.fail(at, f"{REPLY_SHAPE}: this mapping has no `template`")
+            return False
+        return not unknown
 
     def _interactive(self, at: str, reply: Any) -> None:
         if not isinstance(reply, dict):
@@ -853,13 +877,6 @@ def _closure(start: set[str], step: Any) -> set[str]:
     return seen
 
 
-def _templates_in(reply: dict | list | Any) -> list[str]:
-    if isinstance(reply, dict):
-        found = [reply["template"]] if isinstance(reply.get("template"), str) else []
-        return found
-    return []
-
-
 def _title(item: Any) -> str | None:
     if isinstance(item, str):
         return item
@@ -870,14 +887,9 @@ def _title(item: Any) -> str | None:
 
 def _rows(reply: dict) -> list[Any]:
     listing = reply.get("list")
-    listing = listing if isinstance(listing, dict) else {}
+    rows = listing.get("rows") if isinstance(listing, dict) else None
     # Rows named by a context value (`rows: commands`) are only known later.
-    rows = [r for r in (listing.get("rows"), reply.get("rows")) if isinstance(r, list)]
-    rows = [row for part in rows for row in part]
-    for section in reply.get("sections") or []:
-        if isinstance(section, dict):
-            rows += section.get("rows") or []
-    return rows
+    return rows if isinstance(rows, list) else []
 
 
 # The whole project

@@ -144,17 +144,17 @@ def load_flow(path: Path) -> FlowSpec:
         states=states,
         start=tuple(command_form(w) for w in where.words(data, "start")),
         audience=where.choice(data, "audience", AUDIENCES, "anyone"),
-        is_global=bool(data.get("global", False)),
-        fallback=bool(data.get("fallback", False)),
+        is_global=where.flag(data, "global"),
+        fallback=where.flag(data, "fallback"),
         description=str(data.get("description", "")),
         command=data.get("command"),
-        keywords=bool(data.get("keywords", False)),
+        keywords=where.flag(data, "keywords"),
         version=hashlib.sha256(raw_bytes).hexdigest()[:16],
         extra={k: v for k, v in data.items() if k not in _FLOW_KEYS},
         timeout=_timeout(where, data.get("timeout")),
         migrate={str(k): str(v) for k, v in where.optional_mapping(data, "migrate")},
         migrate_reply=data.get("migrate_reply"),
-        cancels=bool(data.get("cancels", False)),
+        cancels=where.flag(data, "cancels"),
         start_ids=tuple(where.words(data, "start_ids")),
         start_types=tuple(where.words(data, "start_types")),
         lines=lines,
@@ -296,7 +296,21 @@ class _Where:
             value = [value]
         if not isinstance(value, list):
             raise self.fail(key, "expected a word or a list of words")
+        for item in value:
+            # `null` and `true` became the words "None" and "True": a driver
+            # typing them started the flow.
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise self.fail(
+                    key, f"expected a word or a list of words; {item!r} is not a word"
+                )
         return [str(v) for v in value]
+
+    def flag(self, data: dict[str, Any], key: str) -> bool:
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            # `keywords: 'false'` (a text) was true.
+            raise self.fail(key, f"expected true or false, not {value!r}")
+        return value
 
     def choice(
         self,

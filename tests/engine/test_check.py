@@ -223,7 +223,7 @@ def test_interactive_reply_over_limits(tmp_path):
         "    reply: eco",
         "    reply:\n      template: eco\n"
         "      buttons: [Uno, Dos, Tres, Cuatro]\n"
-        "      rows: [a, b, c, d, e, f, g, h, i, j, k]",
+        "      list: {button: Ver, rows: [a, b, c, d, e, f, g, h, i, j, k]}",
     )
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
     assert one(found, "4 buttons; WhatsApp allows 3")
@@ -235,6 +235,52 @@ def test_interactive_reply_over_limits(tmp_path):
     )
     found = problems_of(tmp_path, {"pedido": long_title}, {"eco": "x"})
     assert one(found, "is 28 characters; WhatsApp allows 20")
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        # The driver got the apology, and the log named template "42".
+        ("reply: 42", "a reply is a template name, or a mapping"),
+        ("reply: [eco, eco]", "not ['eco', 'eco']"),
+        ("reply: {buttons: [Sí]}", "this mapping has no `template`"),
+        # The typo was dropped without a word: no buttons went out.
+        ("reply: {template: eco, buton: [Sí]}", "unknown key 'buton'"),
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):
+    bad = GOOD.replace("    reply: eco", f"    {reply}")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, said)[:2] == ("pedido.yaml", 11)
+
+
+@pytest.mark.parametrize(
+    ("start", "said"),
+    [
+        # A driver typing "None" or "True" started the flow.
+        ("[pedido, null]", "None is not a word"),
+        ("[pedido, true]", "True is not a word"),
+        ("[pedido, {a: b}]", "{'a': 'b'} is not a word"),
+    ],
+)
+def test_start_words_of_the_wrong_type_are_reported(tmp_path, start, said):
+    bad = GOOD.replace("start: [pedido]", f"start: {start}")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
+    assert one(found, said)[:2] == ("pedido.yaml", 2)
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        # A text was true: keywords were on.
+        ("keywords: 'false'", "keywords: expected true or false, not 'false'"),
+        ("global: si", "global: expected true or false, not 'si'"),
+    ],
+)
+def test_flags_that_are_not_true_or_false_are_reported(tmp_path, flag, said):
+    bad = GOOD.replace("start: [pedido]", f"start: [pedido]\n{flag}")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
+    assert one(found, said)[:2] == ("pedido.yaml", 3)
 
 
 @pytest.mark.parametrize("name", ["state", "trigger", "to_x", "dirección", "paso 2"])
