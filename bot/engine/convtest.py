@@ -417,3 +417,7 @@ def _uncovered(
                     if (name, label) not in seen:
                         not_taken.append(f"{name}.{label}")
     return not_entered, not_taken
+
+
+# Tracmin's own hooks register themselves on import (`linked_driver`).
+from bot.engine import givens  # noqa: E402, F401

@@ -10,6 +10,7 @@ from bot.engine.convtest import GIVEN, given, load_cases, run_files
 from bot.engine.harness import build_message
 from bot.errors import FlowError
 from tests.engine.project import make_project, write_files
+from tests.support import ROOT
 
 FLOW = """
 name: sino
@@ -245,3 +246,25 @@ def test_a_quick_reply_step_takes_its_label_as_documented():
     assert message["button"] == {"payload": "VER", "text": "Ver"}
     with pytest.raises(ValueError, match="exactly one"):
         build_message("56911112222", {"button": "si", "text": "hola"}, "w2")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ('{rut: "12.345.678-0"}', "RutError"),
+        ('{rut: "11.111.111-1"}', "no driver with RUT 11.111.111-1"),
+        # Rodrigo's own number is on file: his account has a number already.
+        ('{rut: "9.876.543-3"}', "has another number"),
+        ('"12.345.678-5"', "expected a mapping like {rut:"),
+    ],
+)
+async def test_linked_driver_says_why_it_cannot_link(tmp_path, value, said):
+    cases = tmp_path / "casos.yaml"
+    cases.write_text(
+        "cases:\n  - name: x\n    phone: '56911113333'\n"
+        f"    given: {{linked_driver: {value}}}\n"
+        "    steps:\n      - send: estado\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(FlowError, match=said):
+        await run_files([cases], ROOT / "config.yaml")
