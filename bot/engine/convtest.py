@@ -130,9 +130,16 @@ def load_cases(path: Path) -> list[Case]:
     data, lines = load_yaml(text, path)
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise FlowError(f"{path}:1: a test file needs a `cases:` list")
-    return [
-        _case(path, lines, f"cases[{i}]", raw) for i, raw in enumerate(data["cases"])
-    ]
+    # Every case's first mistake at once, not one a run.
+    cases, problems = [], []
+    for i, raw in enumerate(data["cases"]):
+        try:
+            cases.append(_case(path, lines, f"cases[{i}]", raw))
+        except FlowError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise FlowError("\n".join(problems))
+    return cases
 
 
 def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:

@@ -268,3 +268,21 @@ async def test_linked_driver_says_why_it_cannot_link(tmp_path, value, said):
     )
     with pytest.raises(FlowError, match=said):
         await run_files([cases], ROOT / "config.yaml")
+
+
+def test_every_case_with_a_mistake_is_reported_at_once(tmp_path):
+    # A tester had to run four times to see four mistakes.
+    cases = tmp_path / "casos.yaml"
+    cases.write_text(
+        "cases:\n  - name: a\n    steps:\n      - reply: x\n  - name: b\n"
+        "  - name: c\n    steps:\n      - send: hola\n        contians: x\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(FlowError) as raised:
+        load_cases(cases)
+    assert str(raised.value).splitlines() == [
+        f"{cases}:4: a step needs `send:` (or `expire: true`)",
+        f"{cases}:5: a case needs `name` and a `steps:` list",
+        f"{cases}:9: unknown key 'contians' (expire, flow, no_reply, replies, reply,"
+        " send, slots, state)",
+    ]
