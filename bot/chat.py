@@ -51,8 +51,8 @@ def _beside_server(settings: Settings, scratch: Path) -> Settings:
     if copy is None:
         return settings
     print(
-        "(tracbot serve está usando la misma base de datos: este chat usa una "
-        "copia, y lo que cambie aquí no queda en la demo)",
+        "(otro tracbot, la demo u otro chat, usa la misma base de datos: este "
+        "chat usa una copia, y lo que cambie aquí no queda en ella)",
         flush=True,
     )
     return dataclasses.replace(settings, storage_url=copy)
