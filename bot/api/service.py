@@ -99,10 +99,26 @@ class _Operations:
         body: dict[str, object] = {"status": "not ready" if problems else "ready"}
         if problems:
             body["problems"] = problems
+        warnings = self._warnings()
+        if warnings:
+            body["warnings"] = warnings
         if stats is not None:
             body["inbox_pending"] = stats.inbox_pending
             body["outbox_queued"] = stats.outbox_queued
         return web.json_response(body, status=503 if problems else 200)
+
+    def _warnings(self) -> list[str]:
+        """What an operator should see, that does not stop this process from
+        serving (a 503 would take it out of a load balancer)."""
+        refused = self.webhook.refusals
+        if refused.count < refused.at_least:
+            return []
+        # Not a problem: anyone can POST unsigned bytes, and readiness must
+        # not be theirs to take away. A wrong app secret looks like this.
+        return [
+            f"webhook: the last {refused.count} POSTs were refused for their "
+            "signature, none accepted since; WHATSAPP_APP_SECRET may be wrong"
+        ]
 
     async def metrics(self, request: web.Request) -> web.Response:
         blocks = [

@@ -135,3 +135,13 @@ async def test_a_wrong_app_secret_is_told_apart_and_counted(
     scrape = await (await client.get("/metrics")).text()
     assert 'tracbot_webhook_signature_failures_total{reason="missing"} 1' in scrape
     assert 'tracbot_webhook_signature_failures_total{reason="mismatch"} 5' in scrape
+
+    # /readyz said only "ready". It stays 200 (anyone can POST unsigned
+    # bytes), with a warning until a signed POST is accepted.
+    ready = await client.get("/readyz")
+    body = await ready.json()
+    assert ready.status == 200 and body["status"] == "ready"
+    assert "6 POSTs were refused" in body["warnings"][0]
+    assert "WHATSAPP_APP_SECRET" in body["warnings"][0]
+    assert await driver_says(client, "hola") == 200
+    assert "warnings" not in await (await client.get("/readyz")).json()
