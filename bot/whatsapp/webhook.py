@@ -105,6 +105,11 @@ class WebhookHandler:
             log.warning("webhook refused (server.max_body_bytes): %s", exc.text)
             self.counts["413"] = self.counts.get("413", 0) + 1
             raise
+        except web.RequestPayloadError as exc:
+            # A body that cannot be read as sent (a Content-Encoding it does
+            # not have, a cut chunk): not Meta's, which sends plain JSON.
+            log.warning("webhook refused: unreadable body: %s", exc)
+            return self._answer(400, "unreadable body")
         header = request.headers.get(SIGNATURE_HEADER)
         if not verify(self.app_secret, body, header):
             return self._refused(header, len(body))

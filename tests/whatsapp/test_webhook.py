@@ -155,6 +155,27 @@ async def test_body_over_the_limit_is_refused_and_counted(aiohttp_client, tmp_pa
     assert 'tracbot_webhook_requests_total{outcome="413"} 1' in metrics
 
 
+async def test_a_body_that_is_not_the_gzip_it_says_is_a_400_not_a_crash(
+    aiohttp_client, tmp_path
+):
+    # It answered 500, "Server got itself in trouble", with a traceback.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    body = corpus("text_simple.json")
+    signature = signed_headers(body)["X-Hub-Signature-256"]
+    head = (
+        f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\n"
+        f"X-Hub-Signature-256: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(
+        client.server.host, client.server.port
+    )
+    writer.write(head.encode() + body)
+    assert (await reader.readline()).split()[1] == b"400"
+    writer.close()
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tracbot_webhook_requests_total{outcome="400"} 1' in metrics
+
+
 async def test_a_signature_with_a_non_ascii_byte_is_refused_not_a_crash(
     aiohttp_client, tmp_path
 ):
