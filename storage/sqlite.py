@@ -142,7 +142,8 @@ class SqliteStore(LinksMixin, Store):
             await self.close()
             raise
         if self.path != ":memory:" and not self.companion:
-            self._checkpointer = Checkpointer(self.path).start()
+            claim = self._claim_later if self._owner is None else None
+            self._checkpointer = Checkpointer(self.path, on_second=claim).start()
         log.info("storage open backend=sqlite path=%s", self.path)
 
     async def close(self) -> None:
@@ -254,6 +255,24 @@ class SqliteStore(LinksMixin, Store):
                 "are left to it",
                 self.path,
             )
+
+    def _claim_later(self) -> bool:
+        """Own the file once the process that had it lets go (on the
+        checkpointer's thread, about once a second); True once owned.
+
+        A `tracbot serve` started while a `tracbot chat` had the file never
+        took it back, and every chat after took it for itself and shared
+        the server's queues instead of working on a copy.
+        """
+        try:
+            owner = _own(self.path)
+        except OSError:
+            return False  # the folder changed under us: try again later
+        if owner is None:
+            return False
+        self._owner = owner
+        log.info("storage: this process owns %s now", self.path)
+        return True
 
     def _release_sends(self, db: sqlite3.Connection) -> None:
         # No other process has the file open (`_own`), so nothing is really

@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("tracbot.storage")
 
@@ -39,9 +40,17 @@ INTERVAL = 0.05
 class Checkpointer:
     """A thread that checkpoints one SQLite file's WAL now and then."""
 
-    def __init__(self, path: str, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str,
+        interval: float = INTERVAL,
+        on_second: Callable[[], bool] | None = None,
+    ) -> None:
         self.path = path
         self.interval = interval
+        # Called about once a second until it returns True (the store's
+        # claim of a file another process owned at its start).
+        self.on_second = on_second
         self.runs = 0
         # Set when the file at `path` is no longer the one opened.
         self.problem: str | None = None
@@ -62,8 +71,14 @@ class Checkpointer:
     def _loop(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            ticks = 0
             while not self._stop.wait(self.interval):
                 self._check_file()
+                ticks += 1
+                if self.on_second is not None and ticks * self.interval >= 1.0:
+                    ticks = 0
+                    if self.on_second():
+                        self.on_second = None
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.runs += 1
