@@ -402,6 +402,9 @@ class _Anything:
     """A stand-in for a slot or an action's value: any attribute, item, or
     comparison works, so that only the engine's own values can fail."""
 
+    # Printed as text although it can be called (bot/engine/guards.py).
+    template_value = True
+
     def __getattr__(self, name: str) -> _Anything:
         # The sandbox asks these to decide whether a call is allowed.
         if name.startswith("__") or name in ("unsafe_callable", "alters_data"):

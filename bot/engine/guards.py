@@ -13,18 +13,23 @@ gets the apology, the log and `tracbot check` the template's line.
 from __future__ import annotations
 
 import functools
-import re
-import string
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MappingView
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_default, do_join
+from jinja2.filters import do_default, do_join, make_attrgetter
 from jinja2.nodes import EvalContext
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Context, LoopContext
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
+from jinja2.utils import Cycler, Namespace
+from markupsafe import Markup
 
 from bot.errors import RenderError
 
@@ -66,11 +71,8 @@ WHOLE_VALUE_FILTERS = frozenset(
     }
 )
 
-# `%(name)s` in a `%` format: the value is looked up in a mapping by name.
-_NAMED = re.compile(r"%\(([^)]*)\)")
-
-# A value str.format was not given.
-_MISSING = object()
+# Jinja's own objects, printed as "<Namespace {…}>", "<LoopContext 1/3>"…
+_OPAQUE = (Namespace, Cycler, LoopContext, jinja2.runtime.TemplateReference)
 
 
 class WholeValueError(RenderError):
@@ -98,6 +100,8 @@ def printable(value: Any) -> Any:
             "a template printed a whole list: loop over it, like "
             "{% for item in items %}{{ item }}{% endfor %}"
         )
+    if opaque(value):
+        raise WholeValueError(_opaque_said(value, "printed"))
     return value
 
 
@@ -107,6 +111,44 @@ def whole(value: Any) -> bool:
     return isinstance(
         value,
         Mapping | list | tuple | set | frozenset | range | Iterator | MappingView,
+    )
+
+
+def opaque(value: Any) -> bool:
+    """Whether `value` is a function or an object of Jinja's whose text is
+    Python's (`{{ conductor.items }}`, `{{ self }}`, a macro not called)."""
+    if isinstance(value, jinja2.Undefined):
+        return False  # its own error names what is undefined
+    if getattr(type(value), "template_value", False):
+        return False  # says it prints as a value (`tracbot check`'s stand-in)
+    return callable(value) or isinstance(value, _OPAQUE)
+
+
+def check_text(value: Any, how: str) -> None:
+    """Refuse `value` as a part of text made `how` (`~`, `%`, `|upper`…).
+
+    Raises:
+        RenderError: `value` is None.
+        WholeValueError: a whole record or list, or a Python object.
+    """
+    if type(value) in _PLAIN:
+        return
+    if value is None:
+        raise RenderError(f"a template made text of a value that is None with {how}")
+    if whole(value):
+        raise WholeValueError(
+            f"a template made text of a whole record or list with {how}: print "
+            "one of its fields"
+        )
+    if opaque(value):
+        raise WholeValueError(_opaque_said(value, f"made text with {how} of"))
+
+
+def _opaque_said(value: Any, did: str) -> str:
+    kind = type(value).__name__
+    return (
+        f"a template {did} a Python object ({kind}), not a value: call it or "
+        "print one of its fields"
     )
 
 
@@ -138,14 +180,20 @@ def _join(
     d: str = "",
     attribute: str | int | None = None,
 ) -> str:
-    # `{{ commands|join(', ') }}` printed each record as Python's text.
+    # `{{ commands|join(', ') }}` printed each record as Python's text, and
+    # `attribute=` can pick a record, or None, as well as a field.
     items = list(value)
-    if attribute is None and any(whole(item) for item in items):
-        raise WholeValueError(
-            "a template joined whole records: join one of their fields, like "
-            "{{ items|map(attribute='name')|join(', ') }}"
-        )
-    return do_join(eval_ctx, items, d, attribute)
+    if attribute is not None:
+        items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
+    check_text(d, "|join")
+    for item in items:
+        if item is not None and whole(item):
+            raise WholeValueError(
+                "a template joined whole records: join one of their fields, like "
+                "{{ items|map(attribute='name')|join(', ') }}"
+            )
+        check_text(item, "|join")
+    return do_join(eval_ctx, items, d)
 
 
 def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,12 +204,9 @@ def _refusing_whole(name: str, jinja_filter: Callable[..., Any]) -> Callable[...
 
     @functools.wraps(jinja_filter)  # keeps Jinja's pass_… mark
     def refusing(*args: Any, **kwargs: Any) -> Any:
-        # |upper gave "NONE" and |int 0 for a value that is None.
-        if len(args) > skip and args[skip] is None:
-            _refuse(None, f"|{name}")
+        # |upper gave "NONE", |int 0, |replace('X', none) "None".
         for value in (*args[skip:], *kwargs.values()):
-            if whole(value):
-                _refuse(value, f"|{name}")
+            check_text(value, f"|{name}")
         return jinja_filter(*args, **kwargs)
 
     return refusing
@@ -173,6 +218,15 @@ class _Compiler(CodeGenerator):
     Jinja compiles `{{ conductor ~ "" }}` to `str()` of each side, before
     `finalize` sees anything.
     """
+
+    def _output_child_to_const(
+        self, node: nodes.Expr, frame: Frame, finalize: Any
+    ) -> str:
+        # A `~` of literals (`{{ {'id': 1} ~ '' }}`, `{{ none ~ '!' }}`) was
+        # made text here, while compiling, by str() of each side.
+        if isinstance(node, nodes.Concat) or any(node.find_all(nodes.Concat)):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # The compiled template sees its environment as `environment`.
@@ -201,73 +255,89 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
                     "a template joined a whole record or list with ~: join one "
                     "of its fields, like {{ conductor.name ~ '!' }}"
                 )
+            check_text(value, "~")
             parts.append(str(value))
         return "".join(parts)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
-            _check_percent(left, right)
+            right = _percent_values(left, right)
         return super().call_binop(context, operator, left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
+        """`text.format` and `text.format_map`, each field checked as the
+        formatter turns it into text (`{0[camion]}`, `{0:{1}}` included)."""
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType):
             return None
-        text: str = value.__self__
+        text = value.__self__
+        if value.__name__ not in ("format", "format_map") or not isinstance(text, str):
+            return None
+        formatter: SandboxedFormatter
+        if isinstance(text, Markup):
+            formatter = _CheckedEscapeFormatter(self, escape=text.escape)
+        else:
+            formatter = _CheckedFormatter(self)
         by_name = value.__name__ == "format_map"
 
-        @functools.wraps(wrapped)
-        def checked(*args: Any, **kwargs: Any) -> str:
+        def formatted(*args: Any, **kwargs: Any) -> str:
             if by_name:
-                _check_format(text, (), args[0] if args else {})
-            else:
-                _check_format(text, args, kwargs)
-            return wrapped(*args, **kwargs)
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one mapping")
+                args, kwargs = (), args[0]
+            return type(text)(formatter.vformat(text, args, kwargs))
 
-        return checked
+        return functools.update_wrapper(formatted, value)
 
 
-def _check_percent(text: str, values: Any) -> None:
+class _Checks:
+    """A formatter's `format_field`, refusing what `check_text` refuses."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        check_text(value, "str.format")
+        return super().format_field(value, format_spec)  # type: ignore[misc]
+
+
+class _CheckedFormatter(_Checks, SandboxedFormatter):
+    pass
+
+
+class _CheckedEscapeFormatter(_Checks, SandboxedEscapeFormatter):
+    pass
+
+
+class _CheckedValues(Mapping[Any, Any]):
+    """The mapping of a `'%(name)s' % record`: each value Python takes out
+    is checked; the mapping itself never becomes text."""
+
+    def __init__(self, values: Mapping[Any, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self._values[key]
+        check_text(value, "%")
+        return value
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __str__(self) -> str:
+        check_text(self._values, "%")
+        return ""
+
+    __repr__ = __str__
+
+
+def _percent_values(text: str, values: Any) -> Any:
     # `'%s' % conductor` is Python's text of it; `'%(name)s' % conductor`
     # one of its fields, and a tuple holds the values of several `%s`.
-    if isinstance(values, Mapping) and _NAMED.search(text):
-        chosen = [values.get(name) for name in _NAMED.findall(text)]
-    elif isinstance(values, tuple):
-        chosen = list(values)
-    else:
-        chosen = [values]
-    for value in chosen:
-        if value is None or whole(value):
-            _refuse(value, "%")
-
-
-def _check_format(text: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    # Only a bare field ({} {0} {viaje}) is the value itself; {0.patente}
-    # and {viaje[patente]} reach into it through the sandbox.
-    try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(text)]
-    except ValueError:
-        return  # str.format itself says what is wrong with the text
-    automatic = 0
-    for field in fields:
-        if field is None or "." in field or "[" in field:
-            continue
-        if field == "":
-            field, automatic = str(automatic), automatic + 1
-        if field.isdigit():
-            index = int(field)
-            value = args[index] if index < len(args) else _MISSING
-        else:
-            value = kwargs.get(field, _MISSING)
-        # A missing value: str.format says so itself.
-        if value is not _MISSING and (value is None or whole(value)):
-            _refuse(value, "str.format")
-
-
-def _refuse(value: Any, how: str) -> None:
-    if value is None:
-        raise RenderError(f"a template made text of a value that is None with {how}")
-    raise WholeValueError(
-        f"a template made text of a whole record or list with {how}: print one "
-        "of its fields"
-    )
+    if isinstance(values, tuple):
+        for value in values:
+            check_text(value, "%")
+        return values
+    if isinstance(values, Mapping) and "%(" in text.replace("%%", ""):
+        return _CheckedValues(values)
+    check_text(values, "%")
+    return values
