@@ -655,6 +655,16 @@ class FlowChecker:
         if not isinstance(reply, dict):
             return
         buttons = reply.get("buttons") or []
+        if not isinstance(buttons, list) or not all(map(_item_shape, buttons)):
+            self.fail(
+                f"{at}.buttons",
+                "expected a list of words or of mappings with `id` (and `title`)",
+            )
+            return
+        listing = reply.get("list")
+        if listing is not None and not isinstance(listing, dict):
+            self.fail(f"{at}.list", "expected a mapping with `rows` (and `button`)")
+            return
         if len(buttons) > limits.MAX_BUTTONS:
             self.fail(
                 at, f"{len(buttons)} buttons; WhatsApp allows {limits.MAX_BUTTONS}"
@@ -667,7 +677,6 @@ class FlowChecker:
                     f"button title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_BUTTON_TITLE}",
                 )
-        listing = reply.get("list")
         if isinstance(listing, dict) and isinstance(listing.get("button"), str):
             button = listing["button"]
             if len(button) > limits.MAX_BUTTON_TITLE:
@@ -878,6 +887,13 @@ def _closure(start: set[str], step: Any) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def _item_shape(item: Any) -> bool:
+    """Whether a button or list row is a word or a mapping with an `id`."""
+    if isinstance(item, dict):
+        return item.get("id") is not None
+    return isinstance(item, str | int) and not isinstance(item, bool)
 
 
 def _title(item: Any) -> str | None:

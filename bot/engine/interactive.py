@@ -68,9 +68,11 @@ def _interactive(
     return None
 
 
-def _buttons(raw: list[Mapping[str, Any]]) -> dict[str, Any]:
+def _buttons(raw: list[Any]) -> dict[str, Any]:
     if len(raw) > limits.MAX_BUTTONS:
         log.warning("reply has %d buttons, sending the first 3", len(raw))
+    # `buttons: [Sí, No]`: a word is the button's id and its title.
+    given = [b if isinstance(b, Mapping) else {"id": b} for b in raw]
     buttons = [
         {
             "type": "reply",
@@ -79,7 +81,7 @@ def _buttons(raw: list[Mapping[str, Any]]) -> dict[str, Any]:
                 "title": _cut(str(b.get("title") or b["id"]), limits.MAX_BUTTON_TITLE),
             },
         }
-        for b in raw[: limits.MAX_BUTTONS]
+        for b in given[: limits.MAX_BUTTONS]
     ]
     return {"type": "button", "action": {"buttons": buttons}}
 
@@ -89,6 +91,7 @@ def _list(raw: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Any] | N
     if isinstance(rows, str):
         # `rows: commands` reads the rows from the template context.
         rows = context.get(rows) or []
+    rows = [r if isinstance(r, Mapping) else {"id": r} for r in rows]
     rows = [
         {
             "id": str(r["id"]),

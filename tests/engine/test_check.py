@@ -246,6 +246,10 @@ def test_interactive_reply_over_limits(tmp_path):
         ("reply: {buttons: [Sí]}", "this mapping has no `template`"),
         # The typo was dropped without a word: no buttons went out.
         ("reply: {template: eco, buton: [Sí]}", "unknown key 'buton'"),
+        # Each crashed the reply at run time: the driver got the apology.
+        ("reply: {template: eco, buttons: [{title: Sí}]}", "a list of words or"),
+        ("reply: {template: eco, buttons: Sí}", "a list of words or"),
+        ("reply: {template: eco, list: commands}", "list: expected a mapping"),
     ],
 )
 def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):

@@ -260,6 +260,25 @@ async def test_inputs_button_list_location_and_quick_reply(tmp_path):
         await harness.__aexit__(None, None, None)
 
 
+async def test_buttons_written_as_words_go_out_as_buttons(tmp_path):
+    # `buttons: [Sí, "No"]` passed `tracbot check` and crashed the reply
+    # (TypeError in the button's id): the driver got the apology.
+    flow = ECO.replace(
+        "reply: eco_pedir", 'reply: {template: eco_pedir, buttons: [Sí, "No"]}'
+    )
+    harness = await start(make_project(tmp_path, {"eco": flow}, TEMPLATES))
+    try:
+        [body] = await harness.send(PHONE, "eco")
+        assert body["type"] == "interactive"
+        buttons = body["interactive"]["action"]["buttons"]
+        assert [b["reply"] for b in buttons] == [
+            {"id": "Sí", "title": "Sí"},
+            {"id": "No", "title": "No"},
+        ]
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
 async def test_flow_edits_under_a_conversation(project):
     flows_dir = project.parent / "flows"
     templates_dir = project.parent / "message_templates"
