@@ -166,13 +166,21 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
                 expect,
             )
         )
+    given_raw = raw.get("given") or {}
+    if not isinstance(given_raw, dict):
+        raise FlowError(f"{path}:{line}: `given` is a mapping of set-up hooks")
+    for key in given_raw:
+        if key not in GIVEN:
+            known = ", ".join(sorted(GIVEN)) or "none registered"
+            place = lines.get(f"{at}.given.{key}", line)
+            raise FlowError(f"{path}:{place}: unknown `given` {key!r} ({known})")
     return Case(
         name=str(raw.get("name") or f"case {at}"),
         path=path,
         line=line,
         phone=_phone(path, line, raw.get("phone", DEFAULT_PHONE)),
         name_of_driver=str(raw.get("driver_name", "Conductor")),
-        given=dict(raw.get("given") or {}),
+        given=dict(given_raw),
         steps=tuple(steps),
     )
 
@@ -254,7 +262,10 @@ async def run_case(
             if result.failures:
                 return result, engine
             async with Harness(settings, engine) as harness:
-                await _setup(case, harness)
+                result.failures = await _setup(case, harness)
+                if result.failures:
+                    # This case cannot run; the others of the file still do.
+                    return result, engine
                 for number, step in enumerate(case.steps, start=1):
                     failures = await _run_step_or_error(harness, case, step)
                     result.failures += [
@@ -282,20 +293,16 @@ def _unknown_names(case: Case, engine: Engine) -> list[str]:
     return failures
 
 
-async def _setup(case: Case, harness: Harness) -> None:
+async def _setup(case: Case, harness: Harness) -> list[str]:
+    """Run the case's `given` hooks; what failed, as the case's failures."""
     for key, value in case.given.items():
-        hook = GIVEN.get(key)
-        if hook is None:
-            known = ", ".join(sorted(GIVEN)) or "none registered"
-            raise FlowError(f"{case.where}: unknown `given` {key!r} ({known})")
         try:
-            done = hook(harness.runtime, value, case.phone)
+            done = GIVEN[key](harness.runtime, value, case.phone)
             if inspect.isawaitable(done):
                 await done
         except Exception as exc:
-            raise FlowError(
-                f"{case.where}: `given` {key!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            return [f"`given` {key!r} failed: {type(exc).__name__}: {exc}"]
+    return []
 
 
 async def _run_step_or_error(harness: Harness, case: Case, step: Step) -> list[str]:

@@ -16,6 +16,17 @@ from bot.app import Runtime
 from bot.business import rut
 from bot.engine.convtest import given
 
+# RutError's reasons (words of the driver's replies), for a test's author.
+_WHY = {
+    rut.EMPTY: "it is empty",
+    rut.CHARACTERS: "it has characters a RUT does not have",
+    rut.SHORT: "too few digits",
+    rut.LONG: "too many digits",
+    rut.CHECK_DIGIT: "the check digit does not match",
+    rut.ZEROS: "it is all zeros",
+    rut.MISSING_DIGIT: "it has no check digit",
+}
+
 
 @given("linked_driver")
 async def linked_driver(runtime: Runtime, value: Any, phone: str) -> None:
@@ -27,7 +38,11 @@ async def linked_driver(runtime: Runtime, value: Any, phone: str) -> None:
     """
     if not isinstance(value, dict) or "rut" not in value:
         raise ValueError('expected a mapping like {rut: "12.345.678-5"}')
-    found = rut.parse(str(value["rut"]))
+    try:
+        found = rut.parse(str(value["rut"]))
+    except rut.RutError as exc:
+        why = _WHY.get(exc.reason, exc.reason)
+        raise ValueError(f"{value['rut']!r} is not a valid RUT: {why}") from None
     accounts = runtime.engine.services.accounts
     driver = await accounts.driver_by_rut(found.canonical)
     if driver is None:

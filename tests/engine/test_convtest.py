@@ -210,10 +210,24 @@ async def test_a_given_hook_that_raises_names_the_case(tmp_path):
             "cases:\n  - name: x\n    given: {falla_de_prueba: 1}\n"
             "    steps:\n      - send: pregunta\n",
         )
-        with pytest.raises(FlowError, match=r"casos.yaml:2: `given` 'falla_de_prueba'"):
-            await run_files([cases], config)
+        report = await run_files([cases], config)
+        # The case fails with the reason; the file's other cases still run.
+        [result] = report.results
+        assert result.failures == ["`given` 'falla_de_prueba' failed: KeyError: 'rut'"]
+        assert "casos.yaml:2 x" in report.text()
     finally:
         GIVEN.pop("falla_de_prueba")
+
+
+def test_an_unknown_given_is_reported_with_the_file_s_mistakes(tmp_path):
+    cases = tmp_path / "casos.yaml"
+    cases.write_text(
+        "cases:\n  - name: x\n    given: {linked_drivr: 1}\n"
+        "    steps:\n      - send: hola\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(FlowError, match=r"unknown `given` 'linked_drivr' \(linked_"):
+        load_cases(cases)
 
 
 def test_missing_test_file_is_a_flow_error(tmp_path):
@@ -251,7 +265,7 @@ def test_a_quick_reply_step_takes_its_label_as_documented():
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ('{rut: "12.345.678-0"}', "RutError"),
+        ('{rut: "12.345.678-0"}', "not a valid RUT: the check digit does not"),
         ('{rut: "11.111.111-1"}', "no driver with RUT 11.111.111-1"),
         # Rodrigo's own number is on file: his account has a number already.
         ('{rut: "9.876.543-3"}', "has another number"),
@@ -266,8 +280,9 @@ async def test_linked_driver_says_why_it_cannot_link(tmp_path, value, said):
         "    steps:\n      - send: estado\n",
         encoding="utf-8",
     )
-    with pytest.raises(FlowError, match=said):
-        await run_files([cases], ROOT / "config.yaml")
+    report = await run_files([cases], ROOT / "config.yaml")
+    [result] = report.results
+    assert len(result.failures) == 1 and said in result.failures[0]
 
 
 def test_every_case_with_a_mistake_is_reported_at_once(tmp_path):
