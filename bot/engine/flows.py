@@ -291,22 +291,26 @@ class _Where:
         return value
 
     def words(self, data: dict[str, Any], key: str) -> list[str]:
-        value = data.get(key) or []
-        if isinstance(value, str | int):
-            value = [value]
+        value = data.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            value = [value]  # `start: 0` was no word at all
         if not isinstance(value, list):
             raise self.fail(key, "expected a word or a list of words")
         for item in value:
             # `null` and `true` became the words "None" and "True": a driver
-            # typing them started the flow.
-            if isinstance(item, bool) or not isinstance(item, str | int | float):
+            # typing them started the flow; 1.5 is no command word.
+            if isinstance(item, bool) or not isinstance(item, str | int):
                 raise self.fail(
                     key, f"expected a word or a list of words; {item!r} is not a word"
                 )
         return [str(v) for v in value]
 
     def flag(self, data: dict[str, Any], key: str) -> bool:
-        value = data.get(key, False)
+        value = data.get(key)
+        if value is None:
+            return False  # `keywords:` left empty
         if not isinstance(value, bool):
             # `keywords: 'false'` (a text) was true.
             raise self.fail(key, f"expected true or false, not {value!r}")

@@ -265,6 +265,10 @@ def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):
         ("[pedido, null]", "None is not a word"),
         ("[pedido, true]", "True is not a word"),
         ("[pedido, {a: b}]", "{'a': 'b'} is not a word"),
+        ("[pedido, 1.5]", "1.5 is not a word"),
+        # No start words at all, without a word said.
+        ("false", "expected a word or a list of words"),
+        ("{}", "expected a word or a list of words"),
     ],
 )
 def test_start_words_of_the_wrong_type_are_reported(tmp_path, start, said):
