@@ -259,36 +259,25 @@ def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):
 
 
 @pytest.mark.parametrize(
-    ("start", "said"),
+    ("written", "said", "line"),
     [
         # A driver typing "None" or "True" started the flow.
-        ("[pedido, null]", "None is not a word"),
-        ("[pedido, true]", "True is not a word"),
-        ("[pedido, {a: b}]", "{'a': 'b'} is not a word"),
-        ("[pedido, 1.5]", "1.5 is not a word"),
+        ("start: [pedido, null]", "None is not a word", 2),
+        ("start: [pedido, true]", "True is not a word", 2),
+        ("start: [pedido, {a: b}]", "{'a': 'b'} is not a word", 2),
+        ("start: [pedido, 1.5]", "1.5 is not a word", 2),
         # No start words at all, without a word said.
-        ("false", "expected a word or a list of words"),
-        ("{}", "expected a word or a list of words"),
-    ],
-)
-def test_start_words_of_the_wrong_type_are_reported(tmp_path, start, said):
-    bad = GOOD.replace("start: [pedido]", f"start: {start}")
-    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
-    assert one(found, said)[:2] == ("pedido.yaml", 2)
-
-
-@pytest.mark.parametrize(
-    ("flag", "said"),
-    [
+        ("start: false", "expected a word or a list of words", 2),
+        ("start: {}", "expected a word or a list of words", 2),
         # A text was true: keywords were on.
-        ("keywords: 'false'", "keywords: expected true or false, not 'false'"),
-        ("global: si", "global: expected true or false, not 'si'"),
+        ("start: [pedido]\nkeywords: 'false'", "keywords: expected true or", 3),
+        ("start: [pedido]\nglobal: si", "global: expected true or false, not 'si'", 3),
     ],
 )
-def test_flags_that_are_not_true_or_false_are_reported(tmp_path, flag, said):
-    bad = GOOD.replace("start: [pedido]", f"start: [pedido]\n{flag}")
+def test_flow_values_of_the_wrong_type_are_reported(tmp_path, written, said, line):
+    bad = GOOD.replace("start: [pedido]", written)
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
-    assert one(found, said)[:2] == ("pedido.yaml", 3)
+    assert one(found, said)[:2] == ("pedido.yaml", line)
 
 
 @pytest.mark.parametrize("name", ["state", "trigger", "to_x", "dirección", "paso 2"])
