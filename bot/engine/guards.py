@@ -3,7 +3,9 @@
 Templates get records (a trip, a saved location, a command of the menu) and
 lists of them. Made text whole, any of them reaches the driver as Python's
 own text, braces, quotes and ids included: `{'id': 'C14', …}`; a value that
-is None reads "None". Every way a template makes text is guarded here:
+is None reads "None", a function or one of Jinja's objects "<built-in
+method …>" or "<Namespace …>". Every way a template makes text is guarded
+here:
 `{{ value }}` (the environment's `finalize`), the filters that make text of
 their value (`|upper`, `|string`, `|format`…), `~`, `%` and `str.format`.
 A refused value raises `WholeValueError` (None a `RenderError`): the driver
