@@ -5,9 +5,9 @@ lists of them. Made text whole, any of them reaches the driver as Python's
 own text, braces, quotes and ids included: `{'id': 'C14', …}`; a value that
 is None reads "None", a function or one of Jinja's objects "<built-in
 method …>" or "<Namespace …>". Every way a template makes text is guarded
-here:
-`{{ value }}` (the environment's `finalize`), the filters that make text of
-their value (`|upper`, `|string`, `|format`…), `~`, `%` and `str.format`.
+here: `{{ value }}` (the environment's `finalize`), the filters that make
+text of their value (`|upper`, `|string`, `|join`…), `~`, `%` and
+`str.format`.
 A refused value raises `WholeValueError` (None a `RenderError`): the driver
 gets the apology, the log and `tracbot check` the template's line.
 """
