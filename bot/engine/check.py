@@ -695,6 +695,12 @@ class FlowChecker:
                 f"{limits.MAX_INTERACTIVE_BODY}",
             )
         rows = _rows(reply)
+        if not all(map(_item_shape, rows)):
+            self.fail(
+                f"{at}.list.rows",
+                "expected words or mappings with `id` (and `title`, `description`)",
+            )
+            return
         if len(rows) > limits.MAX_LIST_ROWS:
             self.fail(
                 at, f"{len(rows)} list rows; WhatsApp allows {limits.MAX_LIST_ROWS}"

@@ -250,6 +250,7 @@ def test_interactive_reply_over_limits(tmp_path):
         ("reply: {template: eco, buttons: [{title: Sí}]}", "a list of words or"),
         ("reply: {template: eco, buttons: Sí}", "a list of words or"),
         ("reply: {template: eco, list: commands}", "list: expected a mapping"),
+        ("reply: {template: eco, list: {rows: [{title: A}]}}", "rows: expected words"),
     ],
 )
 def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):
