@@ -109,7 +109,13 @@ class WebhookHandler:
             # A body that cannot be read as sent (a Content-Encoding it does
             # not have, a cut chunk): not Meta's, which sends plain JSON.
             log.warning("webhook refused: unreadable body: %s", exc)
-            return self._answer(400, "unreadable body")
+            # The rest of the body can never be read: the connection closes
+            # after the answer, and aiohttp is told there is nothing left to
+            # read (it logged its own traceback trying, after ours).
+            request.content.feed_eof()
+            response = self._answer(400, "unreadable body")
+            response.force_close()
+            return response
         header = request.headers.get(SIGNATURE_HEADER)
         if not verify(self.app_secret, body, header):
             return self._refused(header, len(body))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 
 import pytest
 from aiohttp import web
@@ -170,11 +171,16 @@ SIGNED = signed_headers(corpus("text_simple.json"))["X-Hub-Signature-256"].encod
     ],
 )
 async def test_hostile_bytes_get_an_answer_not_a_crash(
-    aiohttp_client, tmp_path, headers, status
+    aiohttp_client, tmp_path, caplog, headers, status
 ):
     # Each answered 500, "Server got itself in trouble", with a traceback.
     client = await aiohttp_client(create_app(demo_settings(tmp_path)))
     assert await raw_post(client, headers, corpus("text_simple.json")) == status
+    # Our warning says it all: no traceback of aiohttp's after it (it went
+    # on reading the body it could not decode, once the answer had left).
+    await asyncio.sleep(0.05)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
     assert await runtime_of(client).store.pending_count() == 0
     metrics = await (await client.get("/metrics")).text()
