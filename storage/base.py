@@ -469,7 +469,9 @@ class Store(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__}: add_link_attempt")
 
     async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
-        """Count a phone's attempts since a time whose outcome was not `ok`."""
+        """Count a phone's attempts since a time that count against the
+        hourly limit: every outcome but `ok` and `denied` (bot/business/links.py
+        says why)."""
         raise NotImplementedError(f"{type(self).__name__}: failed_link_attempts")
 
     async def inbound_count(self, start: datetime, end: datetime) -> int:

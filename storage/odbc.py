@@ -776,7 +776,7 @@ class OdbcStore(Store):
         rows = await self._run(
             _fetch_all(
                 "SELECT COUNT(*) AS n FROM link_attempts "
-                "WHERE wa_id = ? AND at >= ? AND outcome <> 'ok'",
+                "WHERE wa_id = ? AND at >= ? AND outcome NOT IN ('ok', 'denied')",
                 (wa_id, _naive(since)),
             )
         )

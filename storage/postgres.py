@@ -735,7 +735,7 @@ class PostgresStore(Store):
     async def failed_link_attempts(self, wa_id: str, since: datetime) -> int:
         rows = await self._fetch(
             "SELECT COUNT(*) FROM link_attempts "
-            "WHERE wa_id = $1 AND at >= $2 AND outcome <> 'ok'",
+            "WHERE wa_id = $1 AND at >= $2 AND outcome NOT IN ('ok', 'denied')",
             wa_id,
             _utc(since),
         )

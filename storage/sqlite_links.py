@@ -102,7 +102,7 @@ class LinksMixin:
     def _failed_attempts(self, wa_id: str, since: datetime) -> int:
         row = self.db.execute(
             "SELECT COUNT(*) FROM link_attempts "
-            "WHERE wa_id = ? AND at >= ? AND outcome <> 'ok'",
+            "WHERE wa_id = ? AND at >= ? AND outcome NOT IN ('ok', 'denied')",
             (wa_id, _ts(since)),
         ).fetchone()
         return row[0]

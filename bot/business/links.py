@@ -31,10 +31,15 @@ UNLINKED = "unlinked"
 DRIVER = "driver"
 ADMIN = "admin"
 
-# Outcomes of a linking attempt, as recorded; all but OK count as wrong.
+# Outcomes of a linking attempt, as recorded. All but OK and DENIED count
+# against the hourly limit: FOUND is a RUT whose driver's name was shown,
+# which counts whatever follows (a "no", CANCELAR, silence), so that names
+# cannot be looked up without limit; the "no" after it (DENIED) is only
+# written down.
 OK = "ok"
 INVALID = "invalid"
 UNKNOWN = "unknown"
+FOUND = "found"
 DENIED = "denied"
 TAKEN = "taken"
 

@@ -173,7 +173,7 @@ class Engine:
             if not turn.context.get("rejected"):
                 return await self._settle(turn, message, conversation)
             other = self._starting(typed, exclude=active, message=message)
-            if other is not None:
+            if other is not None and _interrupts(other.spec, message):
                 # "necesito ayuda" mid-flow answers like AYUDA: keep the flow.
                 keep = other.spec.is_global
                 return await self._start(other, message, conversation, keep=keep)
@@ -401,3 +401,12 @@ def _fallback(flows: dict[str, CompiledFlow]) -> CompiledFlow:
             "for one audience (vincular.yaml's `unlinked`) does not count"
         )
     return found[0]
+
+
+def _interrupts(spec: FlowSpec, message: InboundMessage) -> bool:
+    """Whether a flow may take over from one in progress that did not
+    expect the message: a command may, and what the message started by its
+    kind or a button's id; small talk without a command (a thanks, an OK,
+    the menu word) never ends a question left open, which is asked again.
+    """
+    return spec.command is not None or audience.started_by(spec, message)

@@ -39,7 +39,14 @@ class StartWords:
         found = self._said.get(typed)
         if found is None:
             first = _first_word(typed)
+            # A word some flow names exactly is that flow's, never a typo of
+            # another flow's word (`ayudas` of a flow that lists it is not
+            # AYUDA).
             found = frozenset(
+                name
+                for name, spec in self.specs.items()
+                if typed in spec.start or first in spec.start
+            ) or frozenset(
                 name for name, spec in self.specs.items() if starts(spec, typed, first)
             )
             _remember(self._said, typed, typed, found)

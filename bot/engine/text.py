@@ -65,7 +65,13 @@ def words(text: str) -> list[str]:
 
 
 def close_enough(typed: str, word: str) -> bool:
-    """Whether `typed` is `word` with at most one typo (for words of 5+)."""
+    """Whether `typed` is `word` with at most one typo (for words of 5+).
+
+    A typo is a letter missing, one too many, two swapped, or one struck
+    for a neighbour on the keyboard (`estadp`). Another letter in its place
+    is no slip of the finger but, often, another word: `listo` is not a
+    typo of `lista`, nor `salio` of `salir`.
+    """
     if typed == word:
         return True
     if len(word) < 5 or abs(len(typed) - len(word)) > 1:
@@ -74,14 +80,49 @@ def close_enough(typed: str, word: str) -> bool:
 
 
 def _distance_at_most_one(a: str, b: str) -> bool:
-    """Damerau-Levenshtein distance <= 1, in linear time."""
+    """Damerau-Levenshtein distance <= 1 (substitutions by neighbouring
+    keys only), in linear time."""
     if len(a) > len(b):
         a, b = b, a
     i = 0
     while i < len(a) and a[i] == b[i]:
         i += 1
     if len(a) == len(b):
-        rest_equal = a[i + 1 :] == b[i + 1 :]
+        if i == len(a):
+            return True
+        struck = a[i + 1 :] == b[i + 1 :] and _neighbours(a[i], b[i])
         swapped = a[i : i + 2] == b[i : i + 2][::-1] and a[i + 2 :] == b[i + 2 :]
-        return rest_equal or swapped
+        return struck or swapped
     return a[i:] == b[i + 1 :]
+
+
+# The letter rows of a keyboard (QWERTY, as on Spanish phones; ñ is
+# normalised to n before matching).
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def _keys_around(row: int, col: int) -> set[str]:
+    # Rows are staggered: a key touches the one before and after it, two
+    # keys of the row above and two of the row below.
+    around = set()
+    for r, cols in ((row, (col - 1, col + 1)), (row - 1, (col, col + 1))):
+        around.update(_key(r, c) for c in cols)
+    around.update(_key(row + 1, c) for c in (col - 1, col))
+    return around - {""}
+
+
+def _key(row: int, col: int) -> str:
+    if 0 <= row < len(_ROWS) and 0 <= col < len(_ROWS[row]):
+        return _ROWS[row][col]
+    return ""
+
+
+_NEIGHBOURS = {
+    letter: _keys_around(row, col)
+    for row, letters in enumerate(_ROWS)
+    for col, letter in enumerate(letters)
+}
+
+
+def _neighbours(a: str, b: str) -> bool:
+    return b in _NEIGHBOURS.get(a, ())

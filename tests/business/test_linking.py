@@ -75,7 +75,11 @@ async def test_two_messages_before_the_first_is_answered(aiohttp_client, tmp_pat
     assert "*Pedro Soto*" in texts[1] and "quedó vinculado" in texts[2]
     link = await runtime.store.get_link(NEW_PHONE)
     assert (link.driver_id, link.rut, link.method) == ("C14", "12345678-5", "rut")
-    assert _attempts(tmp_path) == [(NEW_PHONE, "12345678-5", "ok")]
+    # The name shown, then the link made.
+    assert _attempts(tmp_path) == [
+        (NEW_PHONE, "12345678-5", "found"),
+        (NEW_PHONE, "12345678-5", "ok"),
+    ]
 
 
 async def test_a_rut_linked_to_another_number_is_refused(aiohttp_client, tmp_path):
@@ -96,14 +100,42 @@ async def test_wrong_attempts_are_recorded_and_limited(aiohttp_client, tmp_path)
     await say(NEW_PHONE, "vincular", "11.111.111-1", "12.345.678-5", "no")
     await say(NEW_PHONE, "vincular", "22.333.444-4")
 
+    # The "no" is written down; the name shown before it is what counts.
     outcomes = [outcome for _, _, outcome in _attempts(tmp_path)]
-    assert outcomes == ["unknown", "denied", "invalid"]
+    assert outcomes == ["unknown", "found", "denied", "invalid"]
     assert "demasiados intentos" in sent_texts(runtime, NEW_PHONE)[-1]
 
     # Paused for everything, a correct RUT included, until the hour passes.
     await say(NEW_PHONE, "vincular")
     assert "demasiados intentos" in sent_texts(runtime, NEW_PHONE)[-1]
     assert await runtime.store.get_link(NEW_PHONE) is None
+
+
+async def test_names_cannot_be_looked_up_without_limit(aiohttp_client, tmp_path):
+    # A RUT, its driver's name shown, CANCELAR, again: the "no" that counted
+    # as a wrong attempt was never given, and any number could read the
+    # names of every RUT it tried.
+    runtime, say = await _client(aiohttp_client, demo_settings(tmp_path))
+    for rut in ("12.345.678-5", "15.678.234-3", "10.000.013-K"):
+        await say(NEW_PHONE, "vincular", rut, "cancelar")
+    await say(NEW_PHONE, "vincular")
+
+    texts = sent_texts(runtime, NEW_PHONE)
+    assert sum("Encontré a" in text for text in texts) == 2
+    assert "demasiados intentos" in texts[-1]
+
+
+async def test_a_thanks_at_the_question_asks_it_again(aiohttp_client, tmp_path):
+    # Small talk never ends a question left open: "gracias" ended the
+    # linking with "¡De nada!", and the "sí" after it was a new message.
+    runtime, say = await _client(aiohttp_client, demo_settings(tmp_path))
+    await say(NEW_PHONE, "vincular", "12.345.678-5", "gracias")
+    assert "Sí, soy yo" in str(runtime.simulator.received[-1]["body"])
+    assert (await runtime.store.load_conversation(NEW_PHONE)).state == "confirmar"
+
+    await say(NEW_PHONE, "👍")
+    assert "quedó vinculado" in sent_texts(runtime, NEW_PHONE)[-1]
+    assert (await runtime.store.get_link(NEW_PHONE)).driver_id == "C14"
 
 
 async def test_configured_admin_number_gets_the_admin_commands(

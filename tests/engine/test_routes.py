@@ -52,3 +52,20 @@ def test_the_memory_has_a_bound(monkeypatch):
         words.said(f"hola {n}")
     assert words.said("estado") == {"estado"}
     assert len(words._said) <= 10
+
+
+def test_a_word_one_flow_names_is_no_typo_of_another_flows_word(tmp_path):
+    # `ayudas` named by a flow of the author's own was taken for a typo of
+    # AYUDA's `ayuda`, and the new flow never started.
+    specs = load_flows(REPO / "flows")
+    (tmp_path / "contacto.yaml").write_text(
+        "name: contacto\nstart: [contacto, ayudas]\nstates:\n  fin: {}\n",
+        encoding="utf-8",
+    )
+    specs.update(load_flows(tmp_path))
+    words = StartWords(specs.values())
+    assert words.said("ayudas") == {"contacto"}
+    assert words.said("ayudas por favor") == {"contacto"}
+    # Where no flow names the word, the typo still counts.
+    assert words.said("ayudda") == {"ayuda"}
+    assert words.said("estdo") == {"estado"}

@@ -48,6 +48,11 @@ def test_empty_and_none():
         ("guai", "guia", False),
         ("guia", "guia", True),
         ("hola", "guia", False),
+        ("cancelsr", "cancelar", True),
+        # Another letter, not a neighbour's: another word, not a typo.
+        ("listo", "lista", False),
+        ("salio", "salir", False),
+        ("ayudo", "ayuda", False),
     ],
 )
 def test_one_typo_is_tolerated_in_long_words(typed, word, expected):

@@ -126,8 +126,7 @@ async def find_driver(turn: Turn) -> None:
         bool(on_file) and on_file != wa_id
     )
     turn.slots["rut_ocupado"] = taken
-    if taken:
-        await _record(turn, found.canonical, links.TAKEN)
+    await _record(turn, found.canonical, links.TAKEN if taken else links.FOUND)
 
 
 @condition("conductor_encontrado")
