@@ -320,11 +320,13 @@ async def test_a_driver_has_one_phone(store: Store) -> None:
 
 async def test_failed_link_attempts_count_since_a_time(store: Store) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
-    for outcome in ("invalid", "unknown", "ok", "denied"):
+    # A name shown (found) counts; the "no" after it (denied) and a link
+    # made (ok) do not.
+    for outcome in ("invalid", "unknown", "ok", "found", "denied", "taken"):
         await store.add_link_attempt("561", "11111111-1", outcome)
     await store.add_link_attempt("562", "11111111-1", "invalid")
 
-    assert await store.failed_link_attempts("561", before) == 3
+    assert await store.failed_link_attempts("561", before) == 4
     assert await store.failed_link_attempts("562", before) == 1
     later = datetime.now(UTC) + timedelta(seconds=1)
     assert await store.failed_link_attempts("561", later) == 0
