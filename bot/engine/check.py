@@ -835,6 +835,7 @@ class FlowChecker:
                             available[item.dest] |= new
                             changed = True
 
+        self._quiet_replies(available)
         for name, state in states.items():
             at = f"states.{name}"
             self._variables(f"{at}.reply", state.reply, available[name], name)
@@ -844,7 +845,21 @@ class FlowChecker:
                     given = _after(available[name], item)
                     self._variables(f"{at}.{kind}[{i}].reply", item.reply, given, name)
 
-    def _variables(self, at: str, reply: Any, slots: set[str], state: str) -> None:
+    def _quiet_replies(self, available: dict[str, set[str]]) -> None:
+        # The timeout reply may come in any state a driver waits in, with
+        # that state's slots; the restart notice comes with none.
+        spec = self.spec
+        waiting = [available[name] for name, state in spec.states.items() if state.on]
+        common = set.intersection(*waiting) if waiting else set()
+        why = "not every state a driver may wait in has it when the time runs out"
+        timeout = spec.timeout
+        self._variables("timeout.reply", timeout and timeout.reply, common, "", why)
+        why = "a driver who starts over has no slots left"
+        self._variables("migrate_reply", spec.migrate_reply, set(), "", why)
+
+    def _variables(
+        self, at: str, reply: Any, slots: set[str], state: str, why: str = ""
+    ) -> None:
         if isinstance(reply, dict):
             reply = reply.get("template")
         if not isinstance(reply, str):
@@ -853,11 +868,12 @@ class FlowChecker:
         used = self.templates.variables.get(file, set())
         used = used - self.templates.optional.get(file, set())
         for name in sorted(used - self.context - slots):
-            self.fail(
-                at,
-                f"template {reply!r} uses {name!r}, which state "
-                f"{state!r} cannot provide (no earlier step saves it)",
-            )
+            if why:
+                problem = f"{why}; write `{{{{ {name}|default('') }}}}` or leave it out"
+            else:
+                problem = f"which state {state!r} cannot provide (no earlier step "
+                problem += "saves it)"
+            self.fail(at, f"template {reply!r} uses {name!r}, {problem}")
 
 
 def _guarded_names(tree: nodes.Template) -> set[str]:

@@ -225,7 +225,7 @@ class Dispatcher:
         if conversation is None or not timeouts.still_due(notice, conversation):
             await self.store.commit_step(event.id, None, [])
             return
-        replies = timeouts.expire(self.engine, conversation)
+        replies = await self.engine.expire(conversation)
         phone_number_id = notice.phone_number_id or event.phone_number_id or ""
         outbound = text_messages(wa_id, phone_number_id, replies, self.text_fallback)
         await self.store.commit_step(event.id, conversation, outbound)

@@ -151,7 +151,7 @@ class Engine:
         early: list[str] = []
         if timeouts.expired(conversation):
             early = timeouts.expire(self, conversation)
-        early += self._update_version(conversation)
+        early += self._update_version(conversation, message)
         outcome = await self._route(message, conversation)
         outcome.replies[:0] = early
         return outcome
@@ -213,7 +213,9 @@ class Engine:
         name = audience.fallback_for(f.spec for f in self.flows.values())
         return self.flows[name] if name else self.fallback
 
-    def _update_version(self, conversation: Conversation) -> list[str]:
+    def _update_version(
+        self, conversation: Conversation, message: InboundMessage
+    ) -> list[str]:
         """Move a conversation left in an older version of its flow.
 
         Its state still exists: carry on. Else the new version's `migrate`
@@ -238,7 +240,9 @@ class Engine:
         conversation.flow = conversation.state = conversation.flow_version = None
         conversation.slots, conversation.deadline = {}, None
         if spec is not None and spec.migrate_reply:
-            return [self.renderer.render_or_apologise(spec.migrate_reply, {})]
+            # The values of any reply; the slots are gone with the state.
+            context = {**self._context(message), "slots": {}}
+            return [self.renderer.render_or_apologise(spec.migrate_reply, context)]
         return [RESET_TEXT]
 
     def _active(self, conversation: Conversation) -> CompiledFlow | None:
@@ -260,6 +264,31 @@ class Engine:
             services=self.services,
             state=conversation.state or "",
         )
+
+    async def expire(self, conversation: Conversation) -> list[str]:
+        """Reset a conversation whose deadline passed while the driver was
+        silent; return its flow's timeout reply, rendered with the values of
+        any reply (as who the phone is now; no message, so `name` and
+        `text` are empty)."""
+        identify = getattr(self.services, "identify", None)
+        who = await identify(conversation.wa_id) if identify is not None else None
+        token = audience.WHO.set(who)
+        try:
+            return timeouts.expire(self, conversation)
+        finally:
+            audience.WHO.reset(token)
+
+    def silent_context(self, wa_id: str) -> dict[str, Any]:
+        """The values of a reply that no message asked for (a timeout)."""
+        return {
+            "name": "",
+            "in_flow": True,
+            "text": "",
+            "message_type": "timeout",
+            "voice_note": False,
+            "wa_id": wa_id,
+            **audience.context(self._menus, (f.spec for f in self.flows.values())),
+        }
 
     def _context(
         self, message: InboundMessage, conversation: Conversation | None = None

@@ -93,8 +93,13 @@ def expire(engine: Engine, conversation: Conversation) -> list[str]:
     replies: list[str] = []
     timeout = compiled.spec.timeout if compiled is not None else None
     if timeout is not None and timeout.reply:
-        context = {**conversation.slots, "slots": dict(conversation.slots)}
-        context.setdefault("name", "")
+        # As a reply in the state it expired in sees them.
+        slots = conversation.slots
+        context = {
+            **engine.silent_context(conversation.wa_id),
+            **slots,
+            "slots": dict(slots),
+        }
         replies.append(engine.renderer.render_or_apologise(timeout.reply, context))
 
     log.info(

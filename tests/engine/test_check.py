@@ -201,6 +201,47 @@ def test_template_variable_the_state_cannot_provide(tmp_path):
     assert "state 'listo' cannot provide" in message
 
 
+def test_timeout_and_restart_replies_are_held_to_what_they_get(tmp_path):
+    # Both passed the checker whatever they used, and sent the apology.
+    flow = """
+    name: encuesta
+    start: [encuesta]
+    timeout: {after: 10m, reply: expirada}
+    migrate_reply: reiniciada
+    states:
+      nota:
+        reply: pide_nota
+        on:
+          - input: text
+            save: nota
+            to: comentario
+      comentario:
+        reply: pide_comentario
+        on:
+          - input: text
+            to: fin
+      fin:
+        reply: gracias
+    """
+    templates = {
+        "pide_nota": "¿Nota?",
+        "pide_comentario": "¿Comentario?",
+        # Every value of a reply is there; `nota` only in one state of two.
+        "expirada": "{{ driver_name }} {{ wa_id }} {{ nota }} {{ comentario }}",
+        "reiniciada": "{{ name }} {{ role }} {{ nota }}",
+    }
+    found = problems_of(tmp_path, {"encuesta": flow}, templates)
+    quiet = [(f, line, m) for f, line, m in found if "encuesta" in f]
+    assert len(quiet) == 3, found
+    name, line, message = one(quiet, "timeout.reply: template 'expirada' uses 'nota'")
+    assert (name, line) == ("encuesta.yaml", 3)
+    assert "not every state a driver may wait in has it" in message
+    assert "|default('')" in message
+    one(quiet, "timeout.reply: template 'expirada' uses 'comentario'")
+    name, line, message = one(quiet, "migrate_reply: template 'reiniciada' uses 'nota'")
+    assert (name, line) == ("encuesta.yaml", 4)
+
+
 def test_template_syntax_error_has_template_line(tmp_path):
     found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "hola\n{% if x %}\n"})
     assert one(found, "template syntax")[:2] == ("eco.j2", 2)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bot.engine.harness import Harness, demo_settings
 from bot.engine.timeouts import sweep_once
-from storage.base import Conversation, NewInboxEvent, utcnow
+from storage.base import Conversation, Link, NewInboxEvent, utcnow
 from storage.sqlite import SqliteStore
 from tests.engine.project import make_project
 from tests.engine.test_runtime import ECO, PHONE, TEMPLATES, texts
@@ -53,3 +53,44 @@ async def test_message_after_the_deadline_before_the_sweep(tmp_path):
         assert replies[0] == "Se acabó el tiempo, conductor."
         assert "No entendí tu mensaje" in replies[1]
         assert (await harness.conversation(PHONE)).flow is None
+
+
+async def test_a_timeout_reply_has_the_values_of_any_reply(tmp_path):
+    # It had the slots and an empty `name` only: `{{ driver_name }}` or
+    # `{{ wa_id }}` passed `tracbot check` and sent the driver the apology.
+    templates = {
+        **TEMPLATES,
+        "eco_expirado": "Se acabó el tiempo, {{ driver_name }} ({{ wa_id }}, "
+        "{{ role }}); dijiste {{ slots.dicho|default('nada') }}.",
+    }
+    config = make_project(tmp_path, {"eco": ECO}, templates)
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        link = Link(
+            PHONE, "C01", "15678234-3", "Camila Rojas", "driver", "rut", utcnow()
+        )
+        await harness.runtime.store.save_link(link)
+        await harness.send(PHONE, "eco")
+        assert texts(await harness.expire(PHONE)) == [
+            f"Se acabó el tiempo, Camila Rojas ({PHONE}, driver); dijiste nada."
+        ]
+
+
+async def test_a_restart_notice_has_the_values_of_any_reply(tmp_path):
+    # `migrate_reply` was rendered with nothing at all: `{{ name }}` sent
+    # the apology, then the fresh start.
+    flow = ECO + "migrate_reply: eco_reiniciado\n"
+    templates = {**TEMPLATES, "eco_reiniciado": "{{ name }}, empezamos de nuevo."}
+    config = make_project(tmp_path, {"eco": flow}, templates)
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        await harness.send(PHONE, "eco")
+        conversation = await harness.conversation(PHONE)
+        conversation.state, conversation.flow_version = "borrado", "old"
+        store = harness.runtime.store
+        await store.add_events(
+            [NewInboxEvent("k.moved", "notice", PHONE, "1", {"kind": "notice"})]
+        )
+        pending = await store.next_event(PHONE)
+        await store.commit_step(pending.id, conversation, [])
+
+        replies = texts(await harness.send(PHONE, "hola"))
+        assert replies[0] == "Conductor, empezamos de nuevo."
