@@ -31,6 +31,7 @@ from bot.engine.replies import (
     template_file,
     template_line,
 )
+from bot.engine.routes import StartWords
 from bot.engine.source import line_of, load_yaml
 from bot.errors import FlowError
 from bot.whatsapp import limits
@@ -532,6 +533,7 @@ class FlowChecker:
         self.templates = templates
         self.problems: list[Problem] = []
         self.context = context_names()
+        self._start_words = StartWords(flows.values())
 
     def run(self) -> list[Problem]:
         for state in self.spec.states.values():
@@ -585,6 +587,20 @@ class FlowChecker:
                         self.fail(f"{where}.do", f"unknown action {name!r}")
                     self._guarded(f"{where}.do", name, item.conditions)
                 self._template(f"{where}.reply", item.reply)
+                self._answered_first(f"{where}.one_of", item.one_of)
+
+    def _answered_first(self, at: str, words: tuple[str, ...]) -> None:
+        # A global flow answers its start words in any state, before the
+        # state's own `on:` is tried.
+        for word in words:
+            for name in sorted(self._start_words.said(word)):
+                if self.flows[name].is_global and name != self.spec.name:
+                    self.fail(
+                        at,
+                        f"{word!r} starts the global flow {name!r}, which "
+                        "answers it in any state first: this transition "
+                        "never gets it",
+                    )
 
     def _guarded(self, at: str, action: str, conditions: tuple[str, ...]) -> None:
         # Without its guard the action fails on a message it cannot take:

@@ -654,3 +654,27 @@ def test_a_variable_the_template_guards_may_be_missing(tmp_path, guarded):
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": guarded}) == []
     unguarded = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "{{ tipo }}"})
     assert one(unguarded, "uses 'tipo', which state")
+
+
+def test_a_word_a_global_flow_answers_first_is_reported(tmp_path):
+    # `one_of: [ayuda, cancelar]` passed, and the transition never fired:
+    # AYUDA and CANCELAR answer their words in any state first.
+    flow = """
+    name: encuesta
+    start: [encuesta]
+    states:
+      nota:
+        reply: pide_nota
+        on:
+          - input: text
+            one_of: [uno, ayuda, cancelar]
+            to: fin
+      fin:
+        reply: gracias
+    """
+    found = problems_of(tmp_path, {"encuesta": flow}, {"pide_nota": "¿Nota?"})
+    assert len(found) == 2, found
+    name, line, message = one(found, "'ayuda' starts the global flow 'ayuda'")
+    assert (name, line) == ("encuesta.yaml", 8)
+    assert "never gets it" in message
+    one(found, "'cancelar' starts the global flow 'cancelar'")
