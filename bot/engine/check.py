@@ -91,10 +91,11 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
         if spec is None:
             continue
         if spec.name in flows:
-            other = flows[spec.name].path.name
-            problems.append(
-                _at(spec, "name", f"flow name {spec.name!r} is already used by {other}")
-            )
+            # Said in both files: which one is the copy, only the author knows.
+            first = flows[spec.name]
+            for one, other in ((spec, first), (first, spec)):
+                message = f"flow name {spec.name!r} is also the name in "
+                problems.append(_at(one, "name", message + other.path.name))
             continue
         flows[spec.name] = spec
     for path in sorted(flows_dir.glob("*.yml")):
@@ -954,7 +955,7 @@ def _rows(reply: dict) -> list[Any]:
 
 def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Problem]:
     problems: list[Problem] = []
-    owners: dict[str, str] = {}
+    owners: dict[str, tuple[FlowSpec, int]] = {}
     for spec in flows.values():
         for i, word in enumerate(spec.start):
             if not word:
@@ -965,16 +966,15 @@ def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Prob
                         "this start word is only punctuation and can never match",
                     )
                 )
-            elif word in owners and owners[word] != spec.name:
-                problems.append(
-                    _at(
-                        spec,
-                        f"start[{i}]",
-                        f"start word {word!r} also starts flow {owners[word]!r}",
-                    )
-                )
+            elif word in owners and owners[word][0].name != spec.name:
+                # Said in both files: either may be the one just edited.
+                first, j = owners[word]
+                for one, k, other in ((spec, i, first), (first, j, spec)):
+                    message = f"start word {word!r} also starts flow {other.name!r}"
+                    message += f" ({other.path.name})"
+                    problems.append(_at(one, f"start[{k}]", message))
             else:
-                owners.setdefault(word, spec.name)
+                owners.setdefault(word, (spec, i))
     problems += _handover_loops(flows)
     problems += _fallbacks(flows)
     return problems

@@ -678,3 +678,29 @@ def test_a_word_a_global_flow_answers_first_is_reported(tmp_path):
     assert (name, line) == ("encuesta.yaml", 8)
     assert "never gets it" in message
     one(found, "'cancelar' starts the global flow 'cancelar'")
+
+
+def test_a_start_word_or_name_said_twice_is_reported_in_both_files(tmp_path):
+    # Only the file read first was named, by the order of file names: the
+    # author who had just added `estado` to their flow was told to look at
+    # estado.yaml.
+    contacto = "name: contacto\nstart: [contacto, estado]\nstates:\n  fin: {}\n"
+    make_project(tmp_path, {"contacto": contacto})
+    (tmp_path / "flows" / "ayuda copia.yaml").write_text(
+        (tmp_path / "flows" / "ayuda.yaml").read_text("utf-8"), "utf-8"
+    )
+    estado = (REPO / "flows" / "estado.yaml").read_text("utf-8")
+    (tmp_path / "flows" / "estado.yaml").write_text(estado, "utf-8")
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    said = {(Path(p.path).name, p.message) for p in found}
+    assert (
+        "contacto.yaml",
+        "start[1]: start word 'estado' also starts flow 'estado' (estado.yaml)",
+    ) in said
+    assert (
+        "estado.yaml",
+        "start[0]: start word 'estado' also starts flow 'contacto' (contacto.yaml)",
+    ) in said
+    again = "name: flow name 'ayuda' is also the name in "
+    assert ("ayuda.yaml", again + "ayuda copia.yaml") in said
+    assert ("ayuda copia.yaml", again + "ayuda.yaml") in said
