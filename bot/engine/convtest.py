@@ -146,6 +146,9 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
     line = lines.get(at, 1)
     if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
         raise FlowError(f"{path}:{line}: a case needs `name` and a `steps:` list")
+    if not raw["steps"]:
+        # It passed, having checked nothing.
+        raise FlowError(f"{path}:{line}: a case needs at least one step")
     _known(path, lines, at, raw, CASE_KEYS)
     steps = []
     for i, step in enumerate(raw["steps"]):
@@ -218,9 +221,17 @@ def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
         _known(path, lines, where, want, REPLY_KEYS)
         for key in ("contains", "matches"):
             parts = _as_list(want.get(key, ["x"]))
+            line = lines.get(f"{where}.{key}", lines.get(where, 1))
             if not parts or any(str(p) == "" for p in parts):
-                line = lines.get(f"{where}.{key}", lines.get(where, 1))
                 raise FlowError(f"{path}:{line}: an empty `{key}` checks nothing")
+        if "matches" in want:
+            try:
+                re.compile(str(want["matches"]))
+            except re.error as exc:
+                # Reported as the case's failure, "error: error: missing )".
+                raise FlowError(
+                    f"{path}:{line}: `matches` is not a regular expression: {exc}"
+                ) from None
 
 
 # Running cases
@@ -326,15 +337,24 @@ async def _run_step(harness: Harness, case: Case, step: Step) -> list[str]:
     slots = conversation.slots if conversation else {}
 
     if "flow" in step.expect and not _same(step.expect["flow"], flow):
-        failures.append(f"flow is {flow!r}, expected {step.expect['flow']!r}")
+        failures.append(
+            f"flow is {_shown(flow)}, expected {_shown(step.expect['flow'])}"
+        )
     if "state" in step.expect and not _same(step.expect["state"], state):
-        failures.append(f"state is {state!r}, expected {step.expect['state']!r}")
+        failures.append(
+            f"state is {_shown(state)}, expected {_shown(step.expect['state'])}"
+        )
     for key, want in (step.expect.get("slots") or {}).items():
         if key not in slots:
             failures.append(f"slot {key!r} is not set, expected {want!r}")
         elif slots[key] != want:
             failures.append(f"slot {key!r} is {slots[key]!r}, expected {want!r}")
     return failures
+
+
+def _shown(value: Any) -> str:
+    # As the test file writes it: `null`, not Python's None.
+    return "null" if value is None else repr(value)
 
 
 def _same(expected: Any, actual: str | None) -> bool:

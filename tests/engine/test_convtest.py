@@ -90,6 +90,7 @@ async def test_failing_expectations_are_each_reported(tmp_path):
               - send: pregunta
                 reply: {contains: [Sí, tal vez], matches: "^¿"}
                 state: si
+                flow: null
                 slots: {respuesta: si}
         """,
     )
@@ -98,6 +99,7 @@ async def test_failing_expectations_are_each_reported(tmp_path):
     failures = report.results[0].failures
     assert any("does not contain 'tal vez'" in f for f in failures)
     assert any("state is 'preguntar', expected 'si'" in f for f in failures)
+    assert any("flow is 'sino', expected null" in f for f in failures)
     assert any("slot 'respuesta' is not set" in f for f in failures)
     assert all(f.startswith("step 1 (line 4)") for f in failures)
     assert "FAIL" in report.text()
@@ -177,6 +179,23 @@ def test_a_misspelt_or_empty_reply_matcher_names_the_line(tmp_path):
         write_files(tmp_path, {"f.yaml": step + f"        reply: {empty}\n"})
         with pytest.raises(FlowError, match=r"f.yaml:5: an empty `\w+` checks"):
             load_cases(tmp_path / "f.yaml")
+
+
+def test_a_case_without_steps_or_with_a_broken_regex_names_the_line(tmp_path):
+    # `steps: []` passed, having checked nothing; a `matches:` that is no
+    # regular expression failed its case as "error: error: missing )".
+    step = "cases:\n  - name: x\n    steps:\n      - send: hola\n"
+    write_files(
+        tmp_path,
+        {
+            "g.yaml": "cases:\n  - name: x\n    steps: []\n",
+            "h.yaml": step + '        reply: {matches: "(abc"}\n',
+        },
+    )
+    with pytest.raises(FlowError, match=r"g.yaml:2: a case needs at least one step"):
+        load_cases(tmp_path / "g.yaml")
+    with pytest.raises(FlowError, match=r"h.yaml:5: `matches` is not a regular"):
+        load_cases(tmp_path / "h.yaml")
 
 
 async def test_a_step_that_cannot_be_sent_fails_its_case_not_the_run(tmp_path):
