@@ -45,6 +45,24 @@ def test_chat_answers_ayuda_and_an_unknown_text(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_chat_whose_reader_goes_away_stops_without_a_traceback(tmp_path):
+    # `tracbot chat … | head -1` printed a BrokenPipeError traceback.
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(ROOT / "config.yaml")]
+        + ["chat", "+56911112222"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **demo_env(tmp_path)},
+    )
+    assert chat.stdout is not None and chat.stdin is not None
+    chat.stdout.readline()  # its first line, as `head -1` reads it
+    chat.stdout.close()
+    _, err = chat.communicate(b"ayuda\nestado\nguia\n", timeout=90)
+    assert b"Traceback" not in err, err.decode()
+    assert chat.returncode == 141
+
+
 def test_conversation_tests_print_their_report_not_the_info_log(tmp_path):
     # Each case logged its whole tracbot's start at INFO: ~200 lines a file
     # on stderr around a report of a dozen.
