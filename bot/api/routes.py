@@ -8,9 +8,10 @@ once: it never waits for Meta. History and metrics read the message log.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from bot.whatsapp.limits import LimitError
 from bot.whatsapp.messages import template_body
 from bot.whatsapp.templates import window_open
 from storage.base import NewOutbound, Store, utcnow
+from storage.errors import StorageError
 
 log = logging.getLogger("tracbot.api")
 
@@ -36,6 +38,11 @@ METRICS_DEFAULT_DAYS = 30
 
 # The longest value an error answer quotes back.
 SHOWN = 40
+
+# The largest integer a query may give (a 64-bit one).
+LARGEST = 2**63 - 1
+# The years a date of a query may have.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 
 _VALIDATORS = {
     name: jsonschema.Draft202012Validator(schema) for name, schema in SCHEMAS.items()
@@ -59,14 +66,15 @@ class BackendApi:
         self.auth = Authenticator(settings.tokens)
 
     def routes(self) -> list[web.RouteDef]:
+        guarded = _storage_guarded
         return [
-            web.post(f"{PREFIX}/send_text", self.send_text),
-            web.post(f"{PREFIX}/send_template", self.send_template),
-            web.post(f"{PREFIX}/notify/trip_status", self.trip_status),
-            web.post(f"{PREFIX}/notify/guide_created", self.guide_created),
-            web.post(f"{PREFIX}/alert", self.alert),
-            web.get(f"{PREFIX}/history/{{phone}}", self.history),
-            web.get(f"{PREFIX}/metrics", self.metrics),
+            web.post(f"{PREFIX}/send_text", guarded(self.send_text)),
+            web.post(f"{PREFIX}/send_template", guarded(self.send_template)),
+            web.post(f"{PREFIX}/notify/trip_status", guarded(self.trip_status)),
+            web.post(f"{PREFIX}/notify/guide_created", guarded(self.guide_created)),
+            web.post(f"{PREFIX}/alert", guarded(self.alert)),
+            web.get(f"{PREFIX}/history/{{phone}}", guarded(self.history)),
+            web.get(f"{PREFIX}/metrics", guarded(self.metrics)),
             web.get(f"{PREFIX}/openapi.json", self.openapi),
         ]
 
@@ -191,6 +199,16 @@ class BackendApi:
             data = json.loads(await request.read())
         except (ValueError, RecursionError):
             raise error(400, "the body must be a JSON object") from None
+        try:
+            # JSON lets a lone UTF-16 surrogate (`"\\ud800"`) through; no
+            # text has one, and storing it failed with a 500.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(
+                400,
+                "the body has a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                "which is not text",
+            ) from None
         problem = jsonschema.exceptions.best_match(
             _VALIDATORS[schema].iter_errors(data)
         )
@@ -272,9 +290,10 @@ def _int_query(
         value = int(raw)
     except ValueError:
         raise error(400, f"{name} must be an integer, got {_shown(raw)}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise error(400, f"{name} must be {bound}, got {value}")
+    # No store counts past a 64-bit integer (it answered 500).
+    high = LARGEST if high is None else high
+    if value < low or value > high:
+        raise error(400, f"{name} must be from {low} to {high}, got {_shown(value)}")
     return value
 
 
@@ -288,4 +307,28 @@ def _date_query(request: web.Request, name: str) -> datetime | None:
         raise error(
             400, f"{name} must be an ISO 8601 date, got {_shown(raw)}"
         ) from None
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        # The year 1 or 9999 overflowed moving to UTC or a month back (500).
+        raise error(
+            400, f"{name} must be from {FIRST_YEAR} to {LAST_YEAR}, got {_shown(raw)}"
+        )
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _storage_guarded(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler, answering 503 (JSON, as every other error) while the
+    store is unavailable, instead of aiohttp's 500 and a traceback."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except StorageError as exc:
+            log.error(
+                "api %s %s: storage unavailable: %s", request.method, request.path, exc
+            )
+            raise error(503, "storage unavailable, try again shortly") from None
+
+    return guarded

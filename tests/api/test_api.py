@@ -343,3 +343,36 @@ async def _open_window(api, wa_id: str) -> None:
     await store.commit_step(
         event.id, Conversation(wa_id=wa_id, last_inbound_at=utcnow()), []
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "said"),
+    [
+        # Each answered 500 with a traceback.
+        ("/send_text", {"phone": CAMILA, "message": "\ud800"}, "lone UTF-16"),
+        (
+            "/alert",
+            {"phones": [CAMILA], "tipo_alerta": "x\udfff", "descripcion": "y"},
+            "lone UTF-16",
+        ),
+    ],
+)
+async def test_a_lone_surrogate_is_a_clear_400(api, path, body, said):
+    status, answer = await post(api, path, body)
+    assert status == 400
+    assert said in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("history/+56911120011?offset=99999999999999999999", "offset must be from 0"),
+        ("metrics?end_date=0001-01-15", "end_date must be from 1970 to 9998"),
+        ("metrics?start_date=9999-12-31T23:00:00-05:00", "start_date must be from"),
+    ],
+)
+async def test_query_values_out_of_range_are_a_clear_400(api, query, said):
+    # Each answered 500: an integer past 64 bits, a date that overflowed.
+    response = await api.get(f"{PREFIX}/{query}", headers=auth(ADMIN))
+    assert response.status == 400
+    assert said in (await response.json())["error"]

@@ -187,3 +187,24 @@ async def test_a_file_locked_at_start_says_which_and_what_to_do(tmp_path, monkey
             pass
     assert str(tmp_path / "t.db") in str(caught.value)
     assert "locked by another process" in str(caught.value)
+
+
+async def test_the_api_answers_503_in_json_while_the_database_is_locked(
+    tmp_path, aiohttp_client, caplog
+):
+    # It answered aiohttp's text/plain 500, with a traceback in the log.
+    settings = demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND="backend-token")
+    client = await aiohttp_client(create_app(settings))
+    headers = {"Authorization": "Bearer backend-token"}
+    body = {"phone": "+56911120011", "message": "hola"}
+
+    with locked(tmp_path / "tracbot.db"):
+        response = await client.post(
+            "/api/whatsapp/send_text", json=body, headers=headers
+        )
+        assert response.status == 503
+        assert (await response.json())["error"].startswith("storage unavailable")
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+    response = await client.post("/api/whatsapp/send_text", json=body, headers=headers)
+    assert response.status == 202
