@@ -141,13 +141,16 @@ def parse_graph_error(http_status: int, body: bytes | str | dict | None) -> Grap
         # Not the Graph API's own refusal, which always says why in an error
         # object: a proxy, or a base URL with a wrong path (a tester's
         # `…/v23.0` gave 404 and every reply was dropped as permanent). It is
-        # retried, and the sender counts it as no answer from the Graph API.
+        # retried, and the sender counts it as no answer from the Graph API:
+        # it costs no attempt (`unsent`), or a wrong URL gave every reply up
+        # after its eight attempts, and /readyz went back to ready.
         action = AUTH if http_status == 401 else RETRY
         return GraphError(
             f"HTTP {http_status} without a Graph error body: a proxy or a "
             "wrong WHATSAPP_API_BASE_URL?",
             http_status=http_status,
             action=action,
+            unsent=action == RETRY,
         )
 
     error_data = error.get("error_data")

@@ -564,10 +564,11 @@ class Sender:
         action = exc.action
         if item.kind == "read":
             action = "dropped"
-        await self._log(item, action, ms, exc.code, str(exc))
-        # The line says what happens next, once: `exc` without its action.
+        # The log line, the attempts log and /metrics say what happens next
+        # (a last retry gives up: `give_up`, which an alert can count).
         last = item.attempts >= self.settings.max_attempts and not exc.unsent
         shown = "give_up" if exc.retryable and last and action != "dropped" else action
+        await self._log(item, shown, ms, exc.code, str(exc))
         log.warning(
             "send failed id=%s kind=%s phone=%s code=%s action=%s attempt=%d: %s",
             item.id,

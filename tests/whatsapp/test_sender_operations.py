@@ -217,9 +217,11 @@ async def test_a_base_url_with_a_wrong_path_keeps_the_replies_and_says_so(
     # Meta's URL copied with its version (`…/v23.0`): the simulator, like any
     # web server, answers 404 without a Graph error body. Every reply was
     # failed as permanent after one try, and /readyz still said ready.
+    # It costs no attempt either: with one attempt allowed, every reply was
+    # given up at its first 404.
     phones = ["56911120011", "56911120012", "56911120013"]
     await store.enqueue([text(phone, "hola") for phone in phones])
-    sender = make_sender(store, graph(f"{base_url}/v23.0"))
+    sender = make_sender(store, graph(f"{base_url}/v23.0"), max_attempts=1)
 
     async with running(sender):
         ends = time.monotonic() + 10
@@ -229,6 +231,7 @@ async def test_a_base_url_with_a_wrong_path_keeps_the_replies_and_says_so(
         items = await store.outbox_items()
 
     assert "failed" not in {item.status for item in items}
+    assert {item.attempts for item in items} == {0}
     assert "HTTP 404 without a Graph error body" in sender.network_reason
     assert "WHATSAPP_API_BASE_URL" in sender.network_reason
 
@@ -253,6 +256,11 @@ async def test_a_failure_line_says_once_what_happens_next(
     assert "action=retry attempt=1" in lines[0]
     assert "action=give_up attempt=2" in lines[1]
     assert "kind=read" in lines[2] and "action=dropped" in lines[2]
+    # The attempts log and /metrics say it too: a last retry was `retry`,
+    # and no count of replies given up could raise an alert.
+    [reply] = [item for item in await store.outbox_items() if item.kind == "message"]
+    outcomes = [a["outcome"] for a in await store.attempts_of(reply.id)]
+    assert outcomes == ["retry", "give_up"]
 
 
 async def test_failures_are_forgotten_once_no_reply_waits(
