@@ -239,7 +239,7 @@ class PostgresDialect(Dialect):
             "WHERE ((status = 'queued' AND next_attempt_at <= ?) "
             "OR (status = 'sending' AND updated_at < ?)) "
             f"AND {EARLIER_UNFINISHED} "
-            "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) "
+            "ORDER BY (inbox_id IS NULL), id LIMIT ? FOR UPDATE SKIP LOCKED) "
             "UPDATE outbox SET status = 'sending', "
             "attempts = outbox.attempts + 1, updated_at = ? "
             "FROM due WHERE outbox.id = due.id RETURNING outbox.*",
@@ -372,7 +372,8 @@ class SqlServerDialect(Dialect):
             "WITH (UPDLOCK, READPAST, ROWLOCK) "
             "WHERE ((status = 'queued' AND next_attempt_at <= ?) "
             "OR (status = 'sending' AND updated_at < ?)) "
-            f"AND {EARLIER_UNFINISHED} ORDER BY id) "
+            f"AND {EARLIER_UNFINISHED} "
+            "ORDER BY CASE WHEN inbox_id IS NULL THEN 1 ELSE 0 END, id) "
             "UPDATE due SET status = 'sending', attempts = attempts + 1, "
             "updated_at = ? OUTPUT INSERTED.*",
             (limit, now, stale_before, now),

@@ -433,7 +433,7 @@ class PostgresStore(Store):
             "AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
             "AND e.id < o.id AND e.kind <> 'read' "
             "AND e.status IN ('queued', 'sending')) "
-            "ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            "ORDER BY (inbox_id IS NULL), id LIMIT $3 FOR UPDATE SKIP LOCKED) "
             "UPDATE outbox o SET status = 'sending', "
             "attempts = o.attempts + 1, updated_at = $1 "
             "FROM due WHERE o.id = due.id RETURNING o.*",

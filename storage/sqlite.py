@@ -538,20 +538,11 @@ class SqliteStore(LinksMixin, Store):
                 "WHERE status = 'sending' AND updated_at < ?",
                 (_ts(now - SENDING_LEASE),),
             )
-            # An item waits while an older one of its phone is unfinished, so
-            # a phone's messages leave in order whatever their retries; read
-            # marks are best effort and hold nothing back.
-            # INDEXED BY: queued items in id order, read only until `limit`
-            # are found; the planner would rather walk the whole outbox (18 ms
-            # a call at 100k rows) or sort every due item (O(backlog)).
-            rows = self.db.execute(
-                "SELECT * FROM outbox AS o INDEXED BY outbox_queued "
-                "WHERE status = 'queued' "
-                "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
-                "AS e WHERE e.wa_id = o.wa_id AND e.id < o.id AND e.kind <> 'read' "
-                "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
-                (_ts(now), limit),
-            ).fetchall()
+            # Conversation replies first, then notifications and alerts: a
+            # driver's answer must not wait behind a bulk send.
+            rows = self._due_rows("outbox_replies_queued", now, limit)
+            if len(rows) < limit:
+                rows += self._due_rows("outbox_others_queued", now, limit - len(rows))
             self.db.executemany(
                 "UPDATE outbox SET status = 'sending', attempts = attempts + 1, "
                 "updated_at = ? WHERE id = ?",
@@ -559,6 +550,24 @@ class SqliteStore(LinksMixin, Store):
             )
         # As the UPDATE above left them.
         return [_outbox_item(row, taken=True) for row in rows]
+
+    def _due_rows(self, index: str, now: datetime, limit: int) -> list[sqlite3.Row]:
+        # An item waits while an older one of its phone is unfinished, so
+        # a phone's messages leave in order whatever their retries; read
+        # marks are best effort and hold nothing back.
+        # INDEXED BY (replies or the rest, migration 0007): queued items in
+        # id order, read only until `limit` are found; the planner would
+        # rather walk the whole outbox (18 ms a call at 100k rows) or sort
+        # every due item (O(backlog)).
+        which = "IS NOT NULL" if index == "outbox_replies_queued" else "IS NULL"
+        return self.db.execute(
+            f"SELECT * FROM outbox AS o INDEXED BY {index} "
+            f"WHERE status = 'queued' AND inbox_id {which} "
+            "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
+            "AS e WHERE e.wa_id = o.wa_id AND e.id < o.id AND e.kind <> 'read' "
+            "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
 
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
         await self._run(self._update_outbox, item_id, status, wamid, None, None)

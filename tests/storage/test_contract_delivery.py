@@ -48,6 +48,22 @@ async def test_commit_step_refuses_a_replayed_event(store: Store) -> None:
     assert texts(await store.outbox_items()) == ["una vez"]
 
 
+async def test_conversation_replies_are_taken_before_notifications(
+    store: Store,
+) -> None:
+    # One queue by id made a driver's AYUDA wait behind thousands of queued
+    # alerts (40 s behind 3,000 at 80 a second).
+    await store.enqueue([reply(f"57{n}", f"aviso {n}") for n in range(5)])
+    await store.add_events([event("e1", "561")])
+    pending = await store.next_event("561")
+    await store.commit_step(pending.id, None, [reply("561", "respuesta")])
+
+    first = await store.due_outbox(limit=2)
+    assert sorted(texts(first)) == ["aviso 0", "respuesta"]
+    rest = await store.due_outbox(limit=10)
+    assert texts(rest) == [f"aviso {n}" for n in range(1, 5)]
+
+
 async def test_expired_conversations_come_earliest_deadline_first(
     store: Store,
 ) -> None:

@@ -1,0 +1,4 @@
+-- Nothing to do: the sender's take orders conversation replies before
+-- notifications in its query (storage/dialects.py); the SQLite schema
+-- needs indexes for it (0007 there).
+-- The version exists so that every backend counts the same migrations.
