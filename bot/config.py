@@ -298,7 +298,9 @@ def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, str | None] = {}
     for key, default_var in SECRET_NAMES.items():
         var = reader.str(f"whatsapp.secrets.{key}", default_var)
-        values[key] = env.get(var) or None
+        # A secret mounted from a file often ends in a line break: kept, it
+        # made every signature (and the handshake) fail, silently.
+        values[key] = (env.get(var) or "").strip() or None
 
     # Without a token nothing can reach Meta, so the other secrets may take
     # demo values; with one, each secret must be set for real.

@@ -62,6 +62,25 @@ def test_a_token_pasted_with_a_line_break_around_it_is_trimmed():
     assert settings.whatsapp.access_token == "EAAtoken123"
 
 
+def test_secrets_read_from_files_lose_their_line_break():
+    # Mounted secrets end in "\n": kept, every webhook got 401 and the
+    # handshake 403, and an API token of " " silently disabled the role.
+    env = {
+        "WHATSAPP_API_TOKEN": "EAAtoken123",
+        "WHATSAPP_APP_SECRET": "op-secret\n",
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN": " vt\n",
+        "WHATSAPP_PHONE_NUMBER_ID": "1\n",
+        "TRACBOT_API_TOKEN_BACKEND": "be-tok\n",
+        "TRACBOT_API_TOKEN_ADMIN": " ",
+    }
+    settings = load_settings(CONFIG, env=env)
+    whatsapp = settings.whatsapp
+    assert (whatsapp.app_secret, whatsapp.verify_token) == ("op-secret", "vt")
+    assert whatsapp.phone_number_id == "1"
+    tokens = {token.env: token.token for token in settings.api.tokens}
+    assert tokens == {"TRACBOT_API_TOKEN_BACKEND": "be-tok"}
+
+
 @pytest.mark.parametrize("token", ["EAA\ntoken", "EAA\ttoken", "EAAtokén"])
 def test_a_token_no_header_can_carry_is_refused_at_load(token):
     # It went into the Authorization header as is: a line break in it

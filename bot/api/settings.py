@@ -64,7 +64,8 @@ def parse_api(path: Any, data: Any, env: Mapping[str, str], demo: bool) -> ApiSe
     for index, entry in enumerate(data.get("tokens") or DEFAULT_TOKENS):
         where = f"{path}: api.tokens[{index}]"
         var, roles = _token_entry(where, entry)
-        value = env.get(var) or (DEMO_TOKENS.get(var) if demo else None)
+        # Trimmed as the secrets are (bot/config.py); blank is unset.
+        value = (env.get(var) or "").strip() or (DEMO_TOKENS.get(var) if demo else None)
         if value:
             tokens.append(ApiToken(var, value, roles))
         else:
