@@ -40,6 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
+def _port(text: str) -> int:
+    # 99999 was announced as the address, and the server took another.
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, got {port}")
+    return port
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line that says what is wrong, like every other tracbot error.
@@ -64,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the webhook and the bot")
     serve.add_argument("--host", help="interface to bind (default: from config)")
-    serve.add_argument("--port", type=int, help="port (default: from config)")
+    serve.add_argument("--port", type=_port, help="port (default: from config)")
     serve.set_defaults(run=_serve)
 
     migrate = sub.add_parser(
@@ -87,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulator", help="run the Graph API simulator")
     sim.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    sim.add_argument("--port", type=int, default=8090, help="default: 8090")
+    sim.add_argument("--port", type=_port, default=8090, help="default: 8090")
     sim.add_argument("--delay", type=float, default=0.0, help="seconds per answer")
     sim.add_argument("--token", help="bearer token to require (default: any)")
     sim.add_argument("--webhook-url", help="where to post status webhooks")

@@ -165,3 +165,11 @@ def _retry(call, seconds: float = 15.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_a_port_no_server_can_take_is_refused():
+    # `serve --port 99999` announced that address and listened elsewhere.
+    for port in ("99999", "0", "ocho"):
+        result = run_bot("serve", "--port", port)
+        assert result.returncode == 2
+        assert "--port" in result.stderr and "Traceback" not in result.stderr

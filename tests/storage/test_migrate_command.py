@@ -30,7 +30,7 @@ def test_migrate_then_serve_refusing_migrations(postgres_db, tmp_path: Path) -> 
     names = [m.name for m in migrations("postgres")]
 
     # A schema behind this tracbot: serve stops with a message, no traceback.
-    refused = tracbot(config, postgres_db.dsn, "serve", "--port", "0")
+    refused = tracbot(config, postgres_db.dsn, "serve", "--port", "65000")
     assert refused.returncode == 2, refused.stderr
     assert "tracbot migrate" in refused.stderr and names[0] in refused.stderr
     assert "Traceback" not in refused.stderr
