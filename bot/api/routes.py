@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,10 +83,6 @@ class BackendApi:
 
     async def send_text(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "SendText")
-        if not data["message"].strip():
-            # It was queued as no message at all: 200 with no ids.
-            raise error(400, "message has no text, only spaces")
-
         # The window is decided once for the whole text, so its parts all
         # go the same way (see the OpenAPI description).
         last = (await self.store.last_inbound([phone.wa_id])).get(phone.wa_id)
@@ -215,7 +212,7 @@ class BackendApi:
         if problem is not None:
             where = ".".join(str(part) for part in problem.absolute_path)
             raise error(400, f"{where or 'body'}: {_rule(problem)}")
-        return data
+        return _without_blanks(data, SCHEMAS[schema])
 
     def _phone(self, raw: object) -> Phone:
         try:
@@ -245,6 +242,34 @@ class BackendApi:
         return web.json_response(
             {"status": "queued", "phone": phone.e164, "message_ids": ids}, status=202
         )
+
+
+def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The body with its blank texts: refused where required, dropped (as
+    absent) where optional.
+
+    A text of spaces, a zero-width space or a control character reached
+    the driver as an empty message, or as "📄 Folio:  / 👤 Cliente: ".
+    """
+    required = set(schema.get("required", ()))
+    kept = {}
+    for name, value in data.items():
+        if isinstance(value, str) and not _visible(value):
+            if name in required:
+                raise error(
+                    400, f"{name} has no text, only spaces or invisible characters"
+                )
+            continue
+        kept[name] = value
+    return kept
+
+
+def _visible(text: str) -> bool:
+    # Letters, digits, marks, symbols: anything but spaces, line breaks,
+    # format characters (zero-width, soft hyphen) and control characters.
+    return any(
+        not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in text
+    )
 
 
 def _rule(problem: jsonschema.ValidationError) -> str:

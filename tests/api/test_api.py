@@ -93,12 +93,31 @@ async def test_invalid_phone_is_a_clear_400(api, phone):
     assert "phone" in body["error"]
 
 
-@pytest.mark.parametrize("message", ["   ", "\n\t "])
+@pytest.mark.parametrize(
+    "message", ["   ", "\n\t ", "\u200b", "\ufeff", "\u2060\u200d", "\u00ad", "\u0000"]
+)
 async def test_a_text_of_only_spaces_is_a_clear_400(api, message):
-    # It was answered 200 with no message ids: nothing was queued.
+    # Spaces were answered 200 with no message ids; a zero-width space or a
+    # control character reached the driver as an empty message.
     status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
     assert status == 400
-    assert body["error"] == "message has no text, only spaces"
+    assert body["error"] == ("message has no text, only spaces or invisible characters")
+
+
+async def test_blank_notification_fields_are_refused_or_left_out(api):
+    # "📄 Folio:  / 👤 Cliente: ​ / 🚚 Conductor: " reached the driver.
+    guide = {"phone": CAMILA, "folio": " ", "cliente": "\u200b", "conductor": "\n"}
+    status, body = await post(api, "/notify/guide_created", guide)
+    assert status == 400
+    assert body["error"].startswith("folio has no text")
+
+    # An optional field left blank is as if not given.
+    trip = {"phone": CAMILA, "patente": "AB-12", "estado": "En ruta", "ubicacion": "  "}
+    status, _ = await post(api, "/notify/trip_status", trip)
+    assert status == 202
+    await settle(runtime_of(api))
+    [sent] = [b for b in sim_bodies(api) if b.get("to") == CAMILA.lstrip("+")]
+    assert "Ubicación" not in str(sent)
 
 
 async def test_long_text_is_split_into_parts(api):
