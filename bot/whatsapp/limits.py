@@ -8,6 +8,7 @@ names the rule, the way Meta's 131009 details would.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from bot.errors import TracbotError
@@ -66,7 +67,43 @@ def _cut_point(text: str, limit: int) -> int:
         at = window.rfind(separator)
         if at >= limit // 2:
             return at
-    return limit
+    return _between_characters(text, limit)
+
+
+def _between_characters(text: str, cut: int) -> int:
+    """`cut`, moved back to where one character the reader sees ends and
+    the next begins: a flag, a family joined by zero-width joiners or a
+    letter with its accent cut in two showed as boxes on both sides."""
+    lowest = cut // 2
+    while cut > lowest and (_joins(text[cut]) or text[cut - 1] == ZWJ):
+        cut -= 1
+    # Flags are pairs of regional indicators: an odd run before the cut
+    # means the cut splits one.
+    run = 0
+    while cut - run > 0 and _regional(text[cut - run - 1]):
+        run += 1
+    if run % 2 and _regional(text[cut]) and cut - 1 > lowest:
+        cut -= 1
+    return cut
+
+
+ZWJ = "\u200d"
+
+
+def _joins(ch: str) -> bool:
+    """Whether `ch` belongs to the character before it."""
+    point = ord(ch)
+    return (
+        ch == ZWJ
+        or 0xFE00 <= point <= 0xFE0F  # variation selectors (emoji style)
+        or 0x1F3FB <= point <= 0x1F3FF  # skin tones
+        or 0xE0020 <= point <= 0xE007F  # tags (subdivision flags)
+        or unicodedata.category(ch) in ("Mn", "Me")  # combining marks
+    )
+
+
+def _regional(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
 
 
 def check(body: dict[str, Any]) -> None:

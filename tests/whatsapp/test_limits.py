@@ -1,0 +1,42 @@
+"""Long replies cut into parts that WhatsApp takes (bot/whatsapp/limits.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.whatsapp.limits import MAX_PARAMETER, MAX_TEXT, split_text
+
+FAMILY = "👨\u200d👩\u200d👧"
+
+
+def test_a_long_text_is_cut_at_a_paragraph_then_a_line_then_a_space():
+    text = "a" * 3000 + "\n\n" + "b" * 3000
+    assert split_text(text) == ["a" * 3000, "b" * 3000]
+    words = " ".join(["palabra"] * 1000)
+    parts = split_text(words)
+    assert all(len(part) <= MAX_TEXT for part in parts)
+    assert " ".join(parts) == words
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "last"),
+    [
+        # Each was cut inside the character the reader sees: the flag
+        # showed as two letter boxes, the family as a man and a dangling
+        # joiner, the accent on a line of its own.
+        ("a" * (MAX_TEXT - 1) + "🇨🇱", MAX_TEXT, "🇨🇱"),
+        ("a" * (MAX_PARAMETER - 1) + FAMILY, MAX_PARAMETER, FAMILY),
+        ("a" * (MAX_PARAMETER - 1) + "e\u0301b", MAX_PARAMETER, "e\u0301b"),
+        ("a" * (MAX_PARAMETER - 3) + "🇨🇱🇦🇷", MAX_PARAMETER, "🇦🇷"),
+        ("a" * (MAX_PARAMETER - 1) + "👍🏽", MAX_PARAMETER, "👍🏽"),
+    ],
+)
+def test_a_cut_inside_a_word_never_splits_a_character(text, limit, last):
+    parts = split_text(text, limit)
+    assert all(len(part) <= limit for part in parts)
+    assert "".join(parts) == text
+    assert parts[-1] == last
+
+
+def test_a_text_without_a_place_to_cut_is_cut_at_the_limit():
+    assert [len(part) for part in split_text("a" * 5000)] == [MAX_TEXT, 904]
