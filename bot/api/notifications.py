@@ -7,6 +7,7 @@ template as fallback, for when the driver's 24-hour window is closed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,17 @@ SEVERITY_EMOJI = {
 }
 
 
+# What each notification template is given: the API's fields, and what the
+# notifier adds. `tracbot check` holds the templates to it.
+TEMPLATE_VALUES = {
+    "notificacion_viaje": frozenset({"patente", "estado", "ubicacion", "emoji"}),
+    "notificacion_guia": frozenset({"folio", "cliente", "conductor"}),
+    "alerta_sistema": frozenset(
+        {"tipo_alerta", "descripcion", "severidad", "emoji", "hora"}
+    ),
+}
+
+
 class WindowClosed(TracbotError):
     """Nothing configured can reach a phone whose window is closed."""
 
@@ -47,7 +59,10 @@ class WindowClosed(TracbotError):
 class Notifier:
     """Turns backend requests into outbox items for one business number."""
 
-    renderer: Renderer
+    # The engine's templates of the moment: an edit reloaded for the flows
+    # is what the next notification says too (a Renderer of its own kept
+    # the text of the start).
+    renderer: Callable[[], Renderer]
     templates: dict[str, TemplateSpec]
     phone_number_id: str
     timezone: str = "America/Santiago"
@@ -94,14 +109,14 @@ class Notifier:
     def trip_status(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
         """The seed's trip update: emoji by estado, ubicación if given."""
         emoji = TRIP_EMOJI.get(normalize(values["estado"]), TRIP_DEFAULT_EMOJI)
-        text = self.renderer.render(
+        text = self.renderer().render(
             "notificacion_viaje", {"ubicacion": None, **values, "emoji": emoji}
         )
         return self._items(wa_id, text, "trip_status", values)
 
     def guide_created(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
         """The seed's "guía generada" message."""
-        text = self.renderer.render("notificacion_guia", values)
+        text = self.renderer().render("notificacion_guia", values)
         return self._items(wa_id, text, "guide_created", values)
 
     def alert(
@@ -114,7 +129,7 @@ class Notifier:
             "emoji": SEVERITY_EMOJI[values["severidad"]],
             "hora": hora,
         }
-        text = self.renderer.render("alerta_sistema", context)
+        text = self.renderer().render("alerta_sistema", context)
         fallback = {"tipo": values["tipo_alerta"], "hora": hora, **values}
         return self._items(wa_id, text, "alert", fallback)
 

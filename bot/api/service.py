@@ -19,7 +19,6 @@ from aiohttp import web
 from bot import metrics
 from bot.api.notifications import Notifier
 from bot.api.routes import BackendApi
-from bot.engine.replies import Renderer
 from bot.whatsapp.webhook import WebhookHandler
 from storage.base import QueueStats, utcnow
 from storage.errors import StorageError
@@ -39,7 +38,7 @@ def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> No
         log.warning("backend API token variable %s is not set", var)
 
     notifier = Notifier(
-        renderer=Renderer(settings.engine.templates_dir),
+        renderer=lambda: runtime.engine.renderer,
         templates=dict(settings.templates),
         phone_number_id=settings.whatsapp.phone_number_id,
         timezone=settings.api.timezone,

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta, nodes
 
+from bot.api.notifications import TEMPLATE_VALUES
 from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
@@ -113,6 +114,7 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
     problems += _project_rules(flows, templates_dir)
     problems += templates.sample_problems()
     problems += templates.engine_value_problems(engine_sample(flows))
+    problems += templates.notification_problems()
     if not problems:
         # Only a clean set is compiled: the engine stops at its first error,
         # which the checks above have already reported with its line.
@@ -267,6 +269,45 @@ class Templates:
                 )
             except Exception:  # noqa: BLE001,S112  (a value only a run can give)
                 continue
+        return problems
+
+    def notification_problems(self) -> list[Problem]:
+        """The backend API's notification templates (bot/api/notifications.py)
+        against the values each is given: a misspelt one passed, and every
+        notify call answered 500 from the next start on."""
+        problems = []
+        for name, given in sorted(TEMPLATE_VALUES.items()):
+            file = template_file(name)
+            path = str(self.dir / file)
+            if file not in self.sources:
+                if file not in self.unreadable:
+                    problems.append(
+                        Problem(
+                            path,
+                            1,
+                            "missing: the backend API's "
+                            "notifications are written with it",
+                        )
+                    )
+                continue
+            tree = self._trees.get(file)
+            if tree is None:
+                continue  # its syntax error is reported already
+            unknown = self.variables[file] - self.optional[file] - given
+            for var in sorted(unknown):
+                line = min(
+                    (n.lineno for n in tree.find_all(nodes.Name) if n.name == var),
+                    default=1,
+                )
+                problems.append(
+                    Problem(
+                        path,
+                        line,
+                        f"{var!r} is not given to this notification template "
+                        f"(it gets {', '.join(sorted(given))}); every such "
+                        "notification would fail",
+                    )
+                )
         return problems
 
     def _read(self, path: Path) -> None:

@@ -704,3 +704,20 @@ def test_a_start_word_or_name_said_twice_is_reported_in_both_files(tmp_path):
     again = "name: flow name 'ayuda' is also the name in "
     assert ("ayuda.yaml", again + "ayuda copia.yaml") in said
     assert ("ayuda copia.yaml", again + "ayuda.yaml") in said
+
+
+def test_a_notification_template_is_held_to_what_the_api_gives_it(tmp_path):
+    # `{{ patnete }}` passed, and from the next start every trip-status
+    # notification answered 500.
+    found = problems_of(
+        tmp_path,
+        {},
+        {"notificacion_viaje": "🚛 {{ emoji }} Patente: {{ patnete }}\n"},
+    )
+    name, line, message = one(found, "'patnete' is not given")
+    assert (name, line) == ("notificacion_viaje.j2", 1)
+    assert "patente" in message
+
+    (tmp_path / "message_templates" / "alerta_sistema.j2").unlink()
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    one([(Path(p.path).name, p.line, p.message) for p in found], "missing: the")

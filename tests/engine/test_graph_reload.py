@@ -296,3 +296,27 @@ async def test_a_template_only_reload_shows_in_the_log(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
     assert len(lines) == 2 and lines[0] != lines[1]
     assert lines[0].split(" templates=")[0] == lines[1].split(" templates=")[0]
+
+
+async def test_notifications_follow_a_reloaded_template(tmp_path):
+    # The API rendered with templates of its own, read once: an edit that
+    # the flows took was not what the next notification said.
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        reloader = Reloader(harness.runtime.engine, flows_dir, templates_dir)
+        write_files(templates_dir, {"notificacion_guia.j2": "Guía {{ folio }} lista"})
+        assert await reloader.reload_off_loop() is True
+
+        await harness.send(PHONE, "ruta")  # the window is open
+        session = harness._session
+        assert session is not None
+        url = (
+            harness.url.removesuffix("/webhook") + "/api/whatsapp/notify/guide_created"
+        )
+        body = {"phone": PHONE, "folio": "F-1", "cliente": "Minera", "conductor": "Ana"}
+        headers = {"Authorization": "Bearer demo-backend-token"}
+        async with session.post(url, json=body, headers=headers) as answer:
+            assert answer.status == 202
+        replies = await harness.replies(PHONE)
+        assert [b["text"]["body"] for b in replies] == ["Guía F-1 lista"]
