@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 
 def mask(wa_id: str | None) -> str:
@@ -29,3 +30,43 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class Repeated:
+    """An error that repeats while an outage lasts, logged once a period.
+
+    A database gone for a minute logged the same ERROR every half second
+    from the sender and the dispatcher each. The first failure is logged
+    at once; later ones at most once every `every` seconds, saying how many
+    were not shown; the first success after them says the outage ended.
+    """
+
+    def __init__(self, logger: logging.Logger, every: float = 30.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._next_at = 0.0
+        self._hidden = 0
+        self._failing = False
+
+    def failed(self, message: str, *args: object) -> None:
+        """Count one failure; log it if its period has come."""
+        self._failing = True
+        now = time.monotonic()
+        if now < self._next_at:
+            self._hidden += 1
+            return
+        if self._hidden:
+            message += " (%d more like it since the last line)"
+            args = (*args, self._hidden)
+        self.logger.error(message, *args)
+        self._next_at = now + self.every
+        self._hidden = 0
+
+    def succeeded(self, message: str) -> None:
+        """Say once that the failures stopped, if there were any."""
+        if not self._failing:
+            return
+        self._failing = False
+        self._next_at = 0.0
+        self._hidden = 0
+        self.logger.warning(message)

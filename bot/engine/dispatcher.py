@@ -18,7 +18,7 @@ from bot.engine import timeouts
 from bot.engine.engine import Engine
 from bot.engine.outbound import read_mark, text_messages
 from bot.engine.replies import APOLOGY
-from bot.logs import mask
+from bot.logs import Repeated, mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.statuses import record_status
 from bot.whatsapp.templates import TemplateSpec
@@ -64,6 +64,8 @@ class Dispatcher:
         self.text_fallback = text_fallback
         self._wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Storage errors repeat while an outage lasts: logged once a while.
+        self._inbox_down = Repeated(log)
 
     def wake(self) -> None:
         """Tell the dispatcher that new events are in the inbox."""
@@ -97,8 +99,9 @@ class Dispatcher:
         try:
             phones = await self.store.pending_phones(limit=free + len(self._workers))
         except StorageError as exc:
-            log.error("inbox unavailable, retrying: %s", exc)
+            self._inbox_down.failed("inbox unavailable, retrying: %s", exc)
             return
+        self._inbox_down.succeeded("inbox available again")
         for wa_id in phones:
             if wa_id in self._workers or len(self._workers) >= self.max_concurrent:
                 continue
@@ -135,7 +138,9 @@ class Dispatcher:
                             conversation = None
         except StorageError as exc:
             # The event stays pending; the next sweep tries again.
-            log.error("storage failed phone=%s, will retry: %s", mask(wa_id), exc)
+            self._inbox_down.failed(
+                "storage failed phone=%s, will retry: %s", mask(wa_id), exc
+            )
             await asyncio.sleep(self.poll_seconds)
 
     async def process(

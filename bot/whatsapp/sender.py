@@ -45,7 +45,7 @@ from datetime import timedelta
 
 from bot.aio import gather, wait_event
 from bot.config import SenderSettings
-from bot.logs import mask
+from bot.logs import Repeated, mask
 from bot.metrics import Counter, Histogram
 from bot.whatsapp.client import GraphClient, SendResult
 from bot.whatsapp.graph_errors import (
@@ -253,6 +253,7 @@ class Sender:
         self.network_reason = ""
         self._probe_at = 0.0
         self._wake = asyncio.Event()
+        self._outbox_down = Repeated(log)
 
     def wake(self) -> None:
         """Tell the sender that new items are queued."""
@@ -348,8 +349,9 @@ class Sender:
         try:
             items = await self.store.due_outbox(limit=limit)
         except StorageError as exc:
-            log.error("outbox unavailable, retrying: %s", exc)
+            self._outbox_down.failed("outbox unavailable, retrying: %s", exc)
             return []
+        self._outbox_down.succeeded("outbox available again")
         if not items and self.unreachable and not self.held:
             await self._forget_failures()
         try:
@@ -362,7 +364,7 @@ class Sender:
             await asyncio.shield(self._release(items))
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            log.error("outbox unavailable, retrying: %s", exc)
+            self._outbox_down.failed("outbox unavailable, retrying: %s", exc)
             return []
 
         now = utcnow()

@@ -1,0 +1,38 @@
+"""Log helpers: masking and errors that repeat during an outage."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot.logs import Repeated, mask
+
+
+def test_a_phone_shows_only_its_last_four_digits():
+    assert mask("56911112222") == "…2222"
+    assert mask(None) == "-"
+
+
+def test_an_error_that_repeats_is_logged_once_a_period(caplog):
+    # A database down for a minute logged the same ERROR every half second
+    # from the sender and the dispatcher each.
+    logger = logging.getLogger("tracbot.test_logs")
+    repeated = Repeated(logger, every=0.2)
+    with caplog.at_level(logging.WARNING, logger="tracbot.test_logs"):
+        for _ in range(5):
+            repeated.failed("outbox unavailable, retrying: %s", "locked")
+        time.sleep(0.25)
+        repeated.failed("outbox unavailable, retrying: %s", "locked")
+        repeated.succeeded("outbox available again")
+        repeated.succeeded("outbox available again")
+
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "outbox unavailable, retrying: locked"),
+        (
+            "ERROR",
+            "outbox unavailable, retrying: locked (4 more like it since the "
+            "last line)",
+        ),
+        ("WARNING", "outbox available again"),
+    ]
