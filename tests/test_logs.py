@@ -31,8 +31,7 @@ def test_an_error_that_repeats_is_logged_once_a_period(caplog):
         ("ERROR", "outbox unavailable, retrying: locked"),
         (
             "ERROR",
-            "outbox unavailable, retrying: locked (4 more like it since the "
-            "last line)",
+            "outbox unavailable, retrying: locked (4 more like it since the last line)",
         ),
         ("WARNING", "outbox available again"),
     ]
