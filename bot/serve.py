@@ -63,6 +63,13 @@ async def serve(
         await runner.cleanup()
         raise ConfigError(_bind_problem(exc, host, port)) from None
     _announce(settings, host, port)
+    simulator = app[RUNTIME].simulator
+    if simulator is not None:
+        # Demo mode: the simulator tells of each message's delivery as Meta
+        # does, signed, so that history and metrics show sent, delivered
+        # and read (they stayed `accepted`, a delivery rate of 0).
+        simulator.webhook_url = f"http://{LOOPBACK}:{port}/webhook"
+        simulator.app_secret = settings.whatsapp.app_secret
     _settle_heap()
 
     # Edited flows and templates are picked up by polling, or at once on HUP.

@@ -153,3 +153,42 @@ def test_backend_notification_goes_out_and_its_statuses_come_back(processes):
 
     _, ready = call(f"{bot}/readyz")
     assert ready["status"] == "ready"
+
+
+def test_the_demo_shows_delivery_in_history(tmp_path):
+    # The demo's simulator never told of deliveries: history stayed
+    # `accepted` and the delivery rate 0 for a backend developer trying it.
+    port = free_port()
+    env = {
+        **os.environ,
+        "WHATSAPP_API_TOKEN": "",
+        "WHATSAPP_API_BASE_URL": "",
+        "TRACBOT_STORAGE_URL": f"sqlite:///{tmp_path}/demo.db",
+    }
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    bot = subprocess.Popen(
+        [str(TRACBOT), "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: up(f"{base}/healthz"))
+        api = f"{base}/api/whatsapp"
+        message = {"phone": CAMILA, "message": "hola"}
+        status, body = call(f"{api}/send_text", message, "demo-backend-token")
+        assert status == 202, body
+
+        def delivered():
+            _, history = call(f"{api}/history/{CAMILA}", token="demo-admin-token")
+            return history["messages"][0]["status"] == "delivered"
+
+        wait_until(delivered)
+        _, metrics = call(f"{api}/metrics", token="demo-admin-token")
+        assert metrics["metrics"]["delivery_rate"] > 0, metrics
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(timeout=10)
+        log.close()
