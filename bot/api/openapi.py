@@ -261,6 +261,16 @@ def document() -> dict[str, Any]:
     send_text["post"]["responses"]["409"] = _json(
         "Error", "The window is closed and no `text` template is configured"
     )
+    notifications = {}
+    for kind, summary, schema in (
+        ("trip_status", "Notify a trip status", "TripStatus"),
+        ("guide_created", "Notify a created guide", "GuideCreated"),
+    ):
+        notifications[kind] = _send(summary, schema)
+        notifications[kind]["post"]["responses"]["409"] = _json(
+            "Error",
+            f"The window is closed and no `templates.{kind}` template is configured",
+        )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -275,10 +285,8 @@ def document() -> dict[str, Any]:
             f"{PREFIX}/send_template": _send(
                 "Send an approved template", "SendTemplate"
             ),
-            f"{PREFIX}/notify/trip_status": _send("Notify a trip status", "TripStatus"),
-            f"{PREFIX}/notify/guide_created": _send(
-                "Notify a created guide", "GuideCreated"
-            ),
+            f"{PREFIX}/notify/trip_status": notifications["trip_status"],
+            f"{PREFIX}/notify/guide_created": notifications["guide_created"],
             f"{PREFIX}/alert": alert,
             f"{PREFIX}/history/{{phone}}": {
                 "get": {

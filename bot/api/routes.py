@@ -113,13 +113,32 @@ class BackendApi:
 
     async def trip_status(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "TripStatus")
+        await self._reachable(phone, "trip_status")
         items = self._render(self.notifier.trip_status, phone, data)
         return await self._queued(phone, items, "trip_status")
 
     async def guide_created(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "GuideCreated")
+        await self._reachable(phone, "guide_created")
         items = self._render(self.notifier.guide_created, phone, data)
         return await self._queued(phone, items, "guide_created")
+
+    async def _reachable(self, phone: Phone, kind: str) -> None:
+        """Refuse a notification that nothing configured can deliver.
+
+        With the 24-hour window closed only a template reaches the phone:
+        without `templates.<kind>` the text was queued (202) and Meta
+        refused it, as send_text answers at once (409).
+        """
+        if kind in self.notifier.templates:
+            return
+        last = (await self.store.last_inbound([phone.wa_id])).get(phone.wa_id)
+        if not window_open(last, utcnow()):
+            raise error(
+                409,
+                f"the phone's 24-hour window is closed and no templates.{kind} "
+                "template is configured to carry this notification",
+            )
 
     async def alert(self, request: web.Request) -> web.Response:
         self.auth.require(request, "backend")

@@ -395,3 +395,24 @@ async def test_query_values_out_of_range_are_a_clear_400(api, query, said):
     response = await api.get(f"{PREFIX}/{query}", headers=auth(ADMIN))
     assert response.status == 400
     assert said in (await response.json())["error"]
+
+
+async def test_a_notification_nothing_can_deliver_is_a_409(tmp_path, aiohttp_client):
+    # Without its template and with the window closed, it was queued (202)
+    # and Meta refused it; send_text answers 409 in the same case.
+    import dataclasses
+
+    from bot.app import create_app
+
+    settings = demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND=BACKEND)
+    templates = {k: v for k, v in settings.templates.items() if k != "trip_status"}
+    settings = dataclasses.replace(settings, templates=templates)
+    api = await aiohttp_client(create_app(settings))
+    trip = {"phone": CAMILA, "patente": "AB-12", "estado": "En ruta"}
+
+    status, body = await post(api, "/notify/trip_status", trip)
+    assert status == 409
+    assert "templates.trip_status" in body["error"]
+    # Its template still configured, the guide goes as that template.
+    guide = {"phone": CAMILA, "folio": "F-1", "cliente": "Minera", "conductor": "Ana"}
+    assert (await post(api, "/notify/guide_created", guide))[0] == 202
