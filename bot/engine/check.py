@@ -10,6 +10,7 @@ variables a state cannot provide, and replies over WhatsApp's limits.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -609,7 +610,11 @@ class FlowChecker:
             self._template(f"{at}.{key}", getattr(state, key))
         if state.handover is not None:
             if state.handover not in self.flows:
-                self.fail(f"{at}.handover", f"unknown flow {state.handover!r}")
+                self.fail(
+                    f"{at}.handover",
+                    f"unknown flow {state.handover!r}"
+                    + _did_you_mean(state.handover, self.flows),
+                )
             if not state.final:
                 self.fail(
                     f"{at}.handover",
@@ -620,13 +625,25 @@ class FlowChecker:
             for i, item in enumerate(items):
                 where = f"{at}.{kind}[{i}]"
                 if item.dest not in self.spec.states:
-                    self.fail(f"{where}.to", f"unknown state {item.dest!r}")
+                    self.fail(
+                        f"{where}.to",
+                        f"unknown state {item.dest!r}"
+                        + _did_you_mean(item.dest, self.spec.states),
+                    )
                 for name in (*item.conditions, *item.unless):
                     if name not in registry.CONDITIONS:
-                        self.fail(where, f"unknown condition {name!r}")
+                        self.fail(
+                            where,
+                            f"unknown condition {name!r}"
+                            + _did_you_mean(name, registry.CONDITIONS),
+                        )
                 for name in item.actions:
                     if name not in registry.ACTIONS:
-                        self.fail(f"{where}.do", f"unknown action {name!r}")
+                        self.fail(
+                            f"{where}.do",
+                            f"unknown action {name!r}"
+                            + _did_you_mean(name, registry.ACTIONS),
+                        )
                     self._guarded(f"{where}.do", name, item.conditions)
                 self._template(f"{where}.reply", item.reply)
                 self._answered_first(f"{where}.one_of", item.one_of)
@@ -664,7 +681,10 @@ class FlowChecker:
         self._template("migrate_reply", self.spec.migrate_reply)
         for old, new in self.spec.migrate.items():
             if new not in self.spec.states:
-                self.fail(f"migrate.{old}", f"unknown state {new!r}")
+                self.fail(
+                    f"migrate.{old}",
+                    f"unknown state {new!r}" + _did_you_mean(new, self.spec.states),
+                )
 
     def _template(self, at: str, reply: Any) -> None:
         if reply is None:
@@ -932,6 +952,12 @@ class FlowChecker:
                 problem = f"which state {state!r} cannot provide (no earlier step "
                 problem += "saves it)"
             self.fail(at, f"template {reply!r} uses {name!r}, {problem}")
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`(did you mean 'revisar'?)` when a known name is close to `name`."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _guarded_names(tree: nodes.Template) -> set[str]:

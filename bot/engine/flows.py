@@ -210,7 +210,18 @@ def _state(where: _Where, at: str, name: str, body: Any) -> StateSpec:
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise where.fail(at, "a state must be a mapping")
+        if name in ("reply", "on", "always", "otherwise", "handover"):
+            # `inicio:` left empty and its keys one level too far left.
+            raise where.fail(
+                at,
+                f"{name!r} is read as a state of its own, not as a key of the "
+                "state above it: indent it under that state",
+            )
+        raise where.fail(
+            at,
+            f"state {name!r} must be a mapping of its keys (reply, on, always, "
+            f"otherwise, handover), not {body!r}",
+        )
     return StateSpec(
         name=name,
         reply=body.get("reply"),

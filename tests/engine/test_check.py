@@ -721,3 +721,38 @@ def test_a_notification_template_is_held_to_what_the_api_gives_it(tmp_path):
     (tmp_path / "message_templates" / "alerta_sistema.j2").unlink()
     found = check_project(tmp_path / "flows", tmp_path / "message_templates")
     one([(Path(p.path).name, p.line, p.message) for p in found], "missing: the")
+
+
+def test_a_state_key_one_level_too_far_left_is_named_as_such(tmp_path):
+    # "states.reply: a state must be a mapping": the author's `inicio:` was
+    # left empty and its `reply:` taken for a state.
+    flow = "name: corto\nstart: [corto]\nstates:\n  inicio:\n  reply: ayuda\n"
+    found = problems_of(tmp_path, {"corto": flow})
+    name, line, message = one(found, "'reply' is read as a state of its own")
+    assert (name, line) == ("corto.yaml", 5)
+    assert "indent it under that state" in message
+
+    flow = "name: corto\nstart: [corto]\nstates:\n  inicio: hola\n"
+    found = problems_of(tmp_path, {"corto": flow})
+    one(found, "state 'inicio' must be a mapping of its keys")
+
+
+def test_an_unknown_name_close_to_a_known_one_is_suggested(tmp_path):
+    flow = """
+    name: pedido
+    start: [pedido]
+    states:
+      revisar:
+        reply: pide
+        on:
+          - input: text
+            if: rut_valdo
+            do: buscar_conductr
+            to: revisr
+      fin:
+        reply: pide
+    """
+    found = problems_of(tmp_path, {"pedido": flow}, {"pide": "¿Qué?"})
+    one(found, "unknown state 'revisr' (did you mean 'revisar'?)")
+    one(found, "unknown condition 'rut_valdo' (did you mean 'rut_valido'?)")
+    one(found, "unknown action 'buscar_conductr' (did you mean 'buscar_conductor'?)")
