@@ -55,7 +55,7 @@ def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
-        raise FlowError(f"{path}:{line}: invalid YAML: {problem}") from exc
+        raise FlowError(f"{path}:{line}: invalid YAML: {_in_words(problem)}") from exc
     if node is None:
         return None, {}
 
@@ -63,6 +63,30 @@ def load_yaml(text: str, path: Path | str) -> tuple[Any, Lines]:
     _walk(node, "", lines, path)
     data = _Loader(text).construct_document(node)
     return data, lines
+
+
+# PyYAML's words for the usual slips, and what they mean to an author.
+_SLIPS = (
+    (
+        "expected <block end>, but found",
+        "the indentation does not line up: this line starts further left or "
+        "right than the keys it belongs with",
+    ),
+    ("expected ',' or ']'", "a list opened with [ is not closed with ]"),
+    ("expected ',' or '}'", "a mapping opened with { is not closed with }"),
+    (
+        "mapping values are not allowed here",
+        "a ': ' where a value was expected: put text that holds ': ' in quotes",
+    ),
+    ("found unexpected end of stream", "a quote is opened and never closed"),
+)
+
+
+def _in_words(problem: str) -> str:
+    for said, meant in _SLIPS:
+        if problem.startswith(said):
+            return f"{meant} (YAML says: {problem})"
+    return problem
 
 
 def line_of(lines: Lines, at: str) -> int | None:

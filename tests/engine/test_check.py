@@ -756,3 +756,30 @@ def test_an_unknown_name_close_to_a_known_one_is_suggested(tmp_path):
     one(found, "unknown state 'revisr' (did you mean 'revisar'?)")
     one(found, "unknown condition 'rut_valdo' (did you mean 'rut_valido'?)")
     one(found, "unknown action 'buscar_conductr' (did you mean 'buscar_conductor'?)")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "said"),
+    [
+        # Parser words ("expected <block end>, but found '<block mapping
+        # start>'") with nothing an author could act on.
+        (
+            "name: a\nstart: [a]\nstates:\n  x:\n    reply: b\n   on: []\n",
+            6,
+            "the indentation does not line up",
+        ),
+        ("name: a\nstart: [a\nstates:\n  x: {}\n", 3, "not closed with ]"),
+        (
+            "name: a\nstart: [a]\ndescription: hola: chao\nstates:\n  x: {}\n",
+            3,
+            "put text that holds ': ' in quotes",
+        ),
+    ],
+)
+def test_a_yaml_slip_is_said_in_words(tmp_path, source, line, said):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "a.yaml").write_text(source, "utf-8")
+    (tmp_path / "message_templates").mkdir()
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    hits = [p for p in found if said in p.message]
+    assert [(Path(p.path).name, p.line) for p in hits] == [("a.yaml", line)], found
