@@ -60,7 +60,7 @@ def commands(specs: Iterable[FlowSpec]) -> list[dict[str, str]]:
             "command": str(s.command),
             "description": s.description,
             "id": f"menu_{s.name}",
-            "title": str(s.command).capitalize(),
+            "title": s.title or str(s.command).capitalize(),
         }
         for s in usable
     ]

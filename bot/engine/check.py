@@ -579,6 +579,7 @@ class FlowChecker:
         self._start_words = StartWords(flows.values())
 
     def run(self) -> list[Problem]:
+        self._menu_title()
         for state in self.spec.states.values():
             self._state(state)
         self._flow_templates()
@@ -590,6 +591,25 @@ class FlowChecker:
             self._reachability()
             self._slots()
         return self.problems
+
+    def _menu_title(self) -> None:
+        # The command is a row of the OPCIONES list, titled by `title`.
+        spec = self.spec
+        if spec.command is None:
+            if spec.title is not None:
+                self.fail(
+                    "title",
+                    "a title is the row of a command in the menus: "
+                    "this flow has no `command`",
+                )
+            return
+        title = spec.title or str(spec.command).capitalize()
+        if len(title) > limits.MAX_ROW_TITLE:
+            self.fail(
+                "title" if spec.title else "command",
+                f"menu title {title!r} is {len(title)} characters; a list row "
+                f"holds {limits.MAX_ROW_TITLE} (set a shorter `title:`)",
+            )
 
     def _broken_ways(self) -> bool:
         states = self.spec.states

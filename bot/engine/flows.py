@@ -76,6 +76,9 @@ class FlowSpec:
     fallback: bool = False
     description: str = ""
     command: str | None = None
+    # The command's row in a menu (OPCIONES); the command, capitalised, if
+    # none (GUIA is typed without its accent, Guía reads better).
+    title: str | None = None
     # Start words also start the flow from inside a short sentence
     # ("¿dónde está mi guía?"); see bot.engine.keywords.
     keywords: bool = False
@@ -148,6 +151,7 @@ def load_flow(path: Path) -> FlowSpec:
         fallback=where.flag(data, "fallback"),
         description=str(data.get("description", "")),
         command=data.get("command"),
+        title=None if data.get("title") is None else str(data["title"]),
         keywords=where.flag(data, "keywords"),
         version=hashlib.sha256(raw_bytes).hexdigest()[:16],
         extra={k: v for k, v in data.items() if k not in _FLOW_KEYS},
@@ -171,6 +175,7 @@ _FLOW_KEYS = {
     "fallback",
     "description",
     "command",
+    "title",
     "timeout",
     "migrate",
     "migrate_reply",

@@ -783,3 +783,15 @@ def test_a_yaml_slip_is_said_in_words(tmp_path, source, line, said):
     found = check_project(tmp_path / "flows", tmp_path / "message_templates")
     hits = [p for p in found if said in p.message]
     assert [(Path(p.path).name, p.line) for p in hits] == [("a.yaml", line)], found
+
+
+def test_a_menu_title_is_held_to_a_list_row(tmp_path):
+    # The OPCIONES rows read "Guia" and "Ubicacion": a flow may title its
+    # command's row, and the title must fit one.
+    long = "name: largo\nstart: [largo]\ncommand: LARGO\n"
+    long += "title: Un título demasiado largo para una fila\nstates:\n  fin: {}\n"
+    bare = "name: suelto\nstart: [suelto]\ntitle: Suelto\nstates:\n  fin: {}\n"
+    found = problems_of(tmp_path, {"largo": long, "suelto": bare})
+    name, line, _ = one(found, "menu title 'Un título demasiado largo")
+    assert (name, line) == ("largo.yaml", 4)
+    assert one(found, "this flow has no `command`")[:2] == ("suelto.yaml", 3)
