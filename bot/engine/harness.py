@@ -100,7 +100,15 @@ class Harness:
         """Let the phone's stored deadline pass; return the replies it caused."""
         conversation = await self.conversation(wa_id)
         if conversation is None or conversation.deadline is None:
-            raise AssertionError("the conversation has no deadline to expire")
+            flow = conversation.flow if conversation else None
+            raise AssertionError(
+                "nothing to expire: the conversation waits for no time "
+                + (
+                    f"(flow {flow!r} has no `timeout:`)"
+                    if flow
+                    else "(no flow is open)"
+                )
+            )
         runtime = self.runtime
         now = conversation.deadline + timedelta(seconds=1)
         await sweep_once(runtime.store, now, self.settings.whatsapp.phone_number_id)

@@ -320,3 +320,20 @@ def test_every_case_with_a_mistake_is_reported_at_once(tmp_path):
         f"{cases}:9: unknown key 'contians' (expire, flow, no_reply, replies, reply,"
         " send, slots, state)",
     ]
+
+
+async def test_expire_on_a_flow_without_a_timeout_says_why(tmp_path):
+    # "error: AssertionError: the conversation has no deadline to expire".
+    config, cases = project(
+        tmp_path,
+        """
+        cases:
+          - name: nada que expirar
+            steps:
+              - send: pregunta
+              - expire: true
+        """,
+    )
+    report = await run_files([cases], config)
+    [failure] = report.results[0].failures
+    assert "flow 'sino' has no `timeout:`" in failure
