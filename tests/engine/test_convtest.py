@@ -56,6 +56,10 @@ async def test_passing_case_and_coverage_report(tmp_path):
     assert "sino.no" in report.not_entered and "sino.si" not in report.not_entered
     assert report.not_taken == ["sino.preguntar.on[1]"]
     assert "transitions no case took: sino.preguntar.on[1]" in report.text()
+    # A flow no case entered is named once, not state by state.
+    assert "ayuda" in report.not_entered
+    assert not [n for n in report.not_entered if n.startswith("ayuda.")]
+    assert not [n for n in report.not_taken if n.startswith("ayuda.")]
 
 
 async def test_a_flow_or_state_no_flow_has_is_named_as_the_tests_slip(tmp_path):
