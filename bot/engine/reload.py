@@ -140,17 +140,26 @@ class Reloader:
             self.refusals += 1
             return False
         flows, loaded = prepared
-        before = set(self.engine.flows)
+        before = {name: flow.spec.version for name, flow in self.engine.flows.items()}
+        sources = dict(self.engine.renderer.sources)
         self.engine.install(loaded)
         self.reloads += 1
-        for name in sorted(before - set(flows)):
+        for name in sorted(before.keys() - flows.keys()):
             log.warning("flow removed flow=%s; drivers in it start over", name)
-        versions = " ".join(f"{n}={s.version[:8]}" for n, s in sorted(flows.items()))
+        # What changed, by name: every flow's hash said nothing of which
+        # one an author had just edited.
         renderer = loaded[1]
+        changed = [n for n, s in sorted(flows.items()) if before.get(n) != s.version]
+        edited = sorted(
+            name
+            for name in sources.keys() | renderer.sources.keys()
+            if sources.get(name) != renderer.sources.get(name)
+        )
         log.info(
-            "flows reloaded %s templates=%d (%s)",
-            versions,
+            "flows reloaded changed=%s templates changed=%s (%d flows, %d templates)",
+            ",".join(changed) or "-",
+            ",".join(edited) or "-",
+            len(flows),
             len(renderer.sources),
-            renderer.version[:8],
         )
         return True
