@@ -23,6 +23,7 @@ from bot.business.settings import business_settings
 from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.engine import Engine
+from bot.engine.reload import Reloader
 from bot.engine.timeouts import run_sweeper
 from bot.whatsapp import simulator as graph_simulator
 from bot.whatsapp.client import GraphClient
@@ -51,6 +52,8 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The processing thread, when the dispatcher and sender run on one.
     worker: Worker | None = None
+    # The watcher of flows and templates (`tracbot serve` only).
+    reloader: Reloader | None = None
 
     def wake_dispatcher(self) -> None:
         """Tell the dispatcher of new inbox events, wherever it runs."""

@@ -72,12 +72,15 @@ async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
     await site.start()
     port = runner.addresses[0][1]
     url = f"http://127.0.0.1:{port}/webhook"
-    print(
-        "Chat de prueba: responde el simulador local, nada se envía a WhatsApp."
-        f"\nEscribe como el conductor {phone} (Ctrl-D para salir).",
-        flush=True,
-    )
+    # Everything that prints runs inside the `try`: a reader gone away
+    # (`| head -1`) must still let the app stop, or its processing thread
+    # kept the process alive.
     try:
+        print(
+            "Chat de prueba: responde el simulador local, nada se envía a "
+            f"WhatsApp.\nEscribe como el conductor {phone} (Ctrl-D para salir).",
+            flush=True,
+        )
         async with aiohttp.ClientSession() as session:
             while (line := await _read_line()) is not None:
                 await _post(session, url, settings, wa_id, line)

@@ -73,7 +73,7 @@ async def serve(
     _settle_heap()
 
     # Edited flows and templates are picked up by polling, or at once on HUP.
-    reloader = Reloader(app[RUNTIME].engine, *engine_dirs)
+    reloader = app[RUNTIME].reloader = Reloader(app[RUNTIME].engine, *engine_dirs)
     watcher = asyncio.create_task(reloader.run(), name="reload")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.support import ROOT
 
 
@@ -45,8 +47,11 @@ def test_chat_answers_ayuda_and_an_unknown_text(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_chat_whose_reader_goes_away_stops_without_a_traceback(tmp_path):
-    # `tracbot chat … | head -1` printed a BrokenPipeError traceback.
+@pytest.mark.parametrize("lines_read", [0, 1])
+def test_chat_whose_reader_goes_away_stops_without_a_traceback(tmp_path, lines_read):
+    # `tracbot chat … | head -1` printed a BrokenPipeError traceback, and,
+    # when its first line was the one refused, never exited: its processing
+    # thread kept the process alive.
     chat = subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", str(ROOT / "config.yaml")]
         + ["chat", "+56911112222"],
@@ -56,7 +61,8 @@ def test_chat_whose_reader_goes_away_stops_without_a_traceback(tmp_path):
         env={**os.environ, **demo_env(tmp_path)},
     )
     assert chat.stdout is not None and chat.stdin is not None
-    chat.stdout.readline()  # its first line, as `head -1` reads it
+    for _ in range(lines_read):
+        chat.stdout.readline()  # as `head -1` reads it
     chat.stdout.close()
     _, err = chat.communicate(b"ayuda\nestado\nguia\n", timeout=90)
     assert b"Traceback" not in err, err.decode()

@@ -109,15 +109,25 @@ class _Operations:
     def _warnings(self) -> list[str]:
         """What an operator should see, that does not stop this process from
         serving (a 503 would take it out of a load balancer)."""
+        warnings = []
         refused = self.webhook.refusals
-        if refused.count < refused.at_least:
-            return []
-        # Not a problem: anyone can POST unsigned bytes, and readiness must
-        # not be theirs to take away. A wrong app secret looks like this.
-        return [
-            f"webhook: the last {refused.count} POSTs were refused for their "
-            "signature, none accepted since; WHATSAPP_APP_SECRET may be wrong"
-        ]
+        if refused.count >= refused.at_least:
+            # Not a problem: anyone can POST unsigned bytes, and readiness
+            # must not be theirs to take away. A wrong app secret looks like
+            # this.
+            warnings.append(
+                f"webhook: the last {refused.count} POSTs were refused for their "
+                "signature, none accepted since; WHATSAPP_APP_SECRET may be wrong"
+            )
+        reloader = self.runtime.reloader
+        if reloader is not None and reloader.refused:
+            # The version before serves; a restart would not start at all.
+            warnings.append(
+                "flows: the files on disk were refused at reload "
+                f"({reloader.refused}); the previous version keeps serving, but "
+                "a restart would refuse to start: fix them (tracbot check)"
+            )
+        return warnings
 
     async def metrics(self, request: web.Request) -> web.Response:
         blocks = [

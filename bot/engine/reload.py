@@ -54,6 +54,10 @@ class Reloader:
         self.interval = interval
         self.reloads = 0
         self.refusals = 0
+        # Why the files on disk were refused at the last reload, until one
+        # is taken: the previous version serves, but a restart would refuse
+        # to start (/readyz warns of it).
+        self.refused: str | None = None
         self._seen = self.snapshot()
         self._asked = asyncio.Event()
 
@@ -104,6 +108,7 @@ class Reloader:
         templates = Templates(self.templates_dir)
         problems = check_project(self.flows_dir, self.templates_dir, templates)
         if problems:
+            self.refused = f"{len(problems)} problem(s), the first: {problems[0]}"
             for problem in problems:
                 log.error("reload refused: %s", problem)
             log.error(
@@ -122,6 +127,7 @@ class Reloader:
             renderer = Renderer(self.templates_dir, templates.sources)
             return flows, compile_version(flows, renderer)
         except (FlowError, OSError) as exc:
+            self.refused = str(exc)
             log.error("reload refused: %s", exc)
             return None
 
@@ -144,6 +150,7 @@ class Reloader:
         sources = dict(self.engine.renderer.sources)
         self.engine.install(loaded)
         self.reloads += 1
+        self.refused = None
         for name in sorted(before.keys() - flows.keys()):
             log.warning("flow removed flow=%s; drivers in it start over", name)
         # What changed, by name: every flow's hash said nothing of which

@@ -324,3 +324,29 @@ async def test_notifications_follow_a_reloaded_template(tmp_path):
             assert answer.status == 202
         replies = await harness.replies(PHONE)
         assert [b["text"]["body"] for b in replies] == ["Guía F-1 lista"]
+
+
+async def test_readyz_warns_while_the_files_on_disk_are_refused(tmp_path):
+    # A refused edit kept the old version serving, silently: the next
+    # restart refused to start and every driver went unanswered.
+    config = make_project(tmp_path, {"ruta": FLOW}, TEMPLATES)
+    flows_dir, templates_dir = tmp_path / "flows", tmp_path / "message_templates"
+    async with Harness(demo_settings(config, tmp_path)) as harness:
+        runtime = harness.runtime
+        runtime.reloader = Reloader(runtime.engine, flows_dir, templates_dir)
+        session = harness._session
+        assert session is not None
+        readyz = harness.url.removesuffix("/webhook") + "/readyz"
+
+        broken = FLOW.replace('to: "paso 2"', "to: bb")
+        write_files(flows_dir, {"ruta.yaml": broken})
+        assert runtime.reloader.reload() is False
+        async with session.get(readyz) as answer:
+            assert answer.status == 200
+            [warning] = (await answer.json())["warnings"]
+        assert "refused at reload" in warning and "unknown state 'bb'" in warning
+
+        write_files(flows_dir, {"ruta.yaml": FLOW})
+        assert runtime.reloader.reload() is True
+        async with session.get(readyz) as answer:
+            assert "warnings" not in await answer.json()
