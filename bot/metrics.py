@@ -69,6 +69,11 @@ def gauge(name: str, help_: str, value: float) -> list[str]:
     return [*_header(name, help_, "gauge"), f"{name} {_num(value)}"]
 
 
+def counter(name: str, help_: str, value: float) -> list[str]:
+    """The lines of a counter without labels, kept elsewhere."""
+    return [*_header(name, help_, "counter"), f"{name} {_num(value)}"]
+
+
 def labelled_counter(
     name: str, help_: str, label: str, values: Iterable[tuple[str, float]]
 ) -> list[str]:

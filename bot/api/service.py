@@ -51,6 +51,10 @@ def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> No
     app.router.add_get("/metrics", ops.metrics)
 
 
+# Messages the engine failed on in a row before /readyz warns of it.
+FAILING_AFTER = 3
+
+
 class _Operations:
     def __init__(self, runtime: Runtime, webhook: WebhookHandler) -> None:
         self.runtime = runtime
@@ -119,6 +123,14 @@ class _Operations:
                 f"webhook: the last {refused.count} POSTs were refused for their "
                 "signature, none accepted since; WHATSAPP_APP_SECRET may be wrong"
             )
+        dispatcher = self.runtime.dispatcher
+        if dispatcher is not None and dispatcher.failing_in_a_row >= FAILING_AFTER:
+            # Not a 503: the webhooks are still stored and answered 200.
+            warnings.append(
+                f"engine: the last {dispatcher.failing_in_a_row} messages failed "
+                "and their drivers got the apology (a business database or an "
+                "action broken?); see the log"
+            )
         reloader = self.runtime.reloader
         if reloader is not None and reloader.refused:
             # The version before serves; a restart would not start at all.
@@ -152,6 +164,15 @@ class _Operations:
         else:
             blocks += _queue_gauges(stats, utcnow())
 
+        dispatcher = self.runtime.dispatcher
+        if dispatcher is not None:
+            blocks.append(
+                metrics.counter(
+                    "tracbot_engine_failures_total",
+                    "Messages the engine failed on; their drivers got the apology.",
+                    dispatcher.engine_failures,
+                )
+            )
         sender = self.runtime.sender
         if sender is not None:
             blocks += [

@@ -66,6 +66,10 @@ class Dispatcher:
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Storage errors repeat while an outage lasts: logged once a while.
         self._inbox_down = Repeated(log)
+        # Messages the engine failed on (the driver got the apology): in
+        # all, and since the last one it handled.
+        self.engine_failures = 0
+        self.failing_in_a_row = 0
 
     def wake(self) -> None:
         """Tell the dispatcher that new events are in the inbox."""
@@ -215,7 +219,7 @@ class Dispatcher:
     ) -> list[str]:
         before = (conversation.flow, conversation.state, dict(conversation.slots))
         try:
-            return (await self.engine.handle(message, conversation)).replies
+            replies = (await self.engine.handle(message, conversation)).replies
         except StorageError:
             raise
         except Exception:
@@ -223,7 +227,13 @@ class Dispatcher:
             # show the driver a traceback: apologise, keep the old state.
             log.exception("engine failed wamid=…%s", message.wamid[-6:])
             conversation.flow, conversation.state, conversation.slots = before
+            # /readyz and /metrics show it: a business database gone bad
+            # gave every driver the apology while readiness said "ready".
+            self.engine_failures += 1
+            self.failing_in_a_row += 1
             return [APOLOGY]
+        self.failing_in_a_row = 0
+        return replies
 
     async def _timeout(self, event: InboxEvent, notice: Notice, wa_id: str) -> None:
         conversation = await self.store.load_conversation(wa_id)

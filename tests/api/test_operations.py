@@ -145,3 +145,27 @@ async def test_a_wrong_app_secret_is_told_apart_and_counted(
     assert "WHATSAPP_APP_SECRET" in body["warnings"][0]
     assert await driver_says(client, "hola") == 200
     assert "warnings" not in await (await client.get("/readyz")).json()
+
+
+async def test_readyz_and_metrics_tell_when_every_message_fails(
+    tmp_path, aiohttp_client
+):
+    # A business database overwritten with garbage: every driver got the
+    # apology, and /readyz still said "ready" with nothing in /metrics.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    assert await driver_says(client, "estado") == 200
+    await settle(runtime)
+
+    (tmp_path / "business.db").write_bytes(b"not a database at all " * 512)
+    for text in ("estado", "guia", "estado"):
+        assert await driver_says(client, text) == 200
+        await settle(runtime)
+    assert all("Lo siento" in t for t in support.sent_texts(runtime, CAMILA)[-3:])
+
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    [warning] = (await ready.json())["warnings"]
+    assert warning.startswith("engine: the last 3 messages failed")
+    metrics = await (await client.get("/metrics")).text()
+    assert "tracbot_engine_failures_total 3" in metrics
