@@ -60,8 +60,23 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
     # refuses +56 9 1234 5678, a form CLOUD_API.md §12 must accept).
     if not phonenumbers.is_possible_number(number):
         raise InvalidPhone(f"{_shown(raw)} is not a valid phone number: {EXPECTED}")
+    # Possible for the country is not enough: +56 9 1111 22222 (a digit too
+    # many for a mobile) passed as some other kind of number. WhatsApp
+    # numbers are mobiles or landlines.
+    if not any(phonenumbers.is_possible_number_for_type(number, t) for t in _KINDS):
+        raise InvalidPhone(
+            f"{_shown(raw)} has too many or too few digits for a mobile or a "
+            f"landline: {EXPECTED}"
+        )
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Phone(e164)
+
+
+_KINDS = (
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+)
 
 
 def _shown(raw: str) -> str:

@@ -96,6 +96,15 @@ async def test_a_bad_phone_says_what_is_expected(api, phone):
     assert "did not seem" not in body["error"]
 
 
+@pytest.mark.parametrize("phone", ["+56 9 1111 22222", "+56 600 123 4567"])
+async def test_a_number_of_the_wrong_length_for_a_phone_is_refused(api, phone):
+    # A digit too many was queued as +569111122222: possible for Chile as
+    # some kind of number, not as a mobile or a landline.
+    status, body = await post(api, "/send_text", {"phone": phone, "message": "x"})
+    assert status == 400
+    assert "too many or too few digits for a mobile or a landline" in body["error"]
+
+
 # Alerts and template parameters
 
 
