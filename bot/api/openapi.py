@@ -256,6 +256,11 @@ def document() -> dict[str, Any]:
         "queued, and a number given twice is sent once (`duplicate` carries "
         "the ids of the first).",
     )
+    alert["post"]["description"] += (
+        " A template parameter holds 1,024 characters on one line: outside the "
+        "window, a longer `descripcion` is cut there with an ellipsis, and its "
+        "line breaks become spaces."
+    )
     send_text = _send("Send a text", "SendText")
     send_text["post"]["description"] = SEND_TEXT
     send_text["post"]["responses"]["409"] = _json(

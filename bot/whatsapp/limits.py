@@ -67,10 +67,10 @@ def _cut_point(text: str, limit: int) -> int:
         at = window.rfind(separator)
         if at >= limit // 2:
             return at
-    return _between_characters(text, limit)
+    return between_characters(text, limit)
 
 
-def _between_characters(text: str, cut: int) -> int:
+def between_characters(text: str, cut: int) -> int:
     """`cut`, moved back to where one character the reader sees ends and
     the next begins: a flag, a family joined by zero-width joiners or a
     letter with its accent cut in two showed as boxes on both sides."""

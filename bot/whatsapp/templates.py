@@ -16,7 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.whatsapp.limits import MAX_PARAMETER, clean_parameter, split_text
+from bot.whatsapp.limits import (
+    MAX_PARAMETER,
+    between_characters,
+    clean_parameter,
+    split_text,
+)
 from bot.whatsapp.messages import template_body
 
 WINDOW = timedelta(hours=24)
@@ -98,5 +103,5 @@ def _spec(path: Any, key: str, entry: Any) -> TemplateSpec:
 def _parameter(value: Any) -> str:
     text = clean_parameter("" if value is None else str(value))
     if len(text) > MAX_PARAMETER:
-        text = text[: MAX_PARAMETER - 1] + "…"
+        text = text[: between_characters(text, MAX_PARAMETER - 1)] + "…"
     return text or "-"

@@ -40,3 +40,15 @@ def test_a_cut_inside_a_word_never_splits_a_character(text, limit, last):
 
 def test_a_text_without_a_place_to_cut_is_cut_at_the_limit():
     assert [len(part) for part in split_text("a" * 5000)] == [MAX_TEXT, 904]
+
+
+def test_a_template_parameter_too_long_is_cut_between_characters():
+    # Cut at 1,023 characters and an ellipsis: the flag before it was split.
+    from bot.whatsapp.templates import TemplateSpec
+
+    spec = TemplateSpec("alert", "alerta_sistema", "es", ("descripcion",))
+    text = "a" * (MAX_PARAMETER - 2) + "🇨🇱 y más"
+    body = spec.body("56911120011", {"descripcion": text})
+    [component] = body["template"]["components"]
+    value = component["parameters"][0]["text"]
+    assert value == "a" * (MAX_PARAMETER - 2) + "…"
