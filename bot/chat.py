@@ -96,10 +96,13 @@ def offline(settings: Settings, scratch: Path) -> Settings:
 
     A deployment's settings (a token was set) also get a scratch outbox,
     so that chat's sender never drains messages queued for real drivers;
-    the demo's, a copy while `tracbot serve` has its file open.
+    so does a server database whatever the token (a shell without it, beside
+    a service that has it: chat's sender took the service's queued alerts
+    and "sent" them to its simulator); the demo's SQLite file, a copy while
+    `tracbot serve` has it open.
     """
     storage_url = settings.storage_url
-    if not settings.demo:
+    if not settings.demo or not storage_url.startswith("sqlite:"):
         storage_url = f"sqlite:///{scratch / 'chat.db'}"
     whatsapp = dataclasses.replace(settings.whatsapp, access_token=None)
     settings = answering(settings)
