@@ -300,7 +300,15 @@ def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
         var = reader.str(f"whatsapp.secrets.{key}", default_var)
         # A secret mounted from a file often ends in a line break: kept, it
         # made every signature (and the handshake) fail, silently.
-        values[key] = (env.get(var) or "").strip() or None
+        raw = env.get(var)
+        values[key] = (raw or "").strip() or None
+        if key == "access_token" and raw and values[key] is None:
+            # Blank is not unset: a token file mounted empty started a
+            # deployment in demo mode, its replies sent to the simulator.
+            raise ConfigError(
+                f"{reader.path}: the variable {var} is set but blank: give it "
+                "the access token, or unset it for demo mode"
+            )
 
     # Without a token nothing can reach Meta, so the other secrets may take
     # demo values; with one, each secret must be set for real.

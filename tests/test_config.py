@@ -81,6 +81,16 @@ def test_secrets_read_from_files_lose_their_line_break():
     assert tokens == {"TRACBOT_API_TOKEN_BACKEND": "be-tok"}
 
 
+def test_a_blank_access_token_is_refused_not_taken_for_demo_mode():
+    # A token file mounted empty started a deployment in demo mode: its
+    # replies went to the built-in simulator, never to Meta.
+    with pytest.raises(ConfigError, match="WHATSAPP_API_TOKEN is set but blank"):
+        load_settings(CONFIG, env={**SECRETS, "WHATSAPP_API_TOKEN": "  \n"})
+    env = {**SECRETS, "WHATSAPP_API_TOKEN": "EAAtoken", "TRACBOT_API_TOKEN_ADMIN": " "}
+    settings = load_settings(CONFIG, env=env)
+    assert "TRACBOT_API_TOKEN_ADMIN is set but blank" in settings.api.unset
+
+
 @pytest.mark.parametrize("token", ["EAA\ntoken", "EAA\ttoken", "EAAtokén"])
 def test_a_token_no_header_can_carry_is_refused_at_load(token):
     # It went into the Authorization header as is: a line break in it

@@ -35,7 +35,7 @@ def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> No
     if not settings.api.tokens:
         log.warning("backend API has no token configured: every call gets 401")
     for var in settings.api.unset:
-        log.warning("backend API token variable %s is not set", var)
+        log.warning("backend API token variable %s", var)
 
     notifier = Notifier(
         renderer=lambda: runtime.engine.renderer,

@@ -69,7 +69,11 @@ def parse_api(path: Any, data: Any, env: Mapping[str, str], demo: bool) -> ApiSe
         if value:
             tokens.append(ApiToken(var, value, roles))
         else:
-            unset.append(var)
+            unset.append(
+                f"{var} is not set"
+                if env.get(var) is None
+                else f"{var} is set but blank"
+            )
 
     region = _text(path, data, "default_region", "CL")
     if region not in phonenumbers.SUPPORTED_REGIONS:
