@@ -129,6 +129,11 @@ def _action_for_code(code: int) -> str | None:
     return None
 
 
+# Answers without a Graph error body that say the request never got to
+# the Graph API: a wrong path, a gateway's timeout or throttling.
+_NOT_THERE = frozenset({404, 405, 408, 429})
+
+
 def parse_graph_error(http_status: int, body: bytes | str | dict | None) -> GraphError:
     """Build a GraphError from a non-2xx answer; never raises on junk bodies.
 
@@ -141,16 +146,19 @@ def parse_graph_error(http_status: int, body: bytes | str | dict | None) -> Grap
         # Not the Graph API's own refusal, which always says why in an error
         # object: a proxy, or a base URL with a wrong path (a tester's
         # `…/v23.0` gave 404 and every reply was dropped as permanent). It is
-        # retried, and the sender counts it as no answer from the Graph API:
-        # it costs no attempt (`unsent`), or a wrong URL gave every reply up
-        # after its eight attempts, and /readyz went back to ready.
+        # retried. A wrong path or a gateway in trouble (404, 405, 408, 429,
+        # 5xx) never reached Meta and costs no attempt (`unsent`): a wrong
+        # URL gave every reply up after its eight attempts. Another refusal
+        # (a firewall's 403 of one body, a 413) would refuse it again: it
+        # counts, so that one message cannot hold its phone's queue forever.
         action = AUTH if http_status == 401 else RETRY
         return GraphError(
             f"HTTP {http_status} without a Graph error body: a proxy or a "
             "wrong WHATSAPP_API_BASE_URL?",
             http_status=http_status,
             action=action,
-            unsent=action == RETRY,
+            unsent=action == RETRY
+            and (http_status in _NOT_THERE or http_status >= 500),
         )
 
     error_data = error.get("error_data")

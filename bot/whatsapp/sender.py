@@ -555,10 +555,16 @@ class Sender:
 
     async def _failed(self, item: OutboxItem, exc: GraphError, ms: int) -> None:
         self.metrics.errors.inc(str(exc.code) if exc.code is not None else "none")
-        if exc.code is None and exc.action != AUTH:
+        status = exc.http_status
+        if (
+            exc.code is None
+            and exc.action != AUTH
+            and (exc.unsent or status is None or 200 <= status < 300)
+        ):
             # No answer from the Graph API itself: no connection, no answer
             # in time, or an answer from something else (a proxy, a wrong
-            # path).
+            # path). A proxy refusing one body (a firewall's 403) answers the
+            # others: it says nothing of whether the Graph API is there.
             self.network_failures += 1
             self.network_reason = str(exc)
             probe_in = min(self._backoff(self.network_failures), PROBE_MAX_SECONDS)

@@ -236,6 +236,23 @@ async def test_a_base_url_with_a_wrong_path_keeps_the_replies_and_says_so(
     assert "WHATSAPP_API_BASE_URL" in sender.network_reason
 
 
+async def test_a_proxy_refusing_one_message_holds_neither_its_phone_nor_the_rest(
+    store, simulator, graph, base_url
+):
+    # A firewall's 403 (HTML, no Graph error) for one body cost no attempt:
+    # retried forever, it held every later message of its phone, and /readyz
+    # said the Graph API was unreachable.
+    await store.enqueue([text(CAMILA, "uno"), text(CAMILA, "dos")])
+    simulator.fail_for(CAMILA, 403, times=2)
+    sender = make_sender(store, graph(base_url), max_attempts=2)
+    async with running(sender):
+        items = await settled(store)
+
+    assert [item.status for item in items] == ["failed", "accepted"]
+    assert [item.attempts for item in items] == [2, 1]
+    assert not sender.unreachable and sender.network_failures == 0
+
+
 async def test_a_failure_line_says_once_what_happens_next(
     store, simulator, graph, base_url, sender_log
 ):
