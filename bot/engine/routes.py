@@ -22,6 +22,10 @@ REMEMBERED = 2048
 # Longer texts are stories rather than commands, and seldom come twice.
 LONGEST_REMEMBERED = 64
 
+# Words a text may have and still be small talk by its first word
+# ("ok gracias", "vale, perfecto", "lista porfa").
+SMALL_TALK_WORDS = 3
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -45,7 +49,8 @@ class StartWords:
             found = frozenset(
                 name
                 for name, spec in self.specs.items()
-                if typed in spec.start or first in spec.start
+                if typed in spec.start
+                or (first in spec.start and _first_word_counts(spec, typed))
             ) or frozenset(
                 name for name, spec in self.specs.items() if starts(spec, typed, first)
             )
@@ -76,7 +81,23 @@ def starts(spec: FlowSpec, typed: str, first: str | None = None) -> bool:
         return True
     if first is None:
         first = _first_word(typed)
-    return first is not None and any(close_enough(first, w) for w in spec.start)
+    if first is None or not _first_word_counts(spec, typed):
+        return False
+    if spec.cancels:
+        # Undoing work takes the word as it is: `sali de faena` ("I left
+        # the site") and `canceló la carga` cancelled the flow in progress.
+        return first in spec.start
+    return any(close_enough(first, w) for w in spec.start)
+
+
+def _first_word_counts(spec: FlowSpec, typed: str) -> bool:
+    """Whether a text may start `spec` by its first word alone.
+
+    Small talk (a flow without a command: a thanks, an OK, the menu word)
+    starts so only in a short text: "Ok, pero el camión tiene una falla y
+    necesito ayuda" got "¡De nada!" instead of the help it asked for.
+    """
+    return spec.command is not None or len(words(typed)) <= SMALL_TALK_WORDS
 
 
 def _first_word(typed: str) -> str | None:

@@ -69,3 +69,24 @@ def test_a_word_one_flow_names_is_no_typo_of_another_flows_word(tmp_path):
     # Where no flow names the word, the typo still counts.
     assert words.said("ayudda") == {"ayuda"}
     assert words.said("estdo") == {"estado"}
+
+
+def test_small_talk_starts_only_a_short_text_and_cancel_takes_no_typo():
+    # "Ok, pero el camión tiene una falla…" got "¡De nada!"; "sali de faena"
+    # ("I left the site") cancelled the flow in progress as a typo of SALIR.
+    specs = load_flows(REPO / "flows")
+    words = StartWords(specs.values())
+
+    def said(text: str) -> frozenset[str]:
+        return words.said(command_form(text))
+
+    assert said("ok gracias") == {"gracias"}
+    assert said("Vale, perfecto!") == {"gracias"}
+    assert said("Ok, pero el camión tiene una falla en el motor") == set()
+    assert said("lista de mis viajes") == set()
+    assert said("sali de faena") == set()
+    assert said("Canceló la carga el cliente") == set()
+    assert said("cancelar") == {"cancelar"}
+    assert said("salir ya") == {"cancelar"}
+    # Commands keep their first word and its typos in any sentence.
+    assert said("estdo de mi viaje por favor ahora") == {"estado"}
