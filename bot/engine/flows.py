@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.source import Lines, line_of, load_yaml
-from bot.engine.text import command_form
+from bot.engine.text import answer_form, command_form
 from bot.errors import FlowError
 
 INPUT_KINDS = ("any", "text", "location", "button", "list", "quick_reply", "media")
@@ -260,7 +260,7 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
         dest=dest,
         input=where.choice(body, "input", INPUT_KINDS, "any", at=at),
         match=match,
-        one_of=tuple(command_form(w) for w in where.words(body, "one_of")),
+        one_of=tuple(answer_form(w) for w in where.words(body, "one_of")),
         ids=tuple(str(i) for i in where.words(body, "id")),
         save=body.get("save"),
         conditions=tuple(where.words(body, "if")),

@@ -54,6 +54,18 @@ def command_form(text: str | None) -> str:
     )
 
 
+def answer_form(text: str | None) -> str:
+    """How a typed answer and a `one_of` word compare: as `command_form`,
+    with punctuation between words ignored ("Sí, soy yo" is "si soy yo"),
+    a held-down letter once, and a symbol without its skin tone (👍🏿 is
+    👍)."""
+    typed = command_form(text)
+    found = words(typed)
+    if found:
+        return " ".join(collapse_shout(word) for word in found)
+    return "".join(ch for ch in typed if not 0x1F3FB <= ord(ch) <= 0x1F3FF)
+
+
 def collapse_shout(word: str) -> str:
     """`ayudaaa` → `ayuda`: a letter held down 3+ times counts once."""
     return _SHOUT.sub(r"\1", word)

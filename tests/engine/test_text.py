@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.engine.text import close_enough, normalize
+from bot.engine.text import answer_form, close_enough, normalize
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,19 @@ def test_empty_and_none():
 )
 def test_one_typo_is_tolerated_in_long_words(typed, word, expected):
     assert close_enough(typed, word) is expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "form"),
+    [
+        # "Sí, soy yo" (the button's own title, typed) was asked again: the
+        # comma stayed; 👍🏿 was not 👍.
+        ("Sí, soy yo", "si soy yo"),
+        ("¡No, no soy yo!", "no no soy yo"),
+        ("siii", "si"),
+        ("👍🏿", "👍"),
+        ("👍", "👍"),
+    ],
+)
+def test_an_answer_compares_without_punctuation_or_skin_tone(typed, form):
+    assert answer_form(typed) == form
