@@ -51,6 +51,10 @@ TEMPLATE_VALUES = {
 }
 
 
+# The values a call may leave out: the template gets None for them.
+OPTIONAL_VALUES = {"notificacion_viaje": frozenset({"ubicacion"})}
+
+
 class WindowClosed(TracbotError):
     """Nothing configured can reach a phone whose window is closed."""
 

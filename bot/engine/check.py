@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta, nodes
 
-from bot.api.notifications import TEMPLATE_VALUES
+from bot.api.notifications import OPTIONAL_VALUES, TEMPLATE_VALUES
 from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
@@ -294,6 +294,7 @@ class Templates:
             tree = self._trees.get(file)
             if tree is None:
                 continue  # its syntax error is reported already
+            problems += self._without_optional(file, given, OPTIONAL_VALUES.get(name))
             unknown = self.variables[file] - self.optional[file] - given
             for var in sorted(unknown):
                 line = min(
@@ -310,6 +311,29 @@ class Templates:
                     )
                 )
         return problems
+
+    def _without_optional(
+        self, file: str, given: frozenset[str], optional: frozenset[str] | None
+    ) -> list[Problem]:
+        # `{{ ubicacion }}` unguarded passed, and every trip notification
+        # without a location answered 500 ("printed a value that is None").
+        if not optional:
+            return []
+        values: dict[str, Any] = dict.fromkeys(given, SAMPLE)
+        values.update(dict.fromkeys(optional, None))
+        try:
+            self.env.get_template(file).render(values)
+        except Exception as exc:  # noqa: BLE001  (each is the author's to see)
+            missing = ", ".join(sorted(optional))
+            return [
+                Problem(
+                    str(self.dir / file),
+                    template_line(exc),
+                    f"{exc}, when a call leaves out {missing} (null): guard it "
+                    f"with {{% if {sorted(optional)[0]} %}}…{{% endif %}}",
+                )
+            ]
+        return []
 
     def _read(self, path: Path) -> None:
         try:

@@ -795,3 +795,14 @@ def test_a_menu_title_is_held_to_a_list_row(tmp_path):
     name, line, _ = one(found, "menu title 'Un título demasiado largo")
     assert (name, line) == ("largo.yaml", 4)
     assert one(found, "this flow has no `command`")[:2] == ("suelto.yaml", 3)
+
+
+def test_a_notification_value_a_call_may_leave_out_must_be_guarded(tmp_path):
+    # `en {{ ubicacion }}` passed, and every trip notification without a
+    # location answered 500.
+    template = "🚛 {{ emoji }} {{ estado }}\n"
+    template += "Patente: {{ patente }} en {{ ubicacion }}\n"
+    found = problems_of(tmp_path, {}, {"notificacion_viaje": template})
+    name, line, message = one(found, "when a call leaves out ubicacion")
+    assert (name, line) == ("notificacion_viaje.j2", 2)
+    assert "{% if ubicacion %}" in message
