@@ -73,7 +73,7 @@ _UNAVAILABLE = (
 # A dead pooled connection says so with one of these on its first use (the
 # internal error: the server's goodbye arrived while it was idle).
 _DEAD = (*_UNAVAILABLE, asyncpg.InterfaceError, asyncpg.InternalClientError)
-_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 OUTBOX_INSERT = (
     "INSERT INTO outbox (wa_id, phone_number_id, kind, body, status, "
