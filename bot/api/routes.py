@@ -285,10 +285,17 @@ def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
 
 def _visible(text: str) -> bool:
     # Letters, digits, marks, symbols: anything but spaces, line breaks,
-    # format characters (zero-width, soft hyphen) and control characters.
+    # format characters (zero-width, soft hyphen), control characters and
+    # the letters that draw nothing (a Braille blank, Hangul fillers).
     return any(
-        not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in text
+        not ch.isspace()
+        and unicodedata.category(ch) not in ("Cf", "Cc")
+        and ch not in BLANK_LETTERS
+        for ch in text
     )
+
+
+BLANK_LETTERS = frozenset("\u2800\u3164\u115f\u1160\uffa0\u17b4\u17b5")
 
 
 def _rule(problem: jsonschema.ValidationError) -> str:

@@ -94,7 +94,12 @@ async def test_invalid_phone_is_a_clear_400(api, phone):
 
 
 @pytest.mark.parametrize(
-    "message", ["   ", "\n\t ", "\u200b", "\ufeff", "\u2060\u200d", "\u00ad", "\u0000"]
+    "message",
+    [
+        *("   ", "\n\t ", "\u200b", "\ufeff", "\u2060\u200d", "\u00ad", "\u0000"),
+        # Letters that draw nothing: a Braille blank, Hangul fillers.
+        *("\u2800", "\u3164", "\u115f\u1160"),
+    ],
 )
 async def test_a_text_of_only_spaces_is_a_clear_400(api, message):
     # Spaces were answered 200 with no message ids; a zero-width space or a
