@@ -991,7 +991,10 @@ class FlowChecker:
         used = used - self.templates.optional.get(file, set())
         for name in sorted(used - self.context - slots):
             if why:
-                problem = f"{why}; write `{{{{ {name}|default('') }}}}` or leave it out"
+                problem = (
+                    f"{why}; put it inside `{{% if {name} is defined %}}…"
+                    "{% endif %}`, or leave it out"
+                )
             else:
                 problem = f"which state {state!r} cannot provide (no earlier step "
                 problem += "saves it)"

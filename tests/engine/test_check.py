@@ -236,7 +236,7 @@ def test_timeout_and_restart_replies_are_held_to_what_they_get(tmp_path):
     name, line, message = one(quiet, "timeout.reply: template 'expirada' uses 'nota'")
     assert (name, line) == ("encuesta.yaml", 3)
     assert "not every state a driver may wait in has it" in message
-    assert "|default('')" in message
+    assert "{% if nota is defined %}" in message
     one(quiet, "timeout.reply: template 'expirada' uses 'comentario'")
     name, line, message = one(quiet, "migrate_reply: template 'reiniciada' uses 'nota'")
     assert (name, line) == ("encuesta.yaml", 4)
