@@ -576,7 +576,7 @@ class Sender:
         # (a last retry gives up: `give_up`, which an alert can count).
         last = item.attempts >= self.settings.max_attempts and not exc.unsent
         shown = "give_up" if exc.retryable and last and action != "dropped" else action
-        await self._log(item, shown, ms, exc.code, str(exc))
+        await self._log(item, shown, ms, exc.code, exc.described())
         log.warning(
             "send failed id=%s kind=%s phone=%s code=%s action=%s attempt=%d: %s",
             item.id,
@@ -589,7 +589,7 @@ class Sender:
         )
         if item.kind == "read":
             # Best effort: a late read receipt is worth less than the queue.
-            await self.store.mark_failed(item.id, exc.code, str(exc))
+            await self.store.mark_failed(item.id, exc.code, exc.described())
         elif exc.action == AUTH:
             await self._hold(item, exc)
         elif exc.action in (RETRY, RETRY_RECIPIENT):
@@ -597,7 +597,7 @@ class Sender:
         elif exc.action == TEMPLATE:
             await self._window_closed(item, exc)
         else:
-            await self.store.mark_failed(item.id, exc.code, str(exc))
+            await self.store.mark_failed(item.id, exc.code, exc.described())
 
     async def _window_closed(self, item: OutboxItem, exc: GraphError) -> None:
         # The replacement is written with the item's new status in one
@@ -606,7 +606,7 @@ class Sender:
         if replacement is not None:
             await self._attempt(replacement, time.monotonic())
             return
-        await self.store.mark_failed(item.id, exc.code, str(exc))
+        await self.store.mark_failed(item.id, exc.code, exc.described())
         log.error(
             "no template fallback configured for id=%s phone=%s: the window is "
             "closed and the message is not delivered (set templates.text; a "
@@ -626,7 +626,7 @@ class Sender:
             )
         self.held = True
         self._probe_at = time.monotonic() + self.auth_probe_seconds
-        await self.store.mark_retry(item.id, utcnow(), str(exc))
+        await self.store.mark_retry(item.id, utcnow(), exc.described())
 
     async def _retry(self, item: OutboxItem, exc: GraphError) -> None:
         if exc.unsent:
@@ -636,11 +636,13 @@ class Sender:
             # While it is unreachable, one probe at a time goes (`_take`).
             delay = min(self._backoff(self.network_failures), PROBE_MAX_SECONDS)
             retry_at = utcnow() + timedelta(seconds=delay)
-            await self.store.give_back(item.id, item.attempts, str(exc), retry_at)
+            await self.store.give_back(
+                item.id, item.attempts, exc.described(), retry_at
+            )
             return
         if item.attempts >= self.settings.max_attempts:
             log.error("giving up id=%s after %d attempts", item.id, item.attempts)
-            await self.store.mark_failed(item.id, exc.code, str(exc))
+            await self.store.mark_failed(item.id, exc.code, exc.described())
             return
 
         delay = self._backoff(item.attempts)
@@ -652,7 +654,7 @@ class Sender:
             # The whole number waits, taken items too: never near their lease.
             self.limiter.pause(item.phone_number_id, min(delay, MAX_PAUSE_SECONDS))
         await self.store.mark_retry(
-            item.id, utcnow() + timedelta(seconds=delay), str(exc)
+            item.id, utcnow() + timedelta(seconds=delay), exc.described()
         )
 
     def _backoff(self, attempts: int) -> float:

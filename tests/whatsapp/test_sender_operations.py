@@ -276,8 +276,12 @@ async def test_a_failure_line_says_once_what_happens_next(
     # The attempts log and /metrics say it too: a last retry was `retry`,
     # and no count of replies given up could raise an alert.
     [reply] = [item for item in await store.outbox_items() if item.kind == "message"]
-    outcomes = [a["outcome"] for a in await store.attempts_of(reply.id)]
-    assert outcomes == ["retry", "give_up"]
+    attempts = await store.attempts_of(reply.id)
+    assert [a["outcome"] for a in attempts] == ["retry", "give_up"]
+    # The stored error says what went wrong; what came of it is the outcome
+    # (the history of a reply given up read "action=retry").
+    assert not [a for a in attempts if "action=" in (a["detail"] or "")]
+    assert "action=" not in (reply.error_detail or "")
 
 
 async def test_failures_are_forgotten_once_no_reply_waits(
