@@ -172,6 +172,10 @@ class Engine:
             await active.run(turn, start=False)
             if not turn.context.get("rejected"):
                 return await self._settle(turn, message, conversation)
+            if active.spec.name in self._words.said(typed):
+                # Its own command again (VINCULAR at "¿Eres tú?"): start over
+                # rather than ask the open question once more.
+                return await self._start(active, message, conversation)
             other = self._starting(typed, exclude=active, message=message)
             if other is not None and _interrupts(other.spec, message):
                 # "necesito ayuda" mid-flow answers like AYUDA: keep the flow.
