@@ -98,6 +98,8 @@ def _joins(ch: str) -> bool:
         or 0xFE00 <= point <= 0xFE0F  # variation selectors (emoji style)
         or 0x1F3FB <= point <= 0x1F3FF  # skin tones
         or 0xE0020 <= point <= 0xE007F  # tags (subdivision flags)
+        or 0x1160 <= point <= 0x11FF  # Hangul vowels and finals of a syllable
+        or 0xD7B0 <= point <= 0xD7FF
         or unicodedata.category(ch) in ("Mn", "Me")  # combining marks
     )
 

@@ -29,6 +29,12 @@ def test_a_long_text_is_cut_at_a_paragraph_then_a_line_then_a_space():
         ("a" * (MAX_PARAMETER - 1) + "e\u0301b", MAX_PARAMETER, "e\u0301b"),
         ("a" * (MAX_PARAMETER - 3) + "🇨🇱🇦🇷", MAX_PARAMETER, "🇦🇷"),
         ("a" * (MAX_PARAMETER - 1) + "👍🏽", MAX_PARAMETER, "👍🏽"),
+        # A Hangul syllable written as its letters (한: ᄒ ᅡ ᆫ).
+        (
+            "a" * (MAX_PARAMETER - 1) + "\u1112\u1161\u11ab",
+            MAX_PARAMETER,
+            "\u1112\u1161\u11ab",
+        ),
     ],
 )
 def test_a_cut_inside_a_word_never_splits_a_character(text, limit, last):
