@@ -87,19 +87,21 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
     templates_dir = templates.dir
     problems = list(templates.problems)
     flows: dict[str, FlowSpec] = {}
+    # By name as a reader sees it: `Gracias` and `gracias` are one name.
+    named: dict[str, FlowSpec] = {}
     for path in sorted(flows_dir.glob("*.yaml")):
         spec, found = _load(path)
         problems += found
         if spec is None:
             continue
-        if spec.name in flows:
+        first = named.get(spec.name.casefold())
+        if first is not None:
             # Said in both files: which one is the copy, only the author knows.
-            first = flows[spec.name]
             for one, other in ((spec, first), (first, spec)):
-                message = f"flow name {spec.name!r} is also the name in "
+                message = f"flow name {one.name!r} is also the name in "
                 problems.append(_at(one, "name", message + other.path.name))
             continue
-        flows[spec.name] = spec
+        named[spec.name.casefold()] = flows[spec.name] = spec
     for path in sorted(flows_dir.glob("*.yml")):
         # Read by nobody: the flow it holds would silently not exist.
         problems.append(

@@ -806,3 +806,14 @@ def test_a_notification_value_a_call_may_leave_out_must_be_guarded(tmp_path):
     name, line, message = one(found, "when a call leaves out ubicacion")
     assert (name, line) == ("notificacion_viaje.j2", 2)
     assert "{% if ubicacion %}" in message
+
+
+def test_flow_names_differing_only_in_case_are_one_name(tmp_path):
+    # `Gracias` and `gracias` passed as two flows.
+    one = "name: eco\nstart: [eco]\nstates:\n  fin:\n    reply: ayuda\n"
+    other = "name: Eco\nstart: [eco2]\nstates:\n  fin:\n    reply: ayuda\n"
+    found = problems_of(tmp_path, {"eco": one, "otro": other})
+    said = {(name, message) for name, _, message in found}
+    again = "name: flow name {!r} is also the name in {}"
+    assert ("otro.yaml", again.format("Eco", "eco.yaml")) in said
+    assert ("eco.yaml", again.format("eco", "otro.yaml")) in said
