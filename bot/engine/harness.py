@@ -188,7 +188,14 @@ def _content(kind: str, what: Mapping[str, Any]) -> dict:
     if kind == "text":
         return {"type": "text", "text": {"body": str(value)}}
     if kind == "location":
-        return {"type": "location", "location": dict(value)}
+        pin = dict(value) if isinstance(value, Mapping) else {}
+        for axis in ("latitude", "longitude"):
+            # Meta sends numbers; `latitude: abc` tested nothing the bot can
+            # be sent (a number out of range is a fair test: it can be).
+            number = pin.get(axis)
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ValueError(f"a location needs a number for {axis}")
+        return {"type": "location", "location": pin}
     if kind in ("button", "list"):
         reply_kind = "button_reply" if kind == "button" else "list_reply"
         reply = {"id": str(value), "title": str(what.get("title", value))}

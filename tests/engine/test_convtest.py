@@ -341,3 +341,13 @@ async def test_expire_on_a_flow_without_a_timeout_says_why(tmp_path):
     report = await run_files([cases], config)
     [failure] = report.results[0].failures
     assert "flow 'sino' has no `timeout:`" in failure
+
+
+def test_a_location_step_needs_numbers_for_its_coordinates():
+    # `send: {location: {latitude: abc}}` was sent as it was.
+    with pytest.raises(ValueError, match="a number for latitude"):
+        build_message("56911112222", {"location": {"latitude": "abc"}}, "w1")
+    with pytest.raises(ValueError, match="a number for longitude"):
+        build_message("56911112222", {"location": {"latitude": 1.5}}, "w2")
+    pin = {"location": {"latitude": 999, "longitude": -70.4}}  # out of range: fair
+    assert build_message("56911112222", pin, "w3")["location"]["latitude"] == 999
