@@ -415,7 +415,10 @@ class Store(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__}: attempts_of")
 
     async def last_inbound(self, wa_ids: Sequence[str]) -> dict[str, datetime]:
-        """Return when each phone last wrote (opens the 24-hour window)."""
+        """Return when each phone last wrote (opens the 24-hour window): its
+        conversation's last message that opens it, or a message stored and
+        not handled yet (a send right after a driver's first message saw the
+        window closed, and went as a template)."""
         raise NotImplementedError(f"{type(self).__name__}: last_inbound")
 
     async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:

@@ -601,8 +601,13 @@ class OdbcStore(Store):
             for chunk in chunks:
                 marks = ", ".join("?" * len(chunk))
                 await cursor.execute(
-                    "SELECT wa_id, last_inbound_at FROM conversations "
-                    f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL",
+                    "SELECT wa_id, MAX(at) AS at FROM ("
+                    "SELECT wa_id, last_inbound_at AS at FROM conversations "
+                    f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL "
+                    "UNION ALL SELECT wa_id, received_at FROM inbox "
+                    f"WHERE wa_id IN ({marks}) AND done_at IS NULL "
+                    "AND kind = 'message') AS t GROUP BY wa_id",
+                    *chunk,
                     *chunk,
                 )
                 found.update(

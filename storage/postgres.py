@@ -581,11 +581,15 @@ class PostgresStore(Store):
         if not wa_ids:
             return {}
         rows = await self._fetch(
-            "SELECT wa_id, last_inbound_at FROM conversations "
-            "WHERE wa_id = ANY($1::text[]) AND last_inbound_at IS NOT NULL",
+            "SELECT wa_id, MAX(at) AS at FROM ("
+            "SELECT wa_id, last_inbound_at AS at FROM conversations "
+            "WHERE wa_id = ANY($1::text[]) AND last_inbound_at IS NOT NULL "
+            "UNION ALL SELECT wa_id, received_at FROM inbox "
+            "WHERE wa_id = ANY($1::text[]) AND done_at IS NULL AND kind = 'message'"
+            ") AS t GROUP BY wa_id",
             list(wa_ids),
         )
-        return {row["wa_id"]: row["last_inbound_at"] for row in rows}
+        return {row["wa_id"]: row["at"] for row in rows}
 
     async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
         rows = await self._fetch(

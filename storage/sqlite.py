@@ -744,11 +744,15 @@ class SqliteStore(LinksMixin, Store):
     def _last_inbound(self, wa_ids: list[str]) -> dict[str, datetime]:
         marks = ", ".join("?" * len(wa_ids))
         rows = self.db.execute(
-            "SELECT wa_id, last_inbound_at FROM conversations "
-            f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL",
-            wa_ids,
+            "SELECT wa_id, MAX(at) AS at FROM ("
+            "SELECT wa_id, last_inbound_at AS at FROM conversations "
+            f"WHERE wa_id IN ({marks}) AND last_inbound_at IS NOT NULL "
+            "UNION ALL SELECT wa_id, received_at FROM inbox "
+            f"WHERE wa_id IN ({marks}) AND done_at IS NULL AND kind = 'message'"
+            ") GROUP BY wa_id",
+            [*wa_ids, *wa_ids],
         )
-        return {row["wa_id"]: _dt(row["last_inbound_at"]) for row in rows}
+        return {row["wa_id"]: _dt(row["at"]) for row in rows}
 
     async def outbox_by_wamid(self, wamid: str) -> OutboxItem | None:
         return self._peek(self._outbox_by_wamid, wamid)

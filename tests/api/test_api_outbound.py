@@ -4,6 +4,7 @@ parameters, and phone numbers kept out of the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -171,3 +172,31 @@ async def test_a_refused_history_call_logs_no_phone_number(api, api_log):
     # The admin token still reads it.
     response = await api.get(f"{PREFIX}/history/+56911112222", headers=auth(ADMIN))
     assert response.status == 200
+
+
+async def test_a_text_right_after_a_drivers_first_message_goes_as_text(
+    tmp_path, aiohttp_client
+):
+    # Sent before the dispatcher had handled the driver's message, it saw
+    # the window closed and went as the paid `text` template.
+    import dataclasses
+
+    from bot.app import create_app
+    from tests import support
+
+    settings = support.demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND=BACKEND)
+    paused = dataclasses.replace(settings.engine, max_concurrent_phones=0)
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(settings, engine=paused))
+    )
+    assert await support.driver_says(client, "56911120011", "hola") == 200
+
+    status, _ = await post(client, "/send_text", {"phone": CAMILA, "message": "ya"})
+    assert status == 202
+    # Processing is paused: the driver's message stays in the inbox.
+    for _ in range(200):
+        if sim_bodies(client):
+            break
+        await asyncio.sleep(0.02)
+    [sent] = sim_bodies(client)
+    assert sent["type"] == "text" and sent["text"]["body"] == "ya"

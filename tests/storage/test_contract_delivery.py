@@ -64,6 +64,21 @@ async def test_conversation_replies_are_taken_before_notifications(
     assert texts(rest) == [f"aviso {n}" for n in range(1, 5)]
 
 
+async def test_a_message_not_handled_yet_opens_the_window(store: Store) -> None:
+    # A send just after a driver's first message, before the dispatcher had
+    # handled it, saw the window closed and went as a paid template.
+    assert await store.last_inbound(["561", "562"]) == {}
+    await store.add_events([event("e1", "561"), event("s1", "562", kind="status")])
+    found = await store.last_inbound(["561", "562"])
+    assert list(found) == ["561"]
+    assert abs((found["561"] - datetime.now(UTC)).total_seconds()) < 60
+
+    # Handled, it is the conversation's to say (a reaction opens nothing).
+    pending = await store.next_event("561")
+    await store.commit_step(pending.id, None, [])
+    assert await store.last_inbound(["561"]) == {}
+
+
 async def test_expired_conversations_come_earliest_deadline_first(
     store: Store,
 ) -> None:
