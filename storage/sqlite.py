@@ -540,9 +540,9 @@ class SqliteStore(LinksMixin, Store):
             )
             # Conversation replies first, then notifications and alerts: a
             # driver's answer must not wait behind a bulk send.
-            rows = self._due_rows("outbox_replies_queued", now, limit)
+            rows = self._due_rows(now, limit, replies=True)
             if len(rows) < limit:
-                rows += self._due_rows("outbox_others_queued", now, limit - len(rows))
+                rows += self._due_rows(now, limit - len(rows), replies=False)
             self.db.executemany(
                 "UPDATE outbox SET status = 'sending', attempts = attempts + 1, "
                 "updated_at = ? WHERE id = ?",
@@ -551,7 +551,9 @@ class SqliteStore(LinksMixin, Store):
         # As the UPDATE above left them.
         return [_outbox_item(row, taken=True) for row in rows]
 
-    def _due_rows(self, index: str, now: datetime, limit: int) -> list[sqlite3.Row]:
+    def _due_rows(
+        self, now: datetime, limit: int, *, replies: bool
+    ) -> list[sqlite3.Row]:
         # An item waits while an older one of its phone is unfinished, so
         # a phone's messages leave in order whatever their retries; read
         # marks are best effort and hold nothing back.
@@ -559,7 +561,11 @@ class SqliteStore(LinksMixin, Store):
         # id order, read only until `limit` are found; the planner would
         # rather walk the whole outbox (18 ms a call at 100k rows) or sort
         # every due item (O(backlog)).
-        which = "IS NOT NULL" if index == "outbox_replies_queued" else "IS NULL"
+        index, which = (
+            ("outbox_replies_queued", "IS NOT NULL")
+            if replies
+            else ("outbox_others_queued", "IS NULL")
+        )
         return self.db.execute(
             f"SELECT * FROM outbox AS o INDEXED BY {index} "
             f"WHERE status = 'queued' AND inbox_id {which} "

@@ -37,7 +37,6 @@ from bot.engine.routes import StartWords
 from bot.engine.source import line_of, load_yaml
 from bot.errors import FlowError
 from bot.whatsapp import limits
-from bot.whatsapp.events import InboundMessage
 
 log = logging.getLogger("tracbot.engine")
 
@@ -556,14 +555,13 @@ def _always_taken(state: StateSpec) -> bool:
 def engine_sample(flows: dict[str, FlowSpec]) -> dict[str, Any]:
     """The values the engine gives every template, for these flows (every
     command listed, as for an admin)."""
-    # The engine builds the context per message; a probe shows it.
-    probe = InboundMessage(
-        wamid="probe", wa_id="0", phone_number_id="0", timestamp=0, type="text"
-    )
+    # The engine builds the values per message; a stand-in shows them.
     stand_in = SimpleNamespace(
         flows={}, _menus={None: audience.commands(flows.values())}
     )
-    return Engine._context(stand_in, probe)  # type: ignore[arg-type]
+    return Engine._values(  # type: ignore[arg-type]
+        stand_in, "0", "", "", "text", voice_note=False, in_flow=False
+    )
 
 
 def _jinja_reason(exc: jinja2.TemplateError) -> str:

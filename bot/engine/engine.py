@@ -284,15 +284,7 @@ class Engine:
 
     def silent_context(self, wa_id: str) -> dict[str, Any]:
         """The values of a reply that no message asked for (a timeout)."""
-        return {
-            "name": "",
-            "in_flow": True,
-            "text": "",
-            "message_type": "timeout",
-            "voice_note": False,
-            "wa_id": wa_id,
-            **audience.context(self._menus, (f.spec for f in self.flows.values())),
-        }
+        return self._values(wa_id, "", "", "timeout", voice_note=False, in_flow=True)
 
     def _context(
         self, message: InboundMessage, conversation: Conversation | None = None
@@ -300,13 +292,33 @@ class Engine:
         # `in_flow`: the driver was in the middle of a flow (CANCELAR says
         # whether there was anything to cancel).
         in_flow = conversation is not None and self._active(conversation) is not None
+        return self._values(
+            message.wa_id,
+            message.profile_name or "",
+            message.text or "",
+            message.type,
+            voice_note=bool(message.media and message.media.voice),
+            in_flow=in_flow,
+        )
+
+    def _values(
+        self,
+        wa_id: str,
+        name: str,
+        text: str,
+        message_type: str,
+        *,
+        voice_note: bool,
+        in_flow: bool,
+    ) -> dict[str, Any]:
+        """What every reply template may read (docs/flows.md)."""
         return {
-            "name": message.profile_name or "",
+            "name": name,
             "in_flow": in_flow,
-            "text": message.text or "",
-            "message_type": message.type,
-            "voice_note": bool(message.media and message.media.voice),
-            "wa_id": message.wa_id,
+            "text": text,
+            "message_type": message_type,
+            "voice_note": voice_note,
+            "wa_id": wa_id,
             **audience.context(self._menus, (f.spec for f in self.flows.values())),
         }
 
