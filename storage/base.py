@@ -329,10 +329,13 @@ class Store(abc.ABC):
 
         Per-recipient order: an item is not taken while an older item of
         the same `wa_id` is still `queued` or `sending` (a retry keeps the
-        later ones waiting), so at most one item per phone is taken at a
-        time. Concurrent callers (other processes) never take one item
-        twice; a `sending` item whose sender died is taken again after a
-        lease. Returned oldest first.
+        later ones waiting). A conversation reply waits only for older
+        replies: a driver's answer does not queue behind the notifications
+        and alerts already waiting for that phone, which still leave in
+        their order. Read marks hold nothing back. Concurrent callers
+        (other processes) never take one item twice; a `sending` item whose
+        sender died is taken again after a lease. Replies are taken before
+        the rest, each oldest first.
         """
 
     @abc.abstractmethod

@@ -53,10 +53,13 @@ CONVERSATION_COLUMNS = (
 
 # An outbox item waits while an older item of its phone is unfinished, so a
 # phone's messages leave in order whatever their retries (storage.base);
-# read marks are best effort and hold nothing back.
+# read marks are best effort and hold nothing back, and a conversation reply
+# waits only for older replies.
 EARLIER_UNFINISHED = (
     "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
-    "AND e.id < o.id AND e.kind <> 'read' AND e.status IN ('queued', 'sending'))"
+    "AND e.id < o.id AND e.kind <> 'read' "
+    "AND (o.inbox_id IS NULL OR e.inbox_id IS NOT NULL) "
+    "AND e.status IN ('queued', 'sending'))"
 )
 
 # SQLSTATEs meaning "the server, not the statement": connection errors of

@@ -424,14 +424,16 @@ class PostgresStore(Store):
         # SKIP LOCKED lets concurrent senders each take other rows instead
         # of waiting on, and then taking again, the rows another one took.
         # An item waits while an older one of its phone is unfinished, so a
-        # phone's messages leave in order whatever their retries; a row
-        # another sender just took is still unfinished to this snapshot.
+        # phone's messages leave in order whatever their retries (a reply
+        # waits only for older replies, storage.base); a row another
+        # sender just took is still unfinished to this snapshot.
         rows = await self._fetch(
             "WITH due AS (SELECT id FROM outbox o "
             "WHERE ((status = 'queued' AND next_attempt_at <= $1) "
             "OR (status = 'sending' AND updated_at < $2)) "
             "AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
             "AND e.id < o.id AND e.kind <> 'read' "
+            "AND (o.inbox_id IS NULL OR e.inbox_id IS NOT NULL) "
             "AND e.status IN ('queued', 'sending')) "
             "ORDER BY (inbox_id IS NULL), id LIMIT $3 FOR UPDATE SKIP LOCKED) "
             "UPDATE outbox o SET status = 'sending', "

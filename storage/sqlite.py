@@ -556,7 +556,8 @@ class SqliteStore(LinksMixin, Store):
     ) -> list[sqlite3.Row]:
         # An item waits while an older one of its phone is unfinished, so
         # a phone's messages leave in order whatever their retries; read
-        # marks are best effort and hold nothing back.
+        # marks are best effort and hold nothing back, and a conversation
+        # reply waits only for older replies (storage.base).
         # INDEXED BY (replies or the rest, migration 0007): queued items in
         # id order, read only until `limit` are found; the planner would
         # rather walk the whole outbox (18 ms a call at 100k rows) or sort
@@ -571,6 +572,7 @@ class SqliteStore(LinksMixin, Store):
             f"WHERE status = 'queued' AND inbox_id {which} "
             "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
             "AS e WHERE e.wa_id = o.wa_id AND e.id < o.id AND e.kind <> 'read' "
+            "AND (o.inbox_id IS NULL OR e.inbox_id IS NOT NULL) "
             "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
             (_ts(now), limit),
         ).fetchall()

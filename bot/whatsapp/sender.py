@@ -1,8 +1,9 @@
 """The sender: drains the outbox through the Graph API (DESIGN.md, step 8).
 
 Items leave at no more than the configured rate per `phone_number_id`; the
-store hands out a phone's items strictly in order (a later one waits while
-an older one is unfinished), many phones at once. Before a request leaves,
+store hands out a phone's items in order (a later one waits while an older
+one is unfinished; a conversation reply waits only for older replies, not
+for the phone's queued notifications), many phones at once. Before a request leaves,
 its body is checked against the Cloud API limits, and a free-form message
 to a phone whose 24-hour window is closed goes out as its template instead.
 What the Graph API refuses is classified (graph_errors.py):

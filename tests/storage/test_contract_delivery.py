@@ -64,6 +64,35 @@ async def test_conversation_replies_are_taken_before_notifications(
     assert texts(rest) == [f"aviso {n}" for n in range(1, 5)]
 
 
+async def test_a_reply_does_not_wait_for_its_phones_notifications(
+    store: Store,
+) -> None:
+    # A phone's reply waited behind every alert queued for that phone: an
+    # admin flooded with 1,500 alerts waited 19 s for the answer to AYUDA.
+    await store.enqueue([reply("561", f"aviso {n}") for n in range(3)])
+    await store.add_events([event("e1", "561"), event("e2", "561")])
+    for text in ("respuesta 1", "respuesta 2"):
+        pending = await store.next_event("561")
+        await store.commit_step(pending.id, None, [reply("561", text)])
+    [later] = await store.enqueue([reply("561", "aviso tarde")])
+
+    # One notification and one reply at a time, each queue in its order.
+    first = texts(await store.due_outbox(limit=10))
+    assert sorted(first) == ["aviso 0", "respuesta 1"]
+    assert await store.due_outbox(limit=10) == []
+    items = {item.body["text"]["body"]: item for item in await store.outbox_items()}
+    await store.mark_sent(items["respuesta 1"].id, "wamid.r1", "accepted")
+    assert texts(await store.due_outbox(limit=10)) == ["respuesta 2"]
+
+    # A notification still waits for the replies queued before it.
+    for n in range(3):
+        await store.mark_sent(items[f"aviso {n}"].id, f"wamid.a{n}", "accepted")
+        due = await store.due_outbox(limit=10)
+        assert texts(due) == ([f"aviso {n + 1}"] if n < 2 else [])
+    await store.mark_sent(items["respuesta 2"].id, "wamid.r2", "accepted")
+    assert [item.id for item in await store.due_outbox(limit=10)] == [later]
+
+
 async def test_a_message_not_handled_yet_opens_the_window(store: Store) -> None:
     # A send just after a driver's first message, before the dispatcher had
     # handled it, saw the window closed and went as a paid template.
