@@ -20,6 +20,7 @@ from bot.engine.outbound import read_mark, text_messages
 from bot.engine.replies import APOLOGY
 from bot.logs import Repeated, mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
+from bot.whatsapp.payloads import UNANSWERABLE
 from bot.whatsapp.statuses import record_status
 from bot.whatsapp.templates import TemplateSpec
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
@@ -161,6 +162,17 @@ class Dispatcher:
             await self._status(event, item)
         elif isinstance(item, Notice) and timeouts.is_timeout(item) and event.wa_id:
             await self._timeout(event, item, event.wa_id)
+        elif isinstance(item, Notice) and item.topic == UNANSWERABLE:
+            # Kept, not answered: there is no phone number to reply to (a
+            # user known only by a business-scoped id) or no message id.
+            sender = item.body.get("from") or item.body.get("from_user_id")
+            log.warning(
+                "message without a sender phone number or id recorded, not "
+                "answered sender=%s type=%s",
+                mask(str(sender or "")),
+                item.body.get("type") or "-",
+            )
+            await self.store.commit_step(event.id, None, [])
         else:
             log.info("notice recorded topic=%s", item.topic)
             await self.store.commit_step(event.id, None, [])

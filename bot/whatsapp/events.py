@@ -113,8 +113,10 @@ class StatusUpdate:
         return f"{self.wamid}:{self.status}"
 
     @property
-    def wa_id(self) -> str:
-        return self.recipient_id
+    def wa_id(self) -> str | None:
+        # Empty when Meta named the recipient by its business-scoped id
+        # only: the status then waits in no phone's queue.
+        return self.recipient_id or None
 
     @property
     def error_code(self) -> int | None:

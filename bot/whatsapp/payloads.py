@@ -25,6 +25,10 @@ log = logging.getLogger("tracbot.webhook")
 
 MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 
+# The notice topic of a message that cannot be answered: no sender phone
+# number (`from`) or no message id.
+UNANSWERABLE = "message_without_phone_or_id"
+
 
 @dataclass(slots=True)
 class ParseResult:
@@ -67,15 +71,24 @@ def _parse_change(change: dict[str, Any], result: ParseResult) -> None:
         except (TypeError, ValueError, AttributeError) as exc:
             result.problems.append(f"message skipped: {exc}")
             continue
-        if message is None:
-            result.problems.append("message without id or sender skipped")
-        else:
+        if message is not None:
             result.events.append(message)
+        else:
+            # No phone number to answer (a user known only by a business-
+            # scoped id, CLOUD_API.md §4) or no id: kept as a notice, so the
+            # message is stored and logged rather than lost.
+            result.events.append(
+                Notice(
+                    topic=UNANSWERABLE,
+                    body=_dict(raw),
+                    phone_number_id=phone_number_id,
+                )
+            )
 
     for raw in _list(value.get("statuses")):
         status = _status(_dict(raw), phone_number_id)
         if status is None:
-            result.problems.append("status without id, status or recipient skipped")
+            result.problems.append("status without id or status skipped")
         else:
             result.events.append(status)
 
@@ -200,15 +213,17 @@ def _interactive(body: dict[str, Any]) -> dict[str, Any]:
 def _status(raw: dict[str, Any], phone_number_id: str | None) -> StatusUpdate | None:
     wamid = _str(raw.get("id"))
     status = _str(raw.get("status"))
-    recipient = _str(raw.get("recipient_id"))
-    if not wamid or not status or not recipient:
+    # The status is the message's, found by its wamid: a recipient known
+    # only by its business-scoped id still moves it forward.
+    recipient = _str(raw.get("recipient_id")) or _str(raw.get("recipient_user_id"))
+    if not wamid or not status:
         return None
     pricing = raw.get("pricing")
     return StatusUpdate(
         wamid=wamid,
         status=status,
         timestamp=_int(raw.get("timestamp")),
-        recipient_id=recipient,
+        recipient_id=recipient or "",
         phone_number_id=phone_number_id or "",
         errors=tuple(_dict(e) for e in _list(raw.get("errors"))),
         pricing=pricing if isinstance(pricing, dict) else None,

@@ -205,3 +205,63 @@ async def raw_post(client, headers: list[bytes], body: bytes) -> bytes:
     status = (await reader.readline()).split()[1]
     writer.close()
     return status
+
+
+def without_phone(name: str, key: str, field: str) -> bytes:
+    """A corpus body whose first message or status names its user by the
+    business-scoped id alone, as users with a username may arrive."""
+    data = json.loads(corpus(name))
+    value = data["entry"][0]["changes"][0]["value"]
+    item = value[key][0]
+    item[f"{field}_user_id"] = "CL.4820193746518203"
+    del item["from" if field == "from" else "recipient_id"]
+    value.pop("contacts", None)
+    return json.dumps(data).encode()
+
+
+async def test_a_message_without_a_phone_number_is_stored_not_lost(
+    aiohttp_client, tmp_path, caplog
+):
+    # It was dropped at the parser: nothing stored, a 200 all the same.
+    caplog.set_level(logging.WARNING, logger="tracbot")
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = without_phone("text_simple.json", "messages", "from")
+
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+    await settle(runtime)
+
+    # Stored (a redelivery adds nothing), handled, and nothing sent to nobody.
+    again = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert again.status == 200
+    assert await runtime.store.pending_count() == 0
+    assert runtime.simulator.received == []
+    [warning] = [
+        r.getMessage() for r in caplog.records if "not answered" in r.getMessage()
+    ]
+    assert "sender=…8203" in warning and "type=text" in warning
+    assert "4820193746518203" not in warning
+
+
+async def test_a_status_naming_its_recipient_by_user_id_moves_the_message(
+    aiohttp_client, tmp_path
+):
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("text_simple.json")
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+    [reply] = [i for i in await runtime.store.outbox_items(CAMILA) if i.kind != "read"]
+
+    status = json.loads(
+        without_phone("status_read_no_pricing.json", "statuses", "recipient")
+    )
+    status["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] = reply.wamid
+    body = json.dumps(status).encode()
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+    await settle(runtime)
+
+    [after] = [i for i in await runtime.store.outbox_items(CAMILA) if i.id == reply.id]
+    assert after.status == "read"
