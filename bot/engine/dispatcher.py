@@ -10,8 +10,10 @@ still pending at the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime, timedelta
 
 from bot.aio import gather, wait_event
 from bot.engine import timeouts
@@ -33,6 +35,9 @@ log = logging.getLogger("tracbot.dispatcher")
 # holds its claim, the conversation it saved is the stored one, so it is
 # carried from one event of the trip to the next.
 TURNS_PER_TRIP = 8
+
+# Meta retries a webhook for up to seven days (CLOUD_API.md §3).
+REDELIVERY_HORIZON = timedelta(days=7)
 
 
 class Dispatcher:
@@ -201,7 +206,7 @@ class Dispatcher:
             conversation = await self.store.load_conversation(message.wa_id)
             conversation = conversation or Conversation(wa_id=message.wa_id)
         if message.opens_window:
-            conversation.last_inbound_at = utcnow()
+            conversation.last_inbound_at = _window_start(message, conversation)
 
         replies = await self._replies(message, conversation)
         outbound: list[NewOutbound] = []
@@ -261,6 +266,27 @@ class Dispatcher:
         # Forward-only status, and the template fallback of a 131047.
         await record_status(self.store, status)
         await self.store.commit_step(event.id, None, [])
+
+
+def _window_start(message: InboundMessage, conversation: Conversation) -> datetime:
+    """When the driver last wrote, as far as the 24-hour window goes.
+
+    The message's own time, not its arrival: Meta redelivers for days after
+    an outage, and a window counted from a late arrival sent free-form
+    replies that Meta refuses (131047). A time ahead of our clock counts as
+    now, and so does one older than Meta redelivers for, which no
+    redelivery carries (a body replayed by hand, the corpus of the tests).
+    An older message never moves a later start back.
+    """
+    now = utcnow()
+    sent = now
+    if message.timestamp > 0:
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            sent = min(now, datetime.fromtimestamp(message.timestamp, UTC))
+    if now - sent > REDELIVERY_HORIZON:
+        sent = now
+    before = conversation.last_inbound_at
+    return sent if before is None or before < sent else before
 
 
 def _capped(wanted: int, store: Store) -> int:

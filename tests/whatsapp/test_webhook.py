@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 
 import pytest
 from aiohttp import web
@@ -265,3 +266,40 @@ async def test_a_status_naming_its_recipient_by_user_id_moves_the_message(
 
     [after] = [i for i in await runtime.store.outbox_items(CAMILA) if i.id == reply.id]
     assert after.status == "read"
+
+
+def sent_at(name: str, timestamp: int) -> bytes:
+    data = json.loads(corpus(name))
+    data["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(timestamp)
+    return json.dumps(data).encode()
+
+
+async def test_the_window_counts_from_when_the_driver_wrote_not_from_arrival(
+    aiohttp_client, tmp_path
+):
+    # Meta redelivers for days after an outage: a message written three days
+    # ago opened the window at its arrival, and the free-form reply would be
+    # refused with 131047.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    written = int(time.time()) - 3 * 24 * 3600
+    body = sent_at("text_simple.json", written)
+
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    conversation = await runtime.store.load_conversation(CAMILA)
+    assert conversation.last_inbound_at.timestamp() == written
+    sends = [r["body"] for r in runtime.simulator.received if r["body"]]
+    assert [b["type"] for b in sends if b.get("to") == CAMILA] == ["template"]
+
+    # A newer message opens it; the old one redelivered after it moves nothing.
+    now = int(time.time())
+    newer = sent_at("text_simple.json", now).replace(b"wamid.", b"wamid.N", 1)
+    await client.post("/webhook", data=newer, headers=signed_headers(newer))
+    await settle(runtime)
+    older = body.replace(b"wamid.", b"wamid.O", 1)
+    await client.post("/webhook", data=older, headers=signed_headers(older))
+    await settle(runtime)
+    conversation = await runtime.store.load_conversation(CAMILA)
+    assert abs(conversation.last_inbound_at.timestamp() - now) <= 1
