@@ -135,7 +135,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "message_id": {"type": ["string", "null"]},
                         "direction": {"enum": ["outgoing", "incoming"]},
                         "type": {"type": "string"},
-                        "content": {"type": ["string", "null"]},
+                        "content": {
+                            "type": ["string", "null"],
+                            "description": "The text, caption, chosen option "
+                            "or coordinates; a reaction's emoji, null when a "
+                            "reaction is taken back",
+                        },
                         "status": {"type": "string"},
                         "error_code": {"type": ["integer", "null"]},
                         "error": {"type": ["string", "null"]},

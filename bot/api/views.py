@@ -71,6 +71,9 @@ def _outbound(body: dict[str, Any]) -> tuple[str, str | None]:
 
 def _inbound(event: dict[str, Any]) -> tuple[str, str | None]:
     kind = event.get("type") or "unknown"
+    if kind == "reaction":
+        # The emoji; a reaction taken back has none.
+        return kind, event.get("reaction_emoji") or None
     if event.get("text") is not None:
         return kind, event["text"]
     if event.get("reply_title"):

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from bot.api.openapi import PREFIX
-from tests.support import demo_settings, runtime_of, settle
+from tests.support import corpus, demo_settings, runtime_of, settle, signed_headers
 
 BACKEND = "backend-secret-for-tests"
 ADMIN = "admin-secret-for-tests"
@@ -254,6 +254,20 @@ async def test_history_is_newest_first_with_paging_and_total(api):
     ids = [m["id"] for m in body["messages"]]
     assert ids == sorted(ids, reverse=True)
     assert {m["direction"] for m in body["messages"]} == {"outgoing"}
+
+
+async def test_history_shows_a_reactions_emoji_and_its_removal(api):
+    # Both showed an empty content: the emoji was stored, never shown.
+    for name in ("reaction_added.json", "reaction_removed.json"):
+        body = corpus(name)
+        await api.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime_of(api))
+
+    response = await api.get(f"{PREFIX}/history/{CAMILA}", headers=auth(ADMIN))
+    messages = (await response.json())["messages"]
+
+    reactions = [(m["type"], m["content"]) for m in messages]
+    assert sorted(reactions, key=str) == [("reaction", "❤️"), ("reaction", None)]
 
 
 async def test_metrics_count_the_period(api):
