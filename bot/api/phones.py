@@ -50,6 +50,21 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         raise InvalidPhone(f"{_shown(raw)} is not a phone number: {EXPECTED}") from None
+    # WhatsApp keeps Mexico's old mobile marker in its ids (521 + 10 digits,
+    # CLOUD_API.md §12), a form the numbering plan no longer has: checked
+    # without the marker, kept with it, since conversations are keyed by
+    # the wa_id as Meta sent it.
+    if number.country_code == 52 and len(str(number.national_number)) == 11:
+        national = str(number.national_number)
+        if national.startswith("1"):
+            _check(phonenumbers.parse(f"+52{national[1:]}"), raw)
+            return Phone(f"+52{national}")
+    _check(number, raw)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(e164)
+
+
+def _check(number: phonenumbers.PhoneNumber, raw: str) -> None:
     if number.extension:
         # "+56911112222x99" read as an extension, sent to +56911112222.
         raise InvalidPhone(
@@ -68,8 +83,6 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
             f"{_shown(raw)} has too many or too few digits for a mobile or a "
             f"landline: {EXPECTED}"
         )
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return Phone(e164)
 
 
 _KINDS = (

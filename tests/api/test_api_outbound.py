@@ -106,6 +106,20 @@ async def test_a_number_of_the_wrong_length_for_a_phone_is_refused(api, phone):
     assert "too many or too few digits for a mobile or a landline" in body["error"]
 
 
+async def test_a_mexican_whatsapp_id_is_a_phone_kept_as_meta_sends_it(api):
+    # WhatsApp's ids for Mexican mobiles keep a 1 the numbering plan dropped:
+    # the wa_id of a driver's own webhook was refused as not valid.
+    status, body = await post(
+        api, "/send_text", {"phone": "5215512345678", "message": "x"}
+    )
+    assert status == 202 and body["phone"] == "+5215512345678"
+
+    status, body = await post(
+        api, "/send_text", {"phone": "+521 55 1234 56789", "message": "x"}
+    )
+    assert status == 400
+
+
 # Alerts and template parameters
 
 
