@@ -44,7 +44,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "pattern": "^[a-z]{2,3}(_[A-Z]{2})?$",
                 "default": "es",
             },
-            "parameters": {"type": "array", "items": TEXT, "maxItems": 20},
+            "parameters": {
+                "type": "array",
+                "items": TEXT,
+                "maxItems": 20,
+                "description": "The body's {{1}}, {{2}}, … in order; a template "
+                "that the config's `templates:` declares (same name and "
+                "language) must get exactly its parameters, or 400",
+            },
         },
     },
     "TripStatus": {

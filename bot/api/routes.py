@@ -99,17 +99,34 @@ class BackendApi:
 
     async def send_template(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "SendTemplate")
+        name, language = data["template_name"], data.get("language", "es")
+        parameters = data.get("parameters", [])
+        self._check_declared(name, language, len(parameters))
         try:
-            body = template_body(
-                phone.wa_id,
-                data["template_name"],
-                data.get("language", "es"),
-                data.get("parameters", []),
-            )
+            body = template_body(phone.wa_id, name, language, parameters)
         except LimitError as exc:
             raise error(400, str(exc)) from None
         item = NewOutbound(phone.wa_id, self.notifier.phone_number_id, "message", body)
         return await self._queued(phone, [item], "template")
+
+    def _check_declared(self, name: str, language: str, given: int) -> None:
+        """Refuse a parameter count that a configured template cannot take.
+
+        Meta refuses it only after the 202 (132000, the message failed);
+        a template that `templates:` does not declare is taken as given.
+        """
+        for spec in self.notifier.templates.values():
+            if spec.name != name or spec.language != language:
+                continue
+            if given != len(spec.parameters):
+                raise error(
+                    400,
+                    f"template {name!r} ({language}) takes "
+                    f"{len(spec.parameters)} parameters "
+                    f"({', '.join(spec.parameters)}; templates.{spec.key} in "
+                    f"the config), got {given}",
+                )
+            return
 
     async def trip_status(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "TripStatus")

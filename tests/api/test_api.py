@@ -153,6 +153,26 @@ async def test_send_template_uses_name_language_and_parameters(api):
     assert values == ["AB-12-CD", "En Tránsito"]
 
 
+async def test_send_template_refuses_a_configured_template_short_of_values(api):
+    # Accepted with one of its three values, then refused by Meta (132000).
+    status, body = await post(
+        api,
+        "/send_template",
+        {
+            "phone": CAMILA,
+            "template_name": "viaje_actualizado",
+            "language": "es",
+            "parameters": ["AB-12-CD"],
+        },
+    )
+    assert status == 400
+    assert body["error"] == (
+        "template 'viaje_actualizado' (es) takes 3 parameters (patente, estado, "
+        "ubicacion; templates.trip_status in the config), got 1"
+    )
+    assert sim_bodies(api) == []
+
+
 async def test_trip_status_text_is_the_seed_message_inside_the_window(api):
     await _open_window(api, "56911120011")
     status, _ = await post(
