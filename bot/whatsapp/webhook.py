@@ -91,6 +91,11 @@ class WebhookHandler:
         if mode == "subscribe" and hmac.compare_digest(
             token.encode(), self.verify_token.encode()
         ):
+            if not challenge:
+                # Meta always sends one; an empty 200 read as a success to
+                # whoever checked the endpoint by hand.
+                log.warning("webhook handshake without hub.challenge refused")
+                return web.Response(status=400, text="hub.challenge missing")
             log.info("webhook handshake accepted")
             return web.Response(text=challenge, content_type="text/plain")
         log.warning("webhook handshake refused mode=%s", mode or "-")

@@ -52,6 +52,15 @@ async def test_handshake_refuses_a_wrong_token(aiohttp_client, tmp_path):
     assert "1158201444" not in await response.text()
 
 
+async def test_handshake_without_a_challenge_says_so(aiohttp_client, tmp_path):
+    # It answered an empty 200, which looks like a verified endpoint.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}
+    response = await client.get("/webhook", params=params)
+    assert response.status == 400
+    assert await response.text() == "hub.challenge missing"
+
+
 async def test_tampered_body_is_refused_and_not_stored(aiohttp_client, tmp_path):
     client = await aiohttp_client(create_app(demo_settings(tmp_path)))
     body = corpus("text_simple.json")
