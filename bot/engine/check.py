@@ -646,6 +646,25 @@ class FlowChecker:
     def fail(self, at: str, message: str) -> None:
         self.problems.append(_at(self.spec, at, message))
 
+    def _handover_audience(self, at: str, name: str) -> None:
+        # The engine hands over only to a flow the number may use; a flow
+        # open to more numbers than its target would stop there for some.
+        target = self.flows.get(name)
+        if target is None:
+            return
+        ours = audience.ADMITS.get(self.spec.audience, set())
+        theirs = audience.ADMITS.get(target.audience, set())
+        left_out = sorted(ours - theirs)
+        if left_out:
+            self.fail(
+                f"{at}.handover",
+                f"flow {name!r} is for audience {target.audience!r}, but "
+                f"{self.spec.name!r} is for {self.spec.audience!r}: a number "
+                f"that is {' or '.join(left_out)} would be handed to a flow "
+                f"it may not use (give {self.spec.name!r} `audience: "
+                f"{target.audience}`)",
+            )
+
     def _state(self, state: StateSpec) -> None:
         at = f"states.{state.name}"
         if not state.name.strip():
@@ -665,6 +684,7 @@ class FlowChecker:
                     "a handover state cannot have `on` "
                     "or `always`: the next flow takes over",
                 )
+            self._handover_audience(at, state.handover)
         for kind, items in (("on", state.on), ("always", state.always)):
             for i, item in enumerate(items):
                 where = f"{at}.{kind}[{i}]"

@@ -353,6 +353,15 @@ class Engine:
             target = self._handover(turn)
             if target is None:
                 break
+            if not audience.allowed(target.spec):
+                # Not into a flow this number may not use, whatever the
+                # flow before it allows: a linked driver handed to VINCULAR
+                # linked their number to another driver's account.
+                outcome = self._finish(turn, conversation)
+                refused = self._unavailable(target, message, conversation)
+                outcome.replies[:0] = replies
+                outcome.replies += refused.replies
+                return outcome
             replies += turn.replies
             slots = turn.slots
             turn = self._turn(target, message, conversation)

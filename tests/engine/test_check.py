@@ -817,3 +817,22 @@ def test_flow_names_differing_only_in_case_are_one_name(tmp_path):
     again = "name: flow name {!r} is also the name in {}"
     assert ("otro.yaml", again.format("Eco", "eco.yaml")) in said
     assert ("eco.yaml", again.format("eco", "otro.yaml")) in said
+
+
+def test_a_handover_into_a_flow_for_fewer_numbers_is_reported(tmp_path):
+    # It passed, and a linked driver handed to VINCULAR re-linked their
+    # number to another driver's account.
+    turno = "name: turno\nstart: [turno]\nstates:\n  a:\n    handover: solo\n"
+    solo = (
+        "name: solo\naudience: unlinked\nstart: [solo]\nstates:\n  b:\n    reply: eco\n"
+    )
+    found = problems_of(tmp_path, {"turno": turno, "solo": solo}, {"eco": "x"})
+    name, line, message = one(found, "handed to a flow it may not use")
+    assert (name, line) == ("turno.yaml", 5)
+    assert "'solo' is for audience 'unlinked'" in message
+    assert "a number that is admin or driver" in message
+
+    # The same audience on both sides is fine.
+    same = turno.replace("start:", "audience: unlinked\nstart:")
+    found = problems_of(tmp_path, {"turno": same, "solo": solo}, {"eco": "x"})
+    assert not [p for p in found if "may not use" in p[2]]

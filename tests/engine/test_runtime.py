@@ -17,7 +17,7 @@ from bot.engine.engine import Engine
 from bot.engine.harness import Harness, demo_settings
 from bot.engine.reload import Reloader
 from bot.engine.replies import APOLOGY
-from storage.base import utcnow
+from storage.base import Link, utcnow
 from tests.engine.project import make_project, write_files
 
 PHONE = "56911120011"
@@ -334,5 +334,43 @@ async def test_start_words_changed_by_a_reload_route_at_once(project):
         assert texts(await harness.send(PHONE, "loro")) == ["¿Qué repito?"]
         await harness.send(PHONE, "cancelar")
         assert texts(await harness.send(PHONE, "eco")) == fallback
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
+async def test_a_handover_never_enters_a_flow_the_number_may_not_use(tmp_path):
+    # A flow for anyone handed over to VINCULAR (for unlinked numbers): a
+    # linked driver typed another driver's RUT and took over that account.
+    turno = """
+    name: turno
+    start: [turno]
+    states:
+      inicio:
+        reply: turno
+        handover: vincular
+    """
+    vincular = (Path(__file__).parents[2] / "flows" / "vincular.yaml").read_text()
+    config = make_project(
+        tmp_path, {"turno": turno, "vincular": vincular}, {"turno": "Tu turno."}
+    )
+    harness = await start(config)
+    linked, unlinked = "56911112222", "56911113333"
+    link = Link(
+        linked, "C17", "9876543-3", "Rodrigo Pizarro", "driver", "rut", utcnow()
+    )
+    await harness.runtime.store.save_link(link)
+    try:
+        first, refused = texts(await harness.send(linked, "turno"))
+        assert first == "Tu turno."
+        assert refused.startswith("Tu número ya está vinculado a la cuenta de Rodrigo")
+        conversation = await harness.conversation(linked)
+        assert (conversation.flow, conversation.state) == (None, None)
+        assert (await harness.runtime.store.get_link(linked)) == link
+
+        # A number the target flow is for is handed over as before.
+        replies = texts(await harness.send(unlinked, "turno"))
+        assert replies[0] == "Tu turno." and "RUT" in replies[1]
+        conversation = await harness.conversation(unlinked)
+        assert conversation.flow == "vincular"
     finally:
         await harness.__aexit__(None, None, None)
