@@ -819,6 +819,18 @@ class FlowChecker:
                     f"button title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_BUTTON_TITLE}",
                 )
+        # Meta refuses a message whose buttons share an id or a title.
+        for part, values in (
+            ("id", [_id(b) for b in buttons]),
+            ("title", [_title(b) or _id(b) for b in buttons]),
+        ):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                self.fail(
+                    f"{at}.buttons",
+                    f"two buttons have the {part} {twice[0]!r}; WhatsApp refuses "
+                    "the message (the driver would get only its text)",
+                )
         if isinstance(listing, dict) and isinstance(listing.get("button"), str):
             button = listing["button"]
             if len(button) > limits.MAX_BUTTON_TITLE:
@@ -1067,6 +1079,10 @@ def _item_shape(item: Any) -> bool:
     if isinstance(item, dict):
         return item.get("id") is not None
     return isinstance(item, str | int) and not isinstance(item, bool)
+
+
+def _id(item: Any) -> str:
+    return str(item.get("id") if isinstance(item, dict) else item)
 
 
 def _title(item: Any) -> str | None:

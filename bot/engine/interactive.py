@@ -68,7 +68,7 @@ def _interactive(
     return None
 
 
-def _buttons(raw: list[Any]) -> dict[str, Any]:
+def _buttons(raw: list[Any]) -> dict[str, Any] | None:
     if len(raw) > limits.MAX_BUTTONS:
         log.warning("reply has %d buttons, sending the first 3", len(raw))
     # `buttons: [Sí, No]`: a word is the button's id and its title.
@@ -83,6 +83,13 @@ def _buttons(raw: list[Any]) -> dict[str, Any]:
         }
         for b in given[: limits.MAX_BUTTONS]
     ]
+    for part in ("id", "title"):
+        values = [button["reply"][part] for button in buttons]
+        if len(set(values)) != len(values):
+            # Meta refuses the whole message; the text alone still carries
+            # its "responde SI o NO" (tracbot check reports this).
+            log.warning("reply buttons share a %s %s, sent as text", part, values)
+            return None
     return {"type": "button", "action": {"buttons": buttons}}
 
 

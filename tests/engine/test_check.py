@@ -278,6 +278,22 @@ def test_interactive_reply_over_limits(tmp_path):
     assert one(found, "is 28 characters; WhatsApp allows 20")
 
 
+def test_buttons_sharing_a_title_or_an_id_are_reported(tmp_path):
+    # Meta refuses such a message: the driver got nothing at all.
+    for buttons, said in (
+        ("[{id: ok, title: Ok}, {id: ok2, title: Ok}]", "the title 'Ok'"),
+        ("[{id: si, title: Sí}, {id: si, title: Claro}]", "the id 'si'"),
+    ):
+        bad = GOOD.replace(
+            "    reply: eco",
+            f"    reply:\n      template: eco\n      buttons: {buttons}",
+        )
+        found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+        name, line, message = one(found, said)
+        assert (name, line) == ("pedido.yaml", 13)
+        assert "WhatsApp refuses the message" in message
+
+
 @pytest.mark.parametrize(
     ("reply", "said"),
     [

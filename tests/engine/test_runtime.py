@@ -279,6 +279,21 @@ async def test_buttons_written_as_words_go_out_as_buttons(tmp_path):
         await harness.__aexit__(None, None, None)
 
 
+async def test_buttons_sharing_a_title_go_out_as_the_text(tmp_path):
+    # Meta refuses the whole message, so the driver got nothing at all.
+    flow = ECO.replace(
+        "reply: eco_pedir",
+        "reply: {template: eco_pedir, buttons: [{id: ok, title: Ok}, "
+        "{id: ok2, title: Ok}]}",
+    )
+    harness = await start(make_project(tmp_path, {"eco": flow}, TEMPLATES))
+    try:
+        [body] = await harness.send(PHONE, "eco")
+        assert body["type"] == "text" and body["text"]["body"] == "¿Qué repito?"
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
 async def test_flow_edits_under_a_conversation(project):
     flows_dir = project.parent / "flows"
     templates_dir = project.parent / "message_templates"
