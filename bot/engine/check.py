@@ -35,6 +35,7 @@ from bot.engine.replies import (
 )
 from bot.engine.routes import StartWords
 from bot.engine.source import line_of, load_yaml
+from bot.engine.text import command_form
 from bot.errors import FlowError
 from bot.whatsapp import limits
 
@@ -1125,8 +1126,38 @@ def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Prob
                     problems.append(_at(one, f"start[{k}]", message))
             else:
                 owners.setdefault(word, (spec, i))
+    problems += _commands(flows)
     problems += _handover_loops(flows)
     problems += _fallbacks(flows)
+    return problems
+
+
+def _commands(flows: dict[str, FlowSpec]) -> list[Problem]:
+    """A command is what the menus tell a driver to type: it must start its
+    flow, and no other flow's."""
+    problems: list[Problem] = []
+    owners: dict[str, FlowSpec] = {}
+    for spec in flows.values():
+        if spec.command is None:
+            continue
+        word = command_form(str(spec.command))
+        if word and word not in spec.start:
+            problems.append(
+                _at(
+                    spec,
+                    "command",
+                    f"the menus say to type {spec.command!r}, but it is not one "
+                    "of this flow's start words: typing it starts nothing (add "
+                    f"{word!r} to `start:`)",
+                )
+            )
+        first = owners.setdefault(word, spec)
+        if first is not spec:
+            # Said in both files: either may be the one just edited.
+            for one, other in ((spec, first), (first, spec)):
+                message = f"command {one.command!r} is also the command of "
+                message += f"flow {other.name!r} ({other.path.name})"
+                problems.append(_at(one, "command", message))
     return problems
 
 

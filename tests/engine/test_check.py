@@ -852,3 +852,20 @@ def test_a_handover_into_a_flow_for_fewer_numbers_is_reported(tmp_path):
     same = turno.replace("start:", "audience: unlinked\nstart:")
     found = problems_of(tmp_path, {"turno": same, "solo": solo}, {"eco": "x"})
     assert not [p for p in found if "may not use" in p[2]]
+
+
+def test_a_command_said_twice_or_not_a_start_word_is_reported(tmp_path):
+    # Both passed: AYUDA listed GUIA twice and typing it always opened the
+    # first; TURNO was listed, and typing it got "No entendí".
+    guia = "name: guia\ncommand: GUIA\nstart: [guia]\nstates:\n  a:\n    reply: eco\n"
+    turno = guia.replace("name: guia", "name: turno").replace("[guia]", "[turno]")
+    found = problems_of(tmp_path, {"guia": guia, "turno": turno}, {"eco": "x"})
+    assert one(found, "also the command of flow 'turno'")[:2] == ("guia.yaml", 2)
+    assert one(found, "also the command of flow 'guia'")[:2] == ("turno.yaml", 2)
+
+    turno = guia.replace("name: guia", "name: turno").replace("GUIA", "TURNO")
+    turno = turno.replace("[guia]", "[proximo turno]")
+    found = problems_of(tmp_path, {"turno": turno}, {"eco": "x"})
+    name, line, message = one(found, "typing it starts nothing")
+    assert (name, line) == ("turno.yaml", 2)
+    assert "add 'turno' to `start:`" in message
