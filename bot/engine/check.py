@@ -605,6 +605,8 @@ class FlowChecker:
 
     def run(self) -> list[Problem]:
         self._menu_title()
+        self._literal("description", self.spec.description)
+        self._literal("title", self.spec.title)
         for state in self.spec.states.values():
             self._state(state)
         self._flow_templates()
@@ -616,6 +618,16 @@ class FlowChecker:
             self._reachability()
             self._slots()
         return self.problems
+
+    def _literal(self, at: str, text: Any) -> None:
+        # Only message_templates/ are Jinja: in a flow file the braces
+        # reached the driver as written ("Tu turno, {{ driver_name }}").
+        if isinstance(text, str) and ("{{" in text or "{%" in text):
+            self.fail(
+                at,
+                f"{text!r} is shown to drivers as written: `{{{{ … }}}}` works "
+                "only in the files of message_templates/",
+            )
 
     def _menu_title(self) -> None:
         # The command is a row of the OPCIONES list, titled by `title`.
@@ -812,6 +824,16 @@ class FlowChecker:
             self.fail(
                 at, f"{len(buttons)} buttons; WhatsApp allows {limits.MAX_BUTTONS}"
             )
+        for i, button in enumerate(buttons):
+            self._literal(f"{at}.buttons[{i}]", _title(button))
+        for row_at, row in [(f"{at}.list", listing or {})] + [
+            (f"{at}.list.rows[{i}]", row) for i, row in enumerate(_rows(reply))
+        ]:
+            if isinstance(row, dict):
+                for key in ("button", "title", "description"):
+                    self._literal(row_at, row.get(key))
+            else:
+                self._literal(row_at, row)
         for button in buttons:
             title = _title(button)
             if title and len(title) > limits.MAX_BUTTON_TITLE:

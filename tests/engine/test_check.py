@@ -869,3 +869,17 @@ def test_a_command_said_twice_or_not_a_start_word_is_reported(tmp_path):
     name, line, message = one(found, "typing it starts nothing")
     assert (name, line) == ("turno.yaml", 2)
     assert "add 'turno' to `start:`" in message
+
+
+def test_jinja_in_a_flow_file_is_reported_where_it_would_show(tmp_path):
+    # Flow files are not templates: drivers read "{{ driver_name }}".
+    flow = (
+        "name: turno\ncommand: TURNO\ntitle: '{{ name }}'\n"
+        "description: Tu turno, {{ driver_name }}\nstart: [turno]\nstates:\n"
+        "  a:\n    reply:\n      template: eco\n"
+        "      buttons: [{id: si, title: 'Sí {{ name }}'}, No]\n"
+    )
+    found = problems_of(tmp_path, {"turno": flow}, {"eco": "x"})
+    shown = [(line, message) for _, line, message in found if "as written" in message]
+    assert [line for line, _ in shown] == [3, 4, 10]
+    assert "works only in the files of message_templates/" in shown[0][1]
