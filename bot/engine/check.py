@@ -701,6 +701,14 @@ class FlowChecker:
         for kind, items in (("on", state.on), ("always", state.always)):
             for i, item in enumerate(items):
                 where = f"{at}.{kind}[{i}]"
+                if item.save in self.context:
+                    # The slot wins in a reply: "Gracias Km 45" for a name.
+                    self.fail(
+                        f"{where}.save",
+                        f"slot {item.save!r} hides the reply value of that "
+                        "name, which every template may read: save the answer "
+                        "under another name",
+                    )
                 if item.dest not in self.spec.states:
                     self.fail(
                         f"{where}.to",

@@ -883,3 +883,12 @@ def test_jinja_in_a_flow_file_is_reported_where_it_would_show(tmp_path):
     shown = [(line, message) for _, line, message in found if "as written" in message]
     assert [line for line, _ in shown] == [3, 4, 10]
     assert "works only in the files of message_templates/" in shown[0][1]
+
+
+def test_a_slot_named_like_a_reply_value_is_reported(tmp_path):
+    # `save: driver_name` greeted the driver by the place they typed.
+    bad = GOOD.replace("save: numero", "save: driver_name")
+    assert bad != GOOD
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    name, line, message = one(found, "hides the reply value")
+    assert (name, line) == ("pedido.yaml", 8) and "'driver_name'" in message
