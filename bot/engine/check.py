@@ -34,7 +34,7 @@ from bot.engine.replies import (
     template_line,
 )
 from bot.engine.routes import StartWords
-from bot.engine.source import line_of, load_yaml
+from bot.engine.source import line_of, load_yaml, read_text
 from bot.engine.text import command_form
 from bot.errors import FlowError
 from bot.whatsapp import limits
@@ -145,10 +145,10 @@ def format_problems(problems: Iterable[Problem]) -> str:
 
 def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
     try:
-        data, lines = load_yaml(path.read_text("utf-8"), path)
+        data, lines = load_yaml(read_text(path), path)
         problems = list(_unknown_keys(path, data, lines))
         return load_flow(path), problems
-    except (FlowError, UnicodeDecodeError, OSError) as exc:
+    except (FlowError, OSError) as exc:
         return None, [_from_error(path, exc)]
 
 
@@ -339,12 +339,12 @@ class Templates:
 
     def _read(self, path: Path) -> None:
         try:
-            self.sources[path.name] = path.read_text("utf-8")
+            self.sources[path.name] = read_text(path)
         except FileNotFoundError:
             return  # deleted since the folder was listed
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, FlowError) as exc:
             self.unreadable.add(path.name)
-            self.problems.append(Problem(str(path), 1, f"not UTF-8 text: {exc}"))
+            self.problems.append(_from_error(path, exc))
 
     def _parse(self, path: Path, source: str) -> None:
         try:

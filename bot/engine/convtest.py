@@ -27,7 +27,7 @@ from bot.engine import machine
 from bot.engine.engine import Engine
 from bot.engine.flows import FlowSpec
 from bot.engine.harness import Harness, demo_settings
-from bot.engine.source import load_yaml
+from bot.engine.source import load_yaml, read_text
 from bot.errors import FlowError
 
 DEFAULT_PHONE = "56911112222"
@@ -122,10 +122,10 @@ def load_cases(path: Path) -> list[Case]:
         FlowError: the file is not a valid test file; the message has the line.
     """
     try:
-        text = path.read_text("utf-8")
+        text = read_text(path)
     except FileNotFoundError as exc:
         raise FlowError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise FlowError(f"{path}: cannot read the file: {exc}") from exc
     data, lines = load_yaml(text, path)
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):

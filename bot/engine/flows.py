@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engine.source import Lines, line_of, load_yaml
+from bot.engine.source import Lines, decode, line_of, load_yaml
 from bot.engine.text import answer_form, command_form
 from bot.errors import FlowError
 
@@ -121,11 +121,7 @@ def load_flows(flows_dir: Path) -> dict[str, FlowSpec]:
 def load_flow(path: Path) -> FlowSpec:
     """Read one flow file into a `FlowSpec`."""
     raw_bytes = path.read_bytes()
-    try:
-        text = raw_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FlowError(f"{path}: the file is not UTF-8 text: {exc}") from exc
-    data, lines = load_yaml(text, path)
+    data, lines = load_yaml(decode(raw_bytes, path), path)
     if not isinstance(data, dict):
         raise FlowError(f"{path}:1: a flow file must be a mapping")
 

@@ -22,6 +22,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bot.engine.guards import GuardedEnvironment, guard_filters, printable
+from bot.engine.source import read_text
 from bot.errors import FlowError, RenderError
 
 log = logging.getLogger("tracbot.engine")
@@ -55,10 +56,10 @@ def read_templates(templates_dir: Path) -> dict[str, str]:
     sources = {}
     for path in sorted(templates_dir.glob(f"*{SUFFIX}")):
         try:
-            sources[path.name] = path.read_text("utf-8")
+            sources[path.name] = read_text(path)
         except FileNotFoundError:
             continue  # deleted since the folder was listed
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise FlowError(f"{path}:1: cannot read the template: {exc}") from exc
     return sources
 

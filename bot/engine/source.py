@@ -19,6 +19,41 @@ from bot.errors import FlowError
 
 Lines = dict[str, int]
 
+# Byte order marks of UTF-16, which some Windows editors save by default.
+_UTF16 = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text(path: Path) -> str:
+    """A file written by hand (flow, template, test), as text.
+
+    Raises:
+        FlowError: the file is not UTF-8, at the line where it stops being.
+    """
+    return decode(path.read_bytes(), path)
+
+
+def decode(data: bytes, path: Path | str) -> str:
+    """UTF-8 text, with or without the byte order mark Notepad writes (kept,
+    it began every reply with an invisible character).
+
+    Raises:
+        FlowError: not UTF-8, said in words, at the line of the first byte
+            that is not.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if data.startswith(_UTF16):
+            raise FlowError(
+                f"{path}:1: the file is saved as UTF-16; save it as UTF-8"
+            ) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise FlowError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} on this "
+            "line, as a Latin-1 or Windows editor writes an accent); save the "
+            "file as UTF-8"
+        ) from exc
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans: only true and false.

@@ -892,3 +892,24 @@ def test_a_slot_named_like_a_reply_value_is_reported(tmp_path):
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
     name, line, message = one(found, "hides the reply value")
     assert (name, line) == ("pedido.yaml", 8) and "'driver_name'" in message
+
+
+def test_a_file_not_in_utf8_is_named_at_its_line_in_words(tmp_path):
+    # It said "'utf-8' codec can't decode byte 0xf3 in position 104" at line 1.
+    make_project(tmp_path, {})
+    flows = tmp_path / "flows"
+    (flows / "turno.yaml").write_bytes(
+        "name: turno\nstart: [turno]\ndescription: Próximo turno\n".encode("latin-1")
+    )
+    (flows / "doble.yaml").write_bytes("name: doble\n".encode("utf-16"))
+    (tmp_path / "message_templates" / "eco.j2").write_bytes("Acá".encode("cp1252"))
+    found = [
+        (Path(p.path).name, p.line, p.message)
+        for p in check_project(flows, tmp_path / "message_templates")
+    ]
+
+    name, line, message = one(found, "not UTF-8 text (byte 0xf3")
+    assert (name, line) == ("turno.yaml", 3)
+    assert message.endswith("save the file as UTF-8")
+    assert one(found, "saved as UTF-16; save it as UTF-8")[:2] == ("doble.yaml", 1)
+    assert one(found, "not UTF-8 text (byte 0xe1")[:2] == ("eco.j2", 1)

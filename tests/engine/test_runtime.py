@@ -389,3 +389,17 @@ async def test_a_handover_never_enters_a_flow_the_number_may_not_use(tmp_path):
         assert conversation.flow == "vincular"
     finally:
         await harness.__aexit__(None, None, None)
+
+
+async def test_a_template_saved_with_a_byte_order_mark_reads_without_it(tmp_path):
+    # Notepad's BOM began every reply with an invisible U+FEFF.
+    config = make_project(tmp_path, {"eco": ECO}, TEMPLATES)
+    template = tmp_path / "message_templates" / "eco_pedir.j2"
+    template.write_bytes("\ufeff¿Qué repito?".encode())
+    flow = tmp_path / "flows" / "eco.yaml"
+    flow.write_bytes(b"\xef\xbb\xbf" + flow.read_bytes())
+    harness = await start(config)
+    try:
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+    finally:
+        await harness.__aexit__(None, None, None)
