@@ -44,6 +44,8 @@ log = logging.getLogger("tracbot.engine")
 STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 # What a reply mapping holds (bot/engine/interactive.py).
 REPLY_KEYS = {"template", "buttons", "list", "location_request"}
+# After an unknown condition or action that resembles none.
+LISTED_IN_DOCS = " (docs/flows.md lists the conditions and actions there are)"
 REPLY_SHAPE = (
     "a reply is a template name, or a mapping with `template` and `buttons`, "
     "`list` or `location_request`"
@@ -720,14 +722,17 @@ class FlowChecker:
                         self.fail(
                             where,
                             f"unknown condition {name!r}"
-                            + _did_you_mean(name, registry.CONDITIONS),
+                            + (
+                                _did_you_mean(name, registry.CONDITIONS)
+                                or LISTED_IN_DOCS
+                            ),
                         )
                 for name in item.actions:
                     if name not in registry.ACTIONS:
                         self.fail(
                             f"{where}.do",
                             f"unknown action {name!r}"
-                            + _did_you_mean(name, registry.ACTIONS),
+                            + (_did_you_mean(name, registry.ACTIONS) or LISTED_IN_DOCS),
                         )
                     self._guarded(f"{where}.do", name, item.conditions)
                 self._template(f"{where}.reply", item.reply)

@@ -913,3 +913,12 @@ def test_a_file_not_in_utf8_is_named_at_its_line_in_words(tmp_path):
     assert message.endswith("save the file as UTF-8")
     assert one(found, "saved as UTF-16; save it as UTF-8")[:2] == ("doble.yaml", 1)
     assert one(found, "not UTF-8 text (byte 0xe1")[:2] == ("eco.j2", 1)
+
+
+def test_an_unknown_action_like_no_other_points_at_the_list(tmp_path):
+    bad = GOOD.replace("save: numero", "do: cargar_turno")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    message = one(found, "unknown action 'cargar_turno'")[2]
+    assert message.endswith(
+        "(docs/flows.md lists the conditions and actions there are)"
+    )
