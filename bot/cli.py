@@ -169,9 +169,27 @@ def _chat(args: argparse.Namespace) -> int:
     from bot.chat import chat
 
     settings = _settings(args)
+    # A chat on flows `serve` would refuse answered drivers with the apology
+    # (or the wrong flow), unlike the server it stands in for.
+    if _refused(settings, "chat"):
+        return 1
     with contextlib.suppress(EOFError):
         return asyncio.run(chat(settings, args.phone))
     return 0
+
+
+def _refused(settings: Settings, command: str) -> bool:
+    """Print the checker's report and say so when `serve` would refuse the
+    flows; return whether it would."""
+    from bot.engine.check import check_project, format_problems
+
+    problems = check_project(settings.engine.flows_dir, settings.engine.templates_dir)
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        print(
+            f"tracbot {command}: fix these first (serve refuses them)", file=sys.stderr
+        )
+    return bool(problems)
 
 
 def _simulator(args: argparse.Namespace) -> int:
@@ -238,13 +256,7 @@ def _test(args: argparse.Namespace) -> int:
         return 2
 
     # Cases run on flows `serve` would refuse passed, as if all were well.
-    from bot.engine.check import check_project, format_problems
-
-    engine = _settings(args).engine
-    problems = check_project(engine.flows_dir, engine.templates_dir)
-    if problems:
-        print(format_problems(problems), file=sys.stderr)
-        print("tracbot test: fix these first (serve refuses them)", file=sys.stderr)
+    if _refused(_settings(args), "test"):
         return 1
 
     with _unreadable_as_flow_error():

@@ -613,6 +613,16 @@ def test_conversation_tests_refuse_flows_that_check_refuses(tmp_path, capsys):
     assert "unknown state 'lsito'" in err and "fix these first" in err
 
 
+def test_chat_refuses_flows_that_check_refuses(tmp_path, capsys):
+    # It ran them: the driver got the apology where serve would not start.
+    bad = GOOD.replace("to: listo", "to: lsito")
+    config = make_project(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert main(["--config", str(config), "chat", "+56911112222"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown state 'lsito'" in err
+    assert "tracbot chat: fix these first (serve refuses them)" in err
+
+
 def test_a_flow_only_a_handover_reaches_is_checked_from_the_handing_side(
     tmp_path,
 ):
