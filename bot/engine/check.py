@@ -884,6 +884,8 @@ class FlowChecker:
                 f"text; a message with buttons or a list holds "
                 f"{limits.MAX_INTERACTIVE_BODY}",
             )
+        if isinstance(listing, dict) and listing.get("rows") == "commands":
+            self._menu_rows(at)
         rows = _rows(reply)
         if not all(map(_item_shape, rows)):
             self.fail(
@@ -903,6 +905,24 @@ class FlowChecker:
                     f"row title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_ROW_TITLE}",
                 )
+
+    def _menu_rows(self, at: str) -> None:
+        # A list shows 10 rows: the commands past them silently vanished
+        # from the menu (AYUDA and CANCELAR, sorted last).
+        for role in ("unlinked", "driver", "admin"):
+            shown = [
+                str(spec.command)
+                for spec in self.flows.values()
+                if spec.command and role in audience.ADMITS.get(spec.audience, ())
+            ]
+            if len(shown) > limits.MAX_LIST_ROWS:
+                self.fail(
+                    f"{at}.list.rows",
+                    f"a number that is {role} may use {len(shown)} commands, "
+                    f"and a list shows {limits.MAX_LIST_ROWS}: the last ones "
+                    "would be left out of this menu",
+                )
+                return
 
     def _edges(self, state: StateSpec) -> list[str]:
         known = self.spec.states

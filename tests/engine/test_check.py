@@ -932,3 +932,24 @@ def test_an_unknown_action_like_no_other_points_at_the_list(tmp_path):
     assert message.endswith(
         "(docs/flows.md lists the conditions and actions there are)"
     )
+
+
+def test_a_menu_of_commands_longer_than_a_list_is_reported(tmp_path):
+    # OPCIONES silently dropped its last rows (AYUDA, CANCELAR) at 12.
+    menu = (
+        "name: menu\nstart: [menu]\nstates:\n  a:\n    reply:\n      template: eco\n"
+        "      list: {button: Ver, rows: commands}\n"
+    )
+    extra = {
+        f"c{n}": f"name: c{n}\ncommand: C{n}\nstart: [c{n}]\nstates:\n"
+        "  a:\n    reply: eco\n"
+        for n in range(9)
+    }
+    found = problems_of(tmp_path, {"menu": menu, **extra}, {"eco": "x"})
+    name, line, message = one(found, "a list shows 10")
+    assert (name, line) == ("menu.yaml", 7)
+    assert "may use 11 commands" in message
+
+    del extra["c0"]
+    found = problems_of(tmp_path / "ten", {"menu": menu, **extra}, {"eco": "x"})
+    assert not [p for p in found if "a list shows" in p[2]]
