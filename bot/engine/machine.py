@@ -229,8 +229,10 @@ def _value_of(message: InboundMessage) -> Any:
         return {
             "latitude": loc.latitude,
             "longitude": loc.longitude,
-            "name": loc.name,
-            "address": loc.address,
+            # Most pins carry no place name or address: empty, not None,
+            # which a template printing `{{ pin.address }}` could not show.
+            "name": loc.name or "",
+            "address": loc.address or "",
         }
     if message.reply_id is not None:
         return message.reply_id

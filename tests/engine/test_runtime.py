@@ -403,3 +403,32 @@ async def test_a_template_saved_with_a_byte_order_mark_reads_without_it(tmp_path
         assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
     finally:
         await harness.__aexit__(None, None, None)
+
+
+async def test_a_saved_pin_without_name_or_address_prints_them_empty(tmp_path):
+    # `{{ pin.address }}` on a bare pin (most pins) gave the apology.
+    flow = """
+    name: donde
+    start: [donde]
+    states:
+      pedir:
+        reply: donde_pedir
+        on:
+          - input: location
+            save: pin
+            to: listo
+      listo:
+        reply: donde_listo
+    """
+    templates = {
+        "donde_pedir": "¿Dónde estás?",
+        "donde_listo": "Anotado: {{ pin.latitude }} [{{ pin.name }}|{{ pin.address }}]",
+    }
+    harness = await start(make_project(tmp_path, {"donde": flow}, templates))
+    try:
+        await harness.send(PHONE, "donde")
+        pin = {"location": {"latitude": -23.65, "longitude": -70.4}}
+        bodies = await harness.send(PHONE, pin)
+        assert texts(bodies) == ["Anotado: -23.65 [|]"]
+    finally:
+        await harness.__aexit__(None, None, None)
