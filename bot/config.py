@@ -109,6 +109,7 @@ class StorageSettings:
 
     pool_max: int = 20
     acquire_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 10.0
     migrate: str = "auto"
 
     def options(self) -> dict[str, Any]:
@@ -116,6 +117,7 @@ class StorageSettings:
         return {
             "pool_max": self.pool_max,
             "acquire_timeout": self.acquire_timeout_seconds,
+            "statement_timeout": self.statement_timeout_seconds,
             "migrate": self.migrate,
         }
 
@@ -289,6 +291,9 @@ def _storage(reader: _Reader) -> StorageSettings:
     return StorageSettings(
         pool_max=pool_max,
         acquire_timeout_seconds=reader.number("storage.acquire_timeout_seconds", 5.0),
+        statement_timeout_seconds=reader.number(
+            "storage.statement_timeout_seconds", 10.0
+        ),
         migrate=migrate,
     )
 

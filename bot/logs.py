@@ -48,8 +48,9 @@ class Repeated:
         self._hidden = 0
         self._failing = False
 
-    def failed(self, message: str, *args: object) -> None:
-        """Count one failure; log it if its period has come."""
+    def failed(self, message: str, *args: object, exc_info: bool = False) -> None:
+        """Count one failure; log it (with the traceback being handled if
+        `exc_info`) if its period has come."""
         self._failing = True
         now = time.monotonic()
         if now < self._next_at:
@@ -58,7 +59,7 @@ class Repeated:
         if self._hidden:
             message += " (%d more like it since the last line)"
             args = (*args, self._hidden)
-        self.logger.error(message, *args)
+        self.logger.error(message, *args, exc_info=exc_info)
         self._next_at = now + self.every
         self._hidden = 0
 

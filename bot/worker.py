@@ -197,12 +197,26 @@ class Worker:
                 ),
             ]
             started.set_result(Parts(dispatcher, sender))
+            stopping = asyncio.create_task(self._stop.wait(), name="stop")
             try:
-                await self._stop.wait()
-            finally:
+                done, _ = await asyncio.wait(
+                    [stopping, *tasks], return_when=asyncio.FIRST_COMPLETED
+                )
+                # Each part outlives the errors it meets; one that ended
+                # anyway ends the thread, so that /readyz says so instead
+                # of "ready" over an inbox nobody reads.
                 for task in tasks:
+                    if task in done:
+                        log.error(
+                            "processing part %s ended: %r; processing stops "
+                            "(restart tracbot)",
+                            task.get_name(),
+                            None if task.cancelled() else task.exception(),
+                        )
+            finally:
+                for task in (*tasks, stopping):
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, stopping, return_exceptions=True)
 
     def _client(self) -> GraphClient:
         return GraphClient(

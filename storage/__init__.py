@@ -29,7 +29,9 @@ __all__ = [
 
 
 # Options only the server backends have: a pool of connections.
-POOL_OPTIONS = frozenset({"pool_min", "pool_max", "acquire_timeout"})
+POOL_OPTIONS = frozenset(
+    {"pool_min", "pool_max", "acquire_timeout", "statement_timeout"}
+)
 # Options only the embedded backend has (see SqliteStore).
 FILE_OPTIONS = frozenset({"companion"})
 
@@ -38,10 +40,10 @@ def create_store(url: str, **options: object) -> Store:
     """Return an unopened store for a storage URL.
 
     `options` are the backend's keyword arguments (`migrate`, and for the
-    server backends `pool_min`, `pool_max`, `acquire_timeout`); the embedded
-    backend has no pool, so it ignores the pool options, and the server
-    backends ignore `companion` (a second store of one process on the same
-    file, see SqliteStore).
+    server backends `pool_min`, `pool_max`, `acquire_timeout`,
+    `statement_timeout`); the embedded backend has no pool, so it ignores
+    the pool options, and the server backends ignore `companion` (a second
+    store of one process on the same file, see SqliteStore).
 
     Raises:
         ValueError: the URL's scheme names no backend.

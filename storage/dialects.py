@@ -176,6 +176,8 @@ class PostgresDialect(Dialect):
         "server closed the connection",
         "connection lost",
         "connection was lost",
+        # psqlODBC's own words for a connection the server dropped.
+        "connection has been lost",
         "no connection to the server",
     )
 

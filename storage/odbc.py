@@ -70,6 +70,9 @@ LINK_COLUMNS = ("wa_id", "driver_id", "rut", "name", "role", "method", "linked_a
 # whatever the dispatcher's claims hold (see `max_claims`).
 RESERVED_CONNECTIONS = 2
 
+# Seconds a migration (or the wait for another process's) may take.
+MIGRATION_SECONDS = 3600.0
+
 # Markers per statement of `last_inbound`; SQL Server takes 2100 at most.
 IN_CHUNK = 500
 
@@ -87,6 +90,7 @@ class OdbcStore(Store):
         pool_min: connections opened by `open()` and kept.
         pool_max: connections at most; each held `claim` uses one.
         acquire_timeout: seconds to wait for a connection, pooled or new.
+        statement_timeout: seconds an operation may take once it has one.
         migrate: `auto` applies pending migrations on open; `refuse` raises
             StorageError naming them (run `tracbot migrate` first).
     """
@@ -99,9 +103,11 @@ class OdbcStore(Store):
         pool_min: int = 1,
         pool_max: int = 10,
         acquire_timeout: float = 5.0,
+        statement_timeout: float = 10.0,
         migrate: str = "auto",
     ) -> None:
         self.url = url
+        self.statement_timeout = statement_timeout
         self.migrate = check_migrate_mode(migrate)
         # Names of the migrations the last `open()` applied.
         self.applied: list[str] = []
@@ -137,7 +143,7 @@ class OdbcStore(Store):
         try:
             if self._detect:
                 self.dialect = await self._detect_dialect()
-            await self._run(self._migrate)
+            await self._run(self._migrate, within=MIGRATION_SECONDS)
         except BaseException:
             await self.close()
             raise
@@ -195,12 +201,30 @@ class OdbcStore(Store):
 
     # Running work
 
-    async def _run(self, work: Work[T]) -> T:
-        """Run `work` in one transaction, to its end even if we are cancelled."""
+    async def _run(self, work: Work[T], within: float | None = None) -> T:
+        """Run `work` in one transaction, to its end even if we are cancelled.
+
+        The caller waits `within` seconds at most (the statement and the
+        acquire timeouts by default).
+        """
         task = asyncio.ensure_future(self._transaction(work))
         self._tasks.add(task)
         task.add_done_callback(_forget(self._tasks))
-        return await asyncio.shield(task)
+        # ODBC calls block a thread with no time limit of their own: a
+        # server that hung without closing its connections held webhooks
+        # for minutes with no answer. The caller gets its error in time;
+        # the work finishes (commits or not) when the server answers.
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(task),
+                within or self.statement_timeout + self.acquire_timeout,
+            )
+        except TimeoutError:
+            if task.done():
+                raise
+            raise StorageUnavailable(
+                f"no answer from the database within {self.statement_timeout:g}s"
+            ) from None
 
     async def _transaction(self, work: Work[T]) -> T:
         # A connection that died while idle in the pool (a server restart)

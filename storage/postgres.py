@@ -56,6 +56,8 @@ T = TypeVar("T")
 
 # Serialises `open()` of several processes so a migration applies once.
 MIGRATION_LOCK = advisory_lock_key("tracbot.migrations")
+# Seconds a migration statement (or the wait for another's) may take.
+MIGRATION_SECONDS = 3600.0
 
 # Connections of the pool kept for the webhook, the sender and the sweeper,
 # whatever the dispatcher's claims hold (see `max_claims`).
@@ -95,7 +97,7 @@ class PostgresStore(Store):
         pool_min: connections opened by `open()` and kept.
         pool_max: connections at most; each held `claim` uses one.
         acquire_timeout: seconds to wait for a connection, pooled or new.
-        command_timeout: seconds a statement may run.
+        statement_timeout: seconds a statement may run.
         migrate: `auto` applies pending migrations on open; `refuse` raises
             StorageError naming them (run `tracbot migrate` first).
     """
@@ -107,14 +109,14 @@ class PostgresStore(Store):
         pool_min: int = 1,
         pool_max: int = 10,
         acquire_timeout: float = 5.0,
-        command_timeout: float = 30.0,
+        statement_timeout: float = 10.0,
         migrate: str = "auto",
     ) -> None:
         self.url = url
         self.pool_min = min(pool_min, pool_max)
         self.pool_max = pool_max
         self.acquire_timeout = acquire_timeout
-        self.command_timeout = command_timeout
+        self.command_timeout = statement_timeout
         self.migrate = check_migrate_mode(migrate)
         self._pool: asyncpg.Pool | None = None
         # Names of the migrations the last `open()` applied.
@@ -139,9 +141,14 @@ class PostgresStore(Store):
                 server_settings={"application_name": "tracbot"},
             )
         except (*_UNAVAILABLE, TimeoutError) as exc:
-            raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL: {_reason(exc, self.acquire_timeout)}"
+            ) from exc
         except _FAILED as exc:
             raise StorageError(f"cannot open PostgreSQL storage: {exc}") from exc
+        except ValueError as exc:
+            # asyncpg parses the URL itself: a port of "5439x" was a traceback.
+            raise StorageError(f"invalid PostgreSQL URL: {exc}") from exc
 
         try:
             await self._run(self._migrate, transaction=True)
@@ -164,7 +171,12 @@ class PostgresStore(Store):
             pool.terminate()
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        # Waiting for another process's migration, or an index built over a
+        # big table, takes longer than a statement of the bot may.
+        wait = MIGRATION_SECONDS
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=wait
+        )
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
             "PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
@@ -177,7 +189,7 @@ class PostgresStore(Store):
 
         for migration in pending:
             for statement in migration.statements():
-                await conn.execute(statement)
+                await conn.execute(statement, timeout=wait)
             await conn.execute(
                 "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
                 migration.version,
@@ -215,6 +227,13 @@ class PostgresStore(Store):
                 async with conn.transaction():
                     return await work(tracked)
             return await work(tracked)
+        except TimeoutError as exc:
+            # Before _DEAD, which holds OSError and so TimeoutError: a server
+            # that does not answer is not a dead connection to retry on the
+            # next one (each waited its timeout again, 35-65 s a webhook).
+            raise StorageUnavailable(
+                f"no answer from PostgreSQL within {self.command_timeout:g}s"
+            ) from exc
         except _DEAD as exc:
             # Nothing succeeded on this connection: it was dead in the pool.
             if retry and tracked.calls == 0 and not _is_statement_error(exc):
@@ -224,8 +243,6 @@ class PostgresStore(Store):
             raise _translate(exc) from exc
         except asyncpg.PostgresError as exc:
             raise _translate(exc) from exc
-        except TimeoutError as exc:
-            raise StorageError("PostgreSQL statement timed out") from exc
         finally:
             await self._release(conn)
 
@@ -239,8 +256,13 @@ class PostgresStore(Store):
                 f"no database connection within {self.acquire_timeout}s "
                 f"(pool_max={self.pool_max})"
             ) from exc
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        except (*_UNAVAILABLE, *_FAILED) as exc:
+            # Also a login refused while the pool opens a connection (a
+            # password rotated, the database dropped): not the statement's
+            # fault, and an untranslated one ended the dispatcher for good.
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL: {_reason(exc, self.acquire_timeout)}"
+            ) from exc
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         # Release resets the connection, which fails on a dead one; that
@@ -783,6 +805,13 @@ def _is_statement_error(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" not in str(exc).lower()
     return False
+
+
+def _reason(exc: BaseException, seconds: float) -> str:
+    # A timeout says nothing of itself ("cannot connect to PostgreSQL: ").
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {seconds:g}s"
+    return str(exc) or type(exc).__name__
 
 
 def _translate(exc: BaseException) -> StorageError:

@@ -136,6 +136,12 @@ class PostgresServer:
         return self.odbc_for(self.database)
 
     @property
+    def pid(self) -> int:
+        """The postmaster's process id (the server must be running)."""
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

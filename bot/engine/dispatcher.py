@@ -72,6 +72,9 @@ class Dispatcher:
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Storage errors repeat while an outage lasts: logged once a while.
         self._inbox_down = Repeated(log)
+        # So may an error nothing expected (a bug, an error no store
+        # translated): logged with its traceback, and processing goes on.
+        self._unexpected = Repeated(log)
         # Messages the engine failed on (the driver got the apology): in
         # all, and since the last one it handled.
         self.engine_failures = 0
@@ -85,7 +88,13 @@ class Dispatcher:
         """Dispatch until cancelled; workers are awaited on the way out."""
         try:
             while True:
-                await self._sweep()
+                try:
+                    await self._sweep()
+                except Exception:
+                    # It ended the dispatcher for good (an asyncpg login
+                    # error), while the webhook kept storing and /readyz
+                    # said ready.
+                    self._unexpected.failed("dispatch failed, retrying", exc_info=True)
                 await wait_event(self._wake, self.poll_seconds)
                 await gather(self.gather_seconds)
                 self._wake.clear()
@@ -150,6 +159,12 @@ class Dispatcher:
             # The event stays pending; the next sweep tries again.
             self._inbox_down.failed(
                 "storage failed phone=%s, will retry: %s", mask(wa_id), exc
+            )
+            await asyncio.sleep(self.poll_seconds)
+        except Exception:
+            # The same for an error nothing expected, shown in full.
+            self._unexpected.failed(
+                "processing failed phone=%s, will retry", mask(wa_id), exc_info=True
             )
             await asyncio.sleep(self.poll_seconds)
 

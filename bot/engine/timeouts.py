@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.engine.flows import FlowSpec
+from bot.logs import Repeated
 from bot.whatsapp.events import Notice, to_json
 from storage.base import Conversation, NewInboxEvent, Store, utcnow
 from storage.errors import StorageError
@@ -121,10 +122,15 @@ async def run_sweeper(
     interval: float = SWEEP_SECONDS,
 ) -> None:
     """Sweep for expired conversations every `interval` seconds until cancelled."""
+    # An outage failed every sweep: an ERROR every 5 s, now once a while.
+    failing = Repeated(log)
     while True:
         try:
             if await sweep_once(store, utcnow(), phone_number_id):
                 wake()
+            failing.succeeded("timeout sweep works again")
         except StorageError as exc:
-            log.error("timeout sweep failed, will retry: %s", exc)
+            failing.failed("timeout sweep failed, will retry: %s", exc)
+        except Exception:
+            failing.failed("timeout sweep failed, will retry", exc_info=True)
         await asyncio.sleep(interval)

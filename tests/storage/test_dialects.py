@@ -124,3 +124,11 @@ def test_advisory_lock_keys_are_stable_signed_64_bit() -> None:
     assert key == advisory_lock_key("tracbot.claim:56911111111")
     assert key != advisory_lock_key("tracbot.claim:56911111112")
     assert -(2**63) <= key < 2**63
+
+
+def test_psqlodbc_saying_the_connection_has_been_lost_is_unavailable():
+    # Its own words after a server restart: the dead pooled connection was
+    # not retried, and the first calls after a restart got 503s.
+    dialect = dialect_named("postgresql")
+    message = "[HY000] The connection has been lost;\nError while preparing parameters"
+    assert dialect.is_unavailable("HY000", message)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -211,3 +212,40 @@ async def test_a_stopped_database_gets_503_then_everything_is_answered(
         phone(n) for n in range(3)
     )
     assert len(reads(requests)) == 3
+
+
+async def test_logins_refused_for_a_while_stop_nothing_for_good(
+    postgres_server, simulator, http, tmp_path: Path
+) -> None:
+    # A password rotated (or a role's login refused) for a few seconds
+    # ended the dispatcher: later messages were stored, never answered,
+    # and /readyz said ready.
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    postgres_server.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'first'")
+    postgres_server.psql(f"CREATE DATABASE {role} OWNER {role}")
+    dsn = f"postgresql://{role}:first@127.0.0.1:{postgres_server.port}/{role}"
+    bot = server(simulator, dsn, tmp_path / "bot").start()
+    try:
+        assert await post(http, bot, body("login", 0, phone(0))) == 200
+        await settled(http, simulator, 1, [bot])
+
+        postgres_server.psql(f"ALTER ROLE {role} PASSWORD 'rotated'")
+        postgres_server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE usename = '{role}'"
+        )
+        assert await post(http, bot, body("login", 1, phone(1))) == 503
+        await asyncio.sleep(1.5)  # the dispatcher and the sender meet it too
+
+        postgres_server.psql(f"ALTER ROLE {role} PASSWORD 'first'")
+        for n in (1, 2):
+            assert await post(http, bot, body("login", n, phone(n))) == 200
+        requests = await settled(http, simulator, 3, [bot])
+    finally:
+        bot.stop()
+        postgres_server.drop_database(role)
+        postgres_server.psql(f"DROP ROLE {role}")
+
+    assert Counter(r["body"]["to"] for r in texts(requests)) == Counter(
+        phone(n) for n in range(3)
+    )

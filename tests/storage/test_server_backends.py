@@ -8,14 +8,20 @@ back. Each test runs with asyncpg and with unixODBC + psqlODBC.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from storage import NewInboxEvent, Store, create_store
 from storage.errors import StorageError, StorageUnavailable
-from tests.servers import PostgresServer
+from tests.servers import ODBC_DRIVER, PostgresServer
 
 BACKENDS = ["postgresql", "odbc"]
 
@@ -139,3 +145,109 @@ async def test_a_restart_nobody_saw_fails_no_call(
             assert await store.add_events([event("e2")]) == 1
             async with store.claim("561") as held:
                 assert held is True
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_login_refused_after_open_is_a_storage_error(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    # A rotated password raised asyncpg's InvalidPasswordError through the
+    # store: it ended the dispatcher for good while /readyz said ready.
+    if backend == "odbc":
+        request.getfixturevalue("odbc_driver")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'first'")
+    server.psql(f"CREATE DATABASE {role} OWNER {role}")
+    dsn = f"postgresql://{role}:first@127.0.0.1:{server.port}/{role}"
+    odbc = (
+        f"Driver={{{ODBC_DRIVER}}};Server=127.0.0.1;Port={server.port};"
+        f"Database={role};Uid={role};Pwd=first;"
+    )
+    try:
+        async with create_store(url_of(backend, dsn, odbc)) as store:
+            await store.add_events([event("e1")])
+
+            server.psql(f"ALTER ROLE {role} PASSWORD 'rotated'")
+            server.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE usename = '{role}'"
+            )
+            expected = StorageUnavailable if backend == "postgresql" else StorageError
+            with pytest.raises(expected):
+                await store.pending_count()
+
+            server.psql(f"ALTER ROLE {role} PASSWORD 'first'")
+            assert await store.pending_count() == 1
+    finally:
+        server.drop_database(role)
+        server.psql(f"DROP ROLE {role}")
+
+
+def frozen(server: PostgresServer, stop: bool) -> None:
+    """Stop (or resume) the server and its backends as a hung host would."""
+    pid = server.pid
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    for each in (pid, *map(int, children)):
+        os.kill(each, signal.SIGSTOP if stop else signal.SIGCONT)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_hung_server_fails_a_call_within_the_statement_timeout(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    # A server that stops answering without closing its connections held a
+    # webhook 35-65 s (asyncpg) or more than five minutes (ODBC).
+    if backend == "odbc":
+        request.getfixturevalue("odbc_driver")
+    request.getfixturevalue("postgres_server")  # skips without binaries
+
+    with PostgresServer() as server:
+        url = url_of(backend, server.dsn, server.odbc)
+        store = create_store(url, acquire_timeout=1.0, statement_timeout=1.0)
+        async with store:
+            await store.add_events([event("e1")])
+
+            frozen(server, stop=True)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable, match="no answer"):
+                    await store.add_events([event("e2")])
+                elapsed = time.monotonic() - started
+            finally:
+                frozen(server, stop=False)
+            assert elapsed < 4, elapsed
+
+            # Back: the store serves again.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    assert await store.add_events([event("e3")]) == 1
+                    break
+                except StorageUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+
+async def test_a_bad_postgresql_url_is_a_storage_error_without_its_password() -> None:
+    # A port of "5439x" raised a ValueError traceback out of `tracbot migrate`.
+    store = create_store("postgresql://tracbot:S3cret@127.0.0.1:5439x/tracbot")
+    with pytest.raises(StorageError, match="invalid PostgreSQL URL") as raised:
+        await store.open()
+    assert "S3cret" not in str(raised.value)
+
+
+async def test_a_server_that_never_answers_is_said_so() -> None:
+    # The reason was empty: "cannot connect to PostgreSQL: ".
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        store = create_store(
+            f"postgresql://u:p@127.0.0.1:{port}/db", acquire_timeout=0.5
+        )
+        with pytest.raises(StorageUnavailable, match="no answer within 0.5s"):
+            await store.open()
