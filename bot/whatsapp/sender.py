@@ -40,7 +40,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -65,9 +65,9 @@ log = logging.getLogger("tracbot.sender")
 
 OnSent = Callable[[OutboxItem, SendResult | None], None]
 
-# Waits between tries to record a send Meta accepted (about a minute in
-# all, half the outbox lease), before the item is left to the lease.
-RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# Waits between quick tries to record a send Meta accepted; after them the
+# record is owed, written before the next take once the store answers.
+RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
 
 # Requests on the wire at once, at most: aiohttp's default connection limit,
 # so that no request waits for a connection inside its own timeout.
@@ -255,6 +255,11 @@ class Sender:
         self._probe_at = 0.0
         self._wake = asyncio.Event()
         self._outbox_down = Repeated(log)
+        # Store writes an outage kept from landing, by item id: the record
+        # of a send Meta accepted, or the give-back of an item not sent.
+        # Written before the next take, so that the lease never hands out
+        # again (and sends twice) what this process still holds.
+        self._owed: dict[int, Callable[[], Awaitable[None]]] = {}
 
     def wake(self) -> None:
         """Tell the sender that new items are queued."""
@@ -296,6 +301,15 @@ class Sender:
             for task in flying:
                 task.cancel()
             await asyncio.gather(*flying, return_exceptions=True)
+            with contextlib.suppress(StorageError):
+                await self._settle_owed()
+            if self._owed:
+                log.warning(
+                    "stopped with %d outbox updates the store never took "
+                    "(ids %s): sent ones may be sent again after the lease",
+                    len(self._owed),
+                    sorted(self._owed)[:20],
+                )
 
     def _free(self, flying: set[asyncio.Task[None]]) -> int:
         """How many items to take now.
@@ -348,6 +362,7 @@ class Sender:
                 return []
             limit = 1
         try:
+            await self._settle_owed()
             items = await self.store.due_outbox(limit=limit)
         except StorageError as exc:
             self._outbox_down.failed("outbox unavailable, retrying: %s", exc)
@@ -393,6 +408,18 @@ class Sender:
             )
             self.network_failures = 0
 
+    async def _settle_owed(self) -> None:
+        """Write what an outage kept from the store, oldest first; raise
+        StorageError (leaving the rest owed) while the store still fails."""
+        for item_id, write in list(self._owed.items()):
+            await write()
+            del self._owed[item_id]
+            log.info("outbox update written after the outage id=%s", item_id)
+
+    def _owe(self, item: OutboxItem, write: Callable[[], Awaitable[None]]) -> None:
+        self._owed[item.id] = write
+        self._wake.set()
+
     async def _release(self, items: list[OutboxItem]) -> None:
         with contextlib.suppress(StorageError):
             for item in items:
@@ -410,8 +437,21 @@ class Sender:
                     item, taken_at = replacement, time.monotonic()
             await self._attempt(item, taken_at)
         except StorageError as exc:
-            # The item stays `sending` until its lease ends, then is retried.
-            log.error("outbox update failed id=%s: %s", item.id, exc)
+            # Not sent (a send Meta accepted owes its record instead, see
+            # _record_sent): back to the queue once the store answers, not
+            # `sending` until the lease ends, two minutes later.
+            if item.id not in self._owed:
+                self._owe(
+                    item,
+                    lambda item=item: self.store.give_back(
+                        item.id, item.attempts, "not sent: the store was unavailable"
+                    ),
+                )
+            log.error(
+                "outbox update failed id=%s, given back once the store answers: %s",
+                item.id,
+                exc,
+            )
 
     async def _within_limits(self, item: OutboxItem) -> bool:
         try:
@@ -528,13 +568,27 @@ class Sender:
         self, item: OutboxItem, wamid: str | None, status: str, ms: int
     ) -> None:
         # Meta has the message: if the record were given up, the lease would
-        # send it again. A store that is briefly unavailable (a lock, a
-        # restart) is waited for, well within the lease.
-        for delay in RECORD_RETRY_SECONDS:
+        # send it again. A store briefly unavailable (a lock) is waited for;
+        # a longer outage leaves the record owed, written before this
+        # sender takes anything again (an outage past the lease sent every
+        # reply in flight twice).
+        async def record() -> None:
+            await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
+
+        for delay in (*RECORD_RETRY_SECONDS, None):
             try:
-                await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
+                await record()
                 return
             except StorageError as exc:
+                if delay is None:
+                    self._owe(item, record)
+                    log.warning(
+                        "sent id=%s but not recorded: recorded once the store "
+                        "answers: %s",
+                        item.id,
+                        exc,
+                    )
+                    return
                 log.warning(
                     "sent id=%s but not recorded yet, trying again in %gs: %s",
                     item.id,
@@ -542,7 +596,6 @@ class Sender:
                     exc,
                 )
             await asyncio.sleep(delay)
-        await self.store.record_sent(item.id, wamid, status, item.attempts, ms)
 
     async def _request(self, item: OutboxItem) -> SendResult | None:
         if item.kind == "read":

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
 from bot.whatsapp.client import GraphClient
 from bot.whatsapp.simulator import Simulator, make_app
+from storage import sqlite as sqlite_store
 from storage.base import NewOutbound
 from storage.sqlite import SqliteStore
 from tests.whatsapp.test_sender import (
@@ -21,6 +24,7 @@ from tests.whatsapp.test_sender import (
     NUMBER,
     TOKEN,
     _wrote,
+    accepted_texts,
     make_sender,
     running,
     settled,
@@ -382,3 +386,36 @@ async def test_the_outbox_never_looks_drained_before_its_fallback_is_queued(
 
     # Each text and its template: a drained outbox always holds pairs.
     assert drained and all(count % 2 == 0 for count in drained)
+
+
+async def test_a_send_recorded_after_an_outage_past_the_lease_leaves_once(
+    tmp_path, graph, base_url, simulator, monkeypatch
+):
+    # The record of a send Meta accepted was retried for a minute, then
+    # given up; the lease (two minutes) then handed the item out again and
+    # every reply in flight reached its driver twice. A lease of half a
+    # second and an outage of three stand for them here.
+    monkeypatch.setattr(sqlite_store, "SENDING_LEASE", timedelta(seconds=0.5))
+    simulator.delay = 0.5
+    path = tmp_path / "outage.db"
+    async with SqliteStore(f"sqlite:///{path}") as store:
+        await store.enqueue([text(CAMILA, "una vez")])
+        sender = make_sender(store, graph(base_url))
+        async with running(sender):
+            ends = time.monotonic() + 5
+            while [i.status for i in await store.outbox_items()] != ["sending"]:
+                assert time.monotonic() < ends, "never taken"
+                await asyncio.sleep(0.01)
+
+            # Another process holds the file while the answer comes back.
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            await asyncio.sleep(3.0)
+            holder.execute("ROLLBACK")
+            holder.close()
+
+            [item] = await settled(store)
+            await asyncio.sleep(1.0)  # a second take would have gone by now
+
+    assert accepted_texts(simulator) == ["una vez"]
+    assert (item.status, item.wamid) == ("accepted", simulator.received[0]["wamid"])
