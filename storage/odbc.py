@@ -43,7 +43,7 @@ from storage.base import (
 )
 from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
 from storage.errors import StorageError, StorageUnavailable
-from storage.migrations import check_migrate_mode, migrations, refuse_pending
+from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
 log = logging.getLogger("tracbot.storage")
@@ -180,9 +180,9 @@ class OdbcStore(Store):
         await cursor.execute(self.dialect.create_migrations_table().sql)
         await cursor.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in await cursor.fetchall()}
-        pending = [
-            m for m in migrations(self.dialect.migrations) if m.version not in done
-        ]
+        pending = pending_of(
+            f"odbc ({self.dialect.name})", self.dialect.migrations, done
+        )
         if pending and self.migrate == "refuse":
             refuse_pending(f"odbc ({self.dialect.name})", pending)
 

@@ -46,7 +46,7 @@ from storage.base import (
 from storage.crash import crash_point
 from storage.dialects import advisory_lock_key
 from storage.errors import StorageError, StorageUnavailable
-from storage.migrations import check_migrate_mode, migrations, refuse_pending
+from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
 log = logging.getLogger("tracbot.storage")
@@ -183,7 +183,7 @@ class PostgresStore(Store):
         )
         rows = await conn.fetch("SELECT version FROM schema_migrations")
         done = {row["version"] for row in rows}
-        pending = [m for m in migrations("postgres") if m.version not in done]
+        pending = pending_of("postgresql", "postgres", done)
         if pending and self.migrate == "refuse":
             refuse_pending("postgresql", pending)
 

@@ -44,7 +44,7 @@ from storage.base import (
     utcnow,
 )
 from storage.errors import StorageError, StorageUnavailable
-from storage.migrations import check_migrate_mode, migrations, refuse_pending
+from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.sqlite_batch import Connection, GroupCommit, share_turns, transaction
 from storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from storage.sqlite_links import LinksMixin
@@ -299,7 +299,7 @@ class SqliteStore(LinksMixin, Store):
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)"
         )
         done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-        pending = [m for m in migrations("sqlite") if m.version not in done]
+        pending = pending_of("sqlite", "sqlite", done)
         if pending and self.migrate == "refuse":
             refuse_pending("sqlite", pending)
         self.applied = [m.name for m in pending]

@@ -6,10 +6,13 @@ applied versions are recorded in a `schema_migrations` table by the backend.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import StorageError
+
+log = logging.getLogger("tracbot.storage")
 
 _HERE = Path(__file__).parent
 
@@ -47,6 +50,22 @@ def check_migrate_mode(mode: str) -> str:
     if mode not in MIGRATE_MODES:
         raise ValueError(f"storage migrate: expected auto or refuse, got {mode!r}")
     return mode
+
+
+def pending_of(backend: str, dialect: str, done: set[int]) -> list[Migration]:
+    """The migrations of `dialect` not in `done`, in order; says so when the
+    database has some this tracbot does not know (a deploy rolled back)."""
+    known = migrations(dialect)
+    unknown = sorted(done - {m.version for m in known})
+    if unknown:
+        log.warning(
+            "the %s database has migrations this tracbot does not know "
+            "(versions %s): a newer tracbot migrated it, and this one may "
+            "fail on its schema",
+            backend,
+            ", ".join(map(str, unknown)),
+        )
+    return [m for m in known if m.version not in done]
 
 
 def refuse_pending(backend: str, pending: list[Migration]) -> None:

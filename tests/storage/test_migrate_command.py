@@ -7,6 +7,7 @@ PostgreSQL, the way an operator runs them before and during a deploy.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def test_migrate_names_an_unreachable_database(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("tracbot migrate: cannot connect to PostgreSQL")
     assert "Traceback" not in failed.stderr
+
+
+def test_migrate_says_when_a_newer_tracbot_migrated_the_database(
+    tmp_path: Path,
+) -> None:
+    # A deploy rolled back: "schema up to date", and the old code ran on a
+    # newer schema without a word.
+    config = procs.write_config(tmp_path, {})
+    url = f"sqlite:///{tmp_path}/t.db"
+    assert tracbot(config, url, "migrate").returncode == 0
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        db.execute("INSERT INTO schema_migrations VALUES (99, '0099_future', '')")
+
+    again = tracbot(config, url, "migrate")
+    assert again.returncode == 0, again.stderr
+    assert "this tracbot does not know (versions 99)" in again.stderr
