@@ -78,6 +78,15 @@ def check_project(
     Pass `templates` to check a copy already read (hot reload serves it).
     Never raises: a failure of the checker itself is reported as a problem.
     """
+    # A folder that is not there read as one with no files: the report
+    # was three "missing" notification templates, not the folder.
+    missing = [
+        Problem(str(folder), 1, f"no such folder (engine.{key} in the config)")
+        for folder, key in ((flows_dir, "flows_dir"), (templates_dir, "templates_dir"))
+        if not folder.is_dir()
+    ]
+    if missing:
+        return missing
     try:
         return _check(flows_dir, templates or Templates(templates_dir))
     except Exception as exc:

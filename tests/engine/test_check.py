@@ -953,3 +953,12 @@ def test_a_menu_of_commands_longer_than_a_list_is_reported(tmp_path):
     del extra["c0"]
     found = problems_of(tmp_path / "ten", {"menu": menu, **extra}, {"eco": "x"})
     assert not [p for p in found if "a list shows" in p[2]]
+
+
+def test_a_flows_folder_that_is_not_there_is_said_so(tmp_path):
+    # The report was three "missing" notification templates.
+    make_project(tmp_path, {})
+    found = check_project(tmp_path / "flujos", tmp_path / "message_templates")
+    assert [(p.path, p.message) for p in found] == [
+        (str(tmp_path / "flujos"), "no such folder (engine.flows_dir in the config)")
+    ]
