@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
+
+from bot import logs
 from bot.logs import Repeated, mask
 
 
@@ -35,3 +38,32 @@ def test_an_error_that_repeats_is_logged_once_a_period(caplog):
         ),
         ("WARNING", "outbox available again"),
     ]
+
+
+@pytest.fixture
+def restore_logs():
+    """The loggers `logs.setup` changes, as they were, after the test."""
+    loggers = [logging.getLogger(name) for name in ("tracbot", "asyncpg")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+def test_the_database_drivers_errors_are_one_line_each(capsys, restore_logs):
+    # asyncpg's pool logged every failed reconnect with a whole traceback.
+    logs.setup("INFO")  # as `tracbot` does, writing to this test's stderr
+    try:
+        raise ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError:
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    [line] = err.splitlines()
+    assert line.endswith(
+        "WARNING asyncpg.pool Failed to restore the pool connection floor; "
+        "retrying: ConnectionRefusedError: connect call failed ('127.0.0.1', 5432)"
+    )
