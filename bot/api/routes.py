@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from bot.api.openapi import PREFIX, SCHEMAS, document
 from bot.api.phones import InvalidPhone, Phone, normalize_phone
 from bot.api.settings import ApiSettings
 from bot.api.views import history_entry, metrics
+from bot.engine.text import visible
 from bot.errors import RenderError
 from bot.logs import mask
 from bot.whatsapp.limits import LimitError
@@ -290,7 +290,7 @@ def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
     required = set(schema.get("required", ()))
     kept = {}
     for name, value in data.items():
-        if isinstance(value, str) and not _visible(value):
+        if isinstance(value, str) and not visible(value):
             if name in required:
                 raise error(
                     400, f"{name} has no text, only spaces or invisible characters"
@@ -298,21 +298,6 @@ def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
             continue
         kept[name] = value
     return kept
-
-
-def _visible(text: str) -> bool:
-    # Letters, digits, marks, symbols: anything but spaces, line breaks,
-    # format characters (zero-width, soft hyphen), control characters and
-    # the letters that draw nothing (a Braille blank, Hangul fillers).
-    return any(
-        not ch.isspace()
-        and unicodedata.category(ch) not in ("Cf", "Cc")
-        and ch not in BLANK_LETTERS
-        for ch in text
-    )
-
-
-BLANK_LETTERS = frozenset("\u2800\u3164\u115f\u1160\uffa0\u17b4\u17b5")
 
 
 def _rule(problem: jsonschema.ValidationError) -> str:

@@ -27,7 +27,7 @@ from transitions.extensions.asyncio import AsyncMachine
 from bot.engine import registry
 from bot.engine.flows import FlowSpec, StateSpec, TransitionSpec
 from bot.engine.interactive import render_reply
-from bot.engine.text import answer_form
+from bot.engine.text import answer_form, visible
 from bot.errors import FlowError
 from bot.whatsapp.events import InboundMessage
 
@@ -284,6 +284,10 @@ def input_matches(item: TransitionSpec, message: InboundMessage) -> bool:
         return False
 
     text = message.text or ""
+    if item.input == "text" and not visible(text):
+        # Nothing written (an empty body, spaces, a zero-width character)
+        # answers no question: "• Dónde:" was confirmed with nothing after.
+        return False
     if item.one_of and answer_form(text) not in item.one_of:
         return False
     return item.match is None or item.match.search(text.strip()) is not None

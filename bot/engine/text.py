@@ -17,6 +17,22 @@ _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
 _SHOUT = re.compile(r"([^\W\d_])\1{2,}")
 
 
+def visible(text: str) -> bool:
+    """Whether a text shows anything: letters, digits, marks, symbols; not
+    only spaces, line breaks, format characters (zero-width, soft hyphen),
+    control characters or the letters that draw nothing (a Braille blank,
+    Hangul fillers)."""
+    return any(
+        not ch.isspace()
+        and unicodedata.category(ch) not in ("Cf", "Cc")
+        and ch not in BLANK_LETTERS
+        for ch in text
+    )
+
+
+BLANK_LETTERS = frozenset("\u2800\u3164\u115f\u1160\uffa0\u17b4\u17b5")
+
+
 def normalize(text: str | None) -> str:
     """Return the matching form of a text: no accents, markup or case."""
     if not text:

@@ -432,3 +432,18 @@ async def test_a_saved_pin_without_name_or_address_prints_them_empty(tmp_path):
         assert texts(bodies) == ["Anotado: -23.65 [|]"]
     finally:
         await harness.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\u200b", "\u2800"])
+async def test_a_text_with_nothing_in_it_answers_no_question(project, blank):
+    # An empty or invisible text was saved as the answer: the confirmation
+    # read "Dijiste: " with nothing after it.
+    harness = await start(project)
+    try:
+        await harness.send(PHONE, "eco")
+        replies = texts(await harness.send(PHONE, blank))
+        assert not any(r.startswith("Dijiste") for r in replies), replies
+        assert (await harness.conversation(PHONE)).state == "pedir"
+        assert texts(await harness.send(PHONE, "hola")) == ["Dijiste: hola"]
+    finally:
+        await harness.__aexit__(None, None, None)
