@@ -228,15 +228,27 @@ def _state(where: _Where, at: str, name: str, body: Any) -> StateSpec:
         reply=body.get("reply"),
         on=tuple(
             _transition(where, f"{at}.on[{i}]", item)
-            for i, item in enumerate(where.list(body, "on"))
+            for i, item in enumerate(_transitions(where, at, body, "on"))
         ),
         always=tuple(
             _transition(where, f"{at}.always[{i}]", item)
-            for i, item in enumerate(where.list(body, "always"))
+            for i, item in enumerate(_transitions(where, at, body, "always"))
         ),
         otherwise=body.get("otherwise"),
         handover=body.get("handover"),
     )
+
+
+def _transitions(where: _Where, at: str, body: dict[str, Any], key: str) -> list[Any]:
+    value = body.get(key) or []
+    if not isinstance(value, list):
+        # Reported at the state's own line: it was the file's `name:` line.
+        raise where.fail(
+            f"{at}.{key}",
+            "expected a list of transitions, each starting with `- ` "
+            "(for example `- input: text`, then `to: …` under it)",
+        )
+    return value
 
 
 def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
@@ -294,12 +306,6 @@ class _Where:
         value = data.get(key)
         if not isinstance(value, dict) or not value:
             raise self.fail(key, "expected a mapping with at least one entry")
-        return value
-
-    def list(self, data: dict[str, Any], key: str) -> list[Any]:
-        value = data.get(key) or []
-        if not isinstance(value, list):
-            raise self.fail(key, "expected a list")
         return value
 
     def words(self, data: dict[str, Any], key: str) -> list[str]:

@@ -962,3 +962,16 @@ def test_a_flows_folder_that_is_not_there_is_said_so(tmp_path):
     assert [(p.path, p.message) for p in found] == [
         (str(tmp_path / "flujos"), "no such folder (engine.flows_dir in the config)")
     ]
+
+
+def test_transitions_not_written_as_a_list_are_reported_at_their_state(tmp_path):
+    # "turno.yaml:1: on: expected a list": the file's first line, no state.
+    bad = GOOD.replace(
+        "    on:\n      - input: text\n        save: numero\n        to: listo\n",
+        "    on:\n      input: text\n      to: listo\n",
+    )
+    assert bad != GOOD
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    name, line, message = one(found, "expected a list of transitions")
+    assert (name, line) == ("pedido.yaml", 6)
+    assert message.startswith("states.preguntar.on:")
