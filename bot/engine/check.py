@@ -384,6 +384,12 @@ class Templates:
     def _fail(self, path: Path, line: int, message: str) -> None:
         self.problems.append(Problem(str(path), line, message))
 
+    def where_used(self, file: str, name: str) -> str:
+        """`turno.j2:3`: the first line of a template that reads `name`."""
+        tree = self._trees.get(file)
+        lines = [n.lineno for n in tree.find_all(nodes.Name) if n.name == name]
+        return f"{file}:{min(lines)}" if tree is not None and lines else file
+
     def _unknown_names(self, path: Path, tree: nodes.Template) -> None:
         # Jinja defers an unknown filter or test inside `{% if %}` to run
         # time, so compiling finds only those outside any condition.
@@ -1094,8 +1100,11 @@ class FlowChecker:
                 )
             else:
                 problem = f"which state {state!r} cannot provide (no earlier step "
-                problem += "saves it)"
-            self.fail(at, f"template {reply!r} uses {name!r}, {problem}")
+                problem += "saves it; every reply has "
+                problem += ", ".join(sorted(self.context - {"slots"})) + ")"
+                problem += _did_you_mean(name, self.context | slots)
+            where = self.templates.where_used(file, name)
+            self.fail(at, f"template {reply!r} uses {name!r} ({where}), {problem}")
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

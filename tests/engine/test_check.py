@@ -199,6 +199,9 @@ def test_template_variable_the_state_cannot_provide(tmp_path):
     name, line, message = one(found, "'patente'")
     assert (name, line) == ("pedido.yaml", 11)
     assert "state 'listo' cannot provide" in message
+    # Where the template reads it, and what a reply could have used.
+    assert "uses 'patente' (eco.j2:1)" in message
+    assert "every reply has commands, driver_name," in message
 
 
 def test_timeout_and_restart_replies_are_held_to_what_they_get(tmp_path):
