@@ -682,7 +682,7 @@ def test_a_variable_the_template_guards_may_be_missing(tmp_path, guarded):
     # Jinja's own way to say "maybe": the state need not provide it.
     assert problems_of(tmp_path, {"pedido": GOOD}, {"eco": guarded}) == []
     unguarded = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "{{ tipo }}"})
-    assert one(unguarded, "uses 'tipo', which state")
+    assert one(unguarded, "uses 'tipo' (eco.j2:1), which state")
 
 
 def test_a_word_a_global_flow_answers_first_is_reported(tmp_path):
