@@ -78,6 +78,14 @@ def looks_like_rut(turn: Turn) -> bool:
     return rut.looks_like_rut(_text(turn))
 
 
+@condition("escrito_como_rut")
+def written_like_rut(turn: Turn) -> bool:
+    """Written as a RUT (its dash, or a K), valid or not: unasked, a wrong
+    check digit is still a RUT attempt, and says what is wrong with it."""
+    text = _text(turn)
+    return rut.looks_like_rut(text) and rut.written_as_rut(text)
+
+
 @condition("bloqueado")
 async def is_blocked(turn: Turn) -> bool:
     return await _services(turn).accounts.blocked(turn.context["wa_id"])
