@@ -116,7 +116,7 @@ class Notifier:
         text = self.renderer().render(
             "notificacion_viaje", {"ubicacion": None, **values, "emoji": emoji}
         )
-        return self._items(wa_id, text, "trip_status", values)
+        return self._items(wa_id, text, "trip_status", {**values, "emoji": emoji})
 
     def guide_created(self, wa_id: str, values: dict[str, Any]) -> list[NewOutbound]:
         """The seed's "guía generada" message."""
@@ -134,7 +134,9 @@ class Notifier:
             "hora": hora,
         }
         text = self.renderer().render("alerta_sistema", context)
-        fallback = {"tipo": values["tipo_alerta"], "hora": hora, **values}
+        # The template gets the severity's emoji too: without it a critical
+        # alert read like any other once the admin's window had closed.
+        fallback = {"tipo": values["tipo_alerta"], "hora": hora, **context}
         return self._items(wa_id, text, "alert", fallback)
 
     def _items(

@@ -167,8 +167,8 @@ async def test_send_template_refuses_a_configured_template_short_of_values(api):
     )
     assert status == 400
     assert body["error"] == (
-        "template 'viaje_actualizado' (es) takes 3 parameters (patente, estado, "
-        "ubicacion; templates.trip_status in the config), got 1"
+        "template 'viaje_actualizado' (es) takes 4 parameters (emoji, patente, "
+        "estado, ubicacion; templates.trip_status in the config), got 1"
     )
     assert sim_bodies(api) == []
 
@@ -194,6 +194,29 @@ async def test_trip_status_text_is_the_seed_message_inside_the_window(api):
         "🚛 Patente: AB-12-CD\n📊 Estado: En Tránsito\n"
         "📍 Ubicación: -23.65, -70.40\n\nTracmin - Extracción y Logística"
     )
+
+
+async def test_an_alert_outside_the_window_keeps_its_severity(api):
+    # The template had tipo, descripcion and hora: a critical alert to an
+    # admin who had not written in a day read like any other.
+    status, _ = await post(
+        api,
+        "/alert",
+        {
+            "phones": [CAMILA],
+            "tipo_alerta": "SAP",
+            "descripcion": "Sin conexión con SAP",
+            "severidad": "critical",
+        },
+    )
+    assert status == 202
+    await settle(runtime_of(api))
+
+    [sent] = sim_bodies(api)
+    assert sent["template"]["name"] == "alerta_sistema"
+    values = [p["text"] for p in sent["template"]["components"][0]["parameters"]]
+    assert values[:3] == ["🔴", "SAP", "Sin conexión con SAP"]
+    assert len(values) == 4
 
 
 async def test_guide_created_outside_the_window_goes_as_its_template(api):
