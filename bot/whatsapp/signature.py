@@ -39,22 +39,26 @@ def verify(app_secret: str, body: bytes, header: str | None) -> bool:
 
 
 def _escape_unicode(body: bytes) -> bytes | None:
-    """Write every non-ASCII character as lowercase `\\uXXXX` (UTF-16 units)."""
+    """Write every non-ASCII character as lowercase `\\uXXXX` (UTF-16 units).
+
+    The body is ASCII (nothing to escape: None) or checked before it is
+    refused, so an unsigned post could cost this for nothing: each distinct
+    character is escaped once and `str.translate` writes them all, instead
+    of a Python step for each character (half a second for 4 MB of `é`).
+    """
+    if body.isascii():
+        return None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    table = {ord(char): _escaped(char) for char in set(text) if not char.isascii()}
+    return text.translate(table).encode("ascii")
 
-    out = []
-    for char in text:
-        code = ord(char)
-        if code < 0x80:
-            out.append(char)
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            code -= 0x10000
-            out.append(
-                f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-            )
-    return "".join(out).encode("ascii")
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
