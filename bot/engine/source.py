@@ -19,6 +19,9 @@ from bot.errors import FlowError
 
 Lines = dict[str, int]
 
+# Keys and list items a file may read as, aliases expanded.
+MAX_ENTRIES = 20_000
+
 # Byte order marks of UTF-16, which some Windows editors save by default.
 _UTF16 = (b"\xff\xfe", b"\xfe\xff")
 
@@ -149,6 +152,14 @@ def _reject_tabs(text: str, path: Path | str) -> None:
 
 
 def _walk(node: yaml.Node, at: str, lines: Lines, path: Path | str) -> None:
+    if len(lines) > MAX_ENTRIES:
+        # Anchors used inside anchors used many times: 500 bytes read as
+        # millions of keys (2.7 GB in `check`, then in the server's reload).
+        raise FlowError(
+            f"{path}:{node.start_mark.line + 1}: the file reads as more than "
+            f"{MAX_ENTRIES:,} keys and items (an anchor used inside another "
+            "that is used many times?); a flow has a few hundred"
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:

@@ -978,3 +978,18 @@ def test_transitions_not_written_as_a_list_are_reported_at_their_state(tmp_path)
     name, line, message = one(found, "expected a list of transitions")
     assert (name, line) == ("pedido.yaml", 6)
     assert message.startswith("states.preguntar.on:")
+
+
+def test_anchors_that_multiply_are_refused_not_expanded(tmp_path):
+    # 484 bytes of nested aliases took 2.7 GB and 25 s to check; five
+    # levels (about 100,000 entries) are enough to be refused.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for n in range(1, 5):
+        levels.append(f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]")
+    bomb = "name: bomba\nstart: [bomba]\nx-bomb:\n" + "\n".join(
+        "  " + line for line in levels
+    )
+    bomb += "\nstates:\n  a:\n    reply: eco\n"
+    found = problems_of(tmp_path, {"bomba": bomb}, {"eco": "x"})
+    name, _, message = one(found, "reads as more than 20,000 keys and items")
+    assert name == "bomba.yaml"
