@@ -20,6 +20,9 @@ from bot.errors import FlowError
 INPUT_KINDS = ("any", "text", "location", "button", "list", "quick_reply", "media")
 AUDIENCES = ("anyone", "unlinked", "driver", "admin")
 
+# What a flow may be called: it names files and menu ids.
+FLOW_NAME = re.compile(r"\w[\w-]*")
+
 
 @dataclass(frozen=True, slots=True)
 class TransitionSpec:
@@ -132,6 +135,12 @@ def load_flow(path: Path) -> FlowSpec:
         for name, body in states_raw.items()
     }
     name = where.text(data, "name")
+    if not FLOW_NAME.fullmatch(name):
+        # It names files (`tracbot graph --all` wrote `../../x.mmd` outside
+        # its folder) and the ids of menu rows.
+        raise where.fail(
+            "name", f"{name!r}: a flow name is letters, digits, _ and - only"
+        )
     initial = where.text(data, "initial", default=next(iter(states), ""))
     if initial not in states:
         raise where.fail("initial", f"unknown state {initial!r}")

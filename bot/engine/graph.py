@@ -64,7 +64,8 @@ def write_all(flows: dict[str, FlowSpec], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, spec in sorted(flows.items()):
-        path = folder / f"{name}.mmd"
+        # Flow names are plain words (flows.FLOW_NAME); the file stays here.
+        path = folder / Path(f"{name}.mmd").name
         path.write_text(mermaid(spec) + "\n", "utf-8")
         written.append(path)
     return written

@@ -993,3 +993,16 @@ def test_anchors_that_multiply_are_refused_not_expanded(tmp_path):
     found = problems_of(tmp_path, {"bomba": bomb}, {"eco": "x"})
     name, _, message = one(found, "reads as more than 20,000 keys and items")
     assert name == "bomba.yaml"
+
+
+@pytest.mark.parametrize(
+    "name", ["../../fuera", "/tmp/fuera", ".oculto", "dos palabras"]
+)
+def test_a_flow_name_that_is_not_a_plain_word_is_refused(tmp_path, name):
+    # `tracbot graph --all DIR` wrote `<name>.mmd` outside DIR.
+    flow = f"name: '{name}'\nstart: [x]\nstates:\n  a:\n    reply: eco\n"
+    found = problems_of(tmp_path, {"raro": flow}, {"eco": "x"})
+    assert one(found, "a flow name is letters, digits, _ and - only")[:2] == (
+        "raro.yaml",
+        1,
+    )
