@@ -195,12 +195,14 @@ def _parse(body: bytes) -> ParseResult:
         # As json.loads(body) does, with the one decoder of the module.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
         data = _DECODER.decode(text)
+        if LONE_SURROGATE.search(body):
+            # Inside the try: nested near the decoder's own limit, the walk
+            # ran out of stack, a 500 with a 1,500-line traceback.
+            data = _whole_characters(data)
     except (ValueError, RecursionError):
         log.warning("webhook body is not JSON bytes=%d", len(body))
         raw = body.decode("utf-8", errors="replace")
         return ParseResult(events=[Notice(topic="invalid_json", body={"raw": raw})])
-    if LONE_SURROGATE.search(body):
-        data = _whole_characters(data)
     return parse_body(data)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 import time
 
 import pytest
@@ -312,3 +313,13 @@ async def test_the_window_counts_from_when_the_driver_wrote_not_from_arrival(
     await settle(runtime)
     conversation = await runtime.store.load_conversation(CAMILA)
     assert abs(conversation.last_inbound_at.timestamp() - now) <= 1
+
+
+async def test_a_lone_half_emoji_deep_inside_a_body_is_a_200(aiohttp_client, tmp_path):
+    # Deep enough for the decoder, too deep for the walk that mends the
+    # half emoji: a 500 with a 1,500-line traceback, for a signed body.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    depth = sys.getrecursionlimit() - 100
+    body = b'{"a":"\\ud800","b":' + b"[" * depth + b"]" * depth + b"}"
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
