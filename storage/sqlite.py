@@ -13,6 +13,7 @@ that they never hold the loop; WAL lets them read while the loop writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -216,6 +217,7 @@ class SqliteStore(LinksMixin, Store):
             self._reader = None
 
     def _connect(self) -> None:
+        _create_private(self.path)
         db = sqlite3.connect(
             self.path,
             isolation_level=None,
@@ -870,6 +872,19 @@ class SqliteStore(LinksMixin, Store):
         return QueueStats(pending, _dt(oldest), queued)
 
 
+def _create_private(path: str) -> None:
+    """Create a missing database file readable by its owner only.
+
+    It holds phone numbers, RUTs and what drivers wrote; under the usual
+    umask SQLite made it (and its -wal and -shm, which follow its mode)
+    readable by every local user. A file that exists keeps its mode.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def _own(path: str) -> IO[bytes] | None:
     """Lock `<path>-owner` for this process, or None if another holds it.
 
@@ -906,6 +921,7 @@ def copy_if_in_use(url: str, folder: Path) -> str | None:
         return None
 
     copy = folder / Path(path).name
+    _create_private(str(copy))
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     target = sqlite3.connect(copy)
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import stat
+from pathlib import Path
 
+from storage.base import NewInboxEvent
 from storage.sqlite import SqliteStore, copy_if_in_use
 
 
@@ -33,3 +36,14 @@ async def test_a_store_owns_the_file_once_its_first_owner_lets_go(tmp_path):
     finally:
         await store.close()
     assert copy_if_in_use(url, tmp_path) is None
+
+
+async def test_a_new_database_is_readable_by_its_owner_only(tmp_path):
+    # It held phone numbers, RUTs and drivers' words, readable by every
+    # local user (0644 under the usual umask), -wal and -shm as well.
+    path = tmp_path / "private.db"
+    async with SqliteStore(f"sqlite:///{path}") as store:
+        await store.add_events([NewInboxEvent("k1", "message", "561", "1", {})])
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+    assert modes == {f.name: 0o600 for f in files}
