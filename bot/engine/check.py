@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from bot.api.notifications import OPTIONAL_VALUES, TEMPLATE_VALUES
 from bot.engine import audience, registry
 from bot.engine.engine import Engine  # also registers the conditions and actions
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
-from bot.engine.guards import WholeValueError
+from bot.engine.guards import TooBig, WholeValueError
 from bot.engine.replies import (
     Renderer,
     make_environment,
@@ -46,6 +48,9 @@ STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 REPLY_KEYS = {"template", "buttons", "list", "location_request"}
 # After an unknown condition or action that resembles none.
 LISTED_IN_DOCS = " (docs/flows.md lists the conditions and actions there are)"
+# Seconds a template may take to render with sample values (a reply takes
+# a fraction of a millisecond).
+RENDER_SECONDS = 2.0
 REPLY_SHAPE = (
     "a reply is a template name, or a mapping with `template` and `buttons`, "
     "`list` or `location_request`"
@@ -262,7 +267,11 @@ class Templates:
             values.update(engine)
             values["slots"] = _AnySlots()
             try:
-                self.env.get_template(name).render(values)
+                render_within(self.env.get_template(name), values)
+            except (TooSlow, TooBig) as exc:
+                problems.append(
+                    Problem(str(self.dir / name), template_line(exc), str(exc))
+                )
             except jinja2.UndefinedError as exc:
                 problems.append(
                     Problem(
@@ -335,7 +344,7 @@ class Templates:
         values: dict[str, Any] = dict.fromkeys(given, SAMPLE)
         values.update(dict.fromkeys(optional, None))
         try:
-            self.env.get_template(file).render(values)
+            render_within(self.env.get_template(file), values)
         except Exception as exc:  # noqa: BLE001  (each is the author's to see)
             missing = ", ".join(sorted(optional))
             return [
@@ -456,7 +465,9 @@ class Templates:
                 )
             ]
         try:
-            text = self.env.get_template(name).render(sample).strip()
+            text = render_within(self.env.get_template(name), sample).strip()
+        except (TooSlow, TooBig) as exc:
+            return [Problem(path, template_line(exc), str(exc))]
         except Exception:
             # The sample strings cannot stand in for every value (a dict from
             # an action, a number): only `tracbot test` can render those.
@@ -1105,6 +1116,36 @@ class FlowChecker:
                 problem += _did_you_mean(name, self.context | slots)
             where = self.templates.where_used(file, name)
             self.fail(at, f"template {reply!r} uses {name!r} ({where}), {problem}")
+
+
+class TooSlow(Exception):
+    """A template rendered past its time with sample values."""
+
+
+def render_within(template: jinja2.Template, values: dict[str, Any]) -> str:
+    """Render with sample values, stopped after RENDER_SECONDS.
+
+    A loop that never ends in a template held the reload thread for good
+    (no reload after it, SIGTERM not obeyed). A trace function sees each
+    line the template runs, so the checker alone pays for it, not a reply.
+    """
+    seconds = RENDER_SECONDS
+    deadline = time.monotonic() + seconds
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise TooSlow(
+                f"rendering takes longer than {seconds:g}s with sample values: "
+                "a loop that runs too long? every reply behind it would wait"
+            )
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        return template.render(values)
+    finally:
+        sys.settrace(previous)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -38,6 +38,50 @@ from bot.errors import RenderError
 # Types printed as they are, without a look at what else they might be.
 _PLAIN = frozenset({str, int, float, bool})
 
+# The most items a template may build with `*` or `range`: a WhatsApp text
+# holds 4,096 characters. Without it, `"x" * 300000000` took 300 MB, and
+# nested `range(100000)` loops ran for hours in the checker and the reload.
+MAX_BUILT = 10_000
+# The largest exponent of `**`: 10 ** 10 ** 7 is a number of ten million
+# digits, built before anything is printed.
+MAX_EXPONENT = 64
+
+
+class TooBig(RenderError):
+    """A template built more than a reply can hold (see MAX_BUILT)."""
+
+
+def bounded_range(*args: int) -> range:
+    """`range` for templates, of at most MAX_BUILT numbers."""
+    numbers = range(*args)
+    if len(numbers) > MAX_BUILT:
+        raise TooBig(
+            f"a template asked for a range of {len(numbers):,} numbers; "
+            f"at most {MAX_BUILT:,}"
+        )
+    return numbers
+
+
+def _check_repeat(left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if (
+            isinstance(seq, str | list | tuple)
+            and isinstance(times, int)
+            and len(seq) * times > MAX_BUILT
+        ):
+            raise TooBig(
+                f"a template built {len(seq) * times:,} items with *; "
+                f"at most {MAX_BUILT:,}"
+            )
+
+
+def _check_power(left: Any, right: Any) -> None:
+    if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+        raise TooBig(
+            f"a template raised a number to the power {right}; at most {MAX_EXPONENT}"
+        )
+
+
 # Filters made to take a whole record or list: they give a part of it, a
 # count, or the values in another order or chosen, never text of it. Every
 # other filter makes text of what it is given (|urlencode and |xmlattr make
@@ -243,7 +287,11 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with `~`, `%` and `str.format` refusing whole values."""
 
     code_generator_class = _Compiler
-    intercepted_binops = frozenset({"%"})
+    intercepted_binops = frozenset({"%", "*", "**"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.globals["range"] = bounded_range
 
     @staticmethod
     def join_text(values: Iterable[Any]) -> str:
@@ -264,6 +312,10 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
             right = _percent_values(left, right)
+        if operator == "*":
+            _check_repeat(left, right)
+        if operator == "**":
+            _check_power(left, right)
         return super().call_binop(context, operator, left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

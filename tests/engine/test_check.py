@@ -1006,3 +1006,27 @@ def test_a_flow_name_that_is_not_a_plain_word_is_refused(tmp_path, name):
         "raro.yaml",
         1,
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [
+        # Two nested range(100000) loops: hours of checking, in the server's
+        # reload thread too (no reload after it, SIGTERM not obeyed).
+        ("{% for i in range(20000) %}{% endfor %}ok", "a range of 20,000 numbers"),
+        (
+            "{% for a in 'x' * 3000 %}{% for b in 'x' * 3000 %}"
+            "{% endfor %}{% endfor %}ok",
+            "rendering takes longer than 0.2s with sample values",
+        ),
+        # `'x' * 300000000`: 300 MB for one reply.
+        ("{{ 'x' * 50000 }}", "built 50,000 items with *; at most 10,000"),
+    ],
+)
+def test_a_template_that_runs_or_grows_without_end_is_reported(
+    tmp_path, monkeypatch, template, said
+):
+    # A tenth of the time limit keeps the slow case quick to see.
+    monkeypatch.setattr(check, "RENDER_SECONDS", 0.2)
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": template})
+    assert one(found, said)[:2] == ("eco.j2", 1)
