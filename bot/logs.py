@@ -32,13 +32,15 @@ def setup(level: str = "INFO") -> None:
     root.propagate = False
 
     # asyncpg's pool logs each failed reconnect with a whole traceback (8
-    # of them a process in an 8 s outage): the same line format here, its
-    # error on that line.
-    driver = logging.StreamHandler(sys.stderr)
-    driver.setFormatter(_OneLine("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    asyncpg = logging.getLogger("asyncpg")
-    asyncpg.handlers[:] = [driver]
-    asyncpg.propagate = False
+    # of them a process in an 8 s outage), aiohttp each request it cannot
+    # decode (`Content-Encoding: br`, from anyone): the same line format
+    # here, the error on that line.
+    others = logging.StreamHandler(sys.stderr)
+    others.setFormatter(_OneLine("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    for name in ("asyncpg", "aiohttp.server"):
+        library = logging.getLogger(name)
+        library.handlers[:] = [others]
+        library.propagate = False
 
 
 class _OneLine(logging.Formatter):
@@ -69,9 +71,12 @@ class Repeated:
     were not shown; the first success after them says the outage ended.
     """
 
-    def __init__(self, logger: logging.Logger, every: float = 30.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, every: float = 30.0, level: int = logging.ERROR
+    ) -> None:
         self.logger = logger
         self.every = every
+        self.level = level
         self._next_at = 0.0
         self._hidden = 0
         self._failing = False
@@ -87,7 +92,7 @@ class Repeated:
         if self._hidden:
             message += " (%d more like it since the last line)"
             args = (*args, self._hidden)
-        self.logger.error(message, *args, exc_info=exc_info)
+        self.logger.log(self.level, message, *args, exc_info=exc_info)
         self._next_at = now + self.every
         self._hidden = 0
 

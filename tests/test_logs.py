@@ -43,7 +43,8 @@ def test_an_error_that_repeats_is_logged_once_a_period(caplog):
 @pytest.fixture
 def restore_logs():
     """The loggers `logs.setup` changes, as they were, after the test."""
-    loggers = [logging.getLogger(name) for name in ("tracbot", "asyncpg")]
+    names = ("tracbot", "asyncpg", "aiohttp.server")
+    loggers = [logging.getLogger(name) for name in names]
     saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
     yield
     for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
@@ -66,4 +67,19 @@ def test_the_database_drivers_errors_are_one_line_each(capsys, restore_logs):
     assert line.endswith(
         "WARNING asyncpg.pool Failed to restore the pool connection floor; "
         "retrying: ConnectionRefusedError: connect call failed ('127.0.0.1', 5432)"
+    )
+
+
+def test_a_request_aiohttp_cannot_decode_is_one_line(capsys, restore_logs):
+    # `Content-Encoding: br` from anyone: aiohttp's whole traceback, each.
+    logs.setup("INFO")
+    try:
+        raise ValueError("Can not decode content-encoding: brotli (br)")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.rstrip().endswith(
+        "ERROR aiohttp.server Error handling request: ValueError: "
+        "Can not decode content-encoding: brotli (br)"
     )

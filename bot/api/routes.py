@@ -379,8 +379,13 @@ def _storage_guarded(
         try:
             return await handler(request)
         except StorageError as exc:
+            # The route, not the path: /history/{phone} holds a phone number.
+            route = request.match_info.route.resource
             log.error(
-                "api %s %s: storage unavailable: %s", request.method, request.path, exc
+                "api %s %s: storage unavailable: %s",
+                request.method,
+                route.canonical if route is not None else "-",
+                exc,
             )
             raise error(503, "storage unavailable, try again shortly") from None
 

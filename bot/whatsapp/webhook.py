@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.logs import Repeated
 from bot.whatsapp.events import Event, Notice, to_json
 from bot.whatsapp.payloads import ParseResult, parse_body
 from bot.whatsapp.signature import verify
@@ -78,6 +79,8 @@ class WebhookHandler:
         self.trouble = StoreTrouble()
         self.signature_failures: dict[str, int] = {}
         self.refusals = RefusalStreak()
+        # One WARNING a minute at most, saying how many it stands for.
+        self._refusal_lines = Repeated(log, every=60.0, level=logging.WARNING)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/webhook", self.handshake), web.post("/webhook", self.post)]
@@ -161,12 +164,15 @@ class WebhookHandler:
     def _refused(self, header: str | None, size: int) -> web.Response:
         reason = "missing" if not header else "mismatch"
         self.signature_failures[reason] = self.signature_failures.get(reason, 0) + 1
+        # Anyone can post: a line each would let them fill the log.
         if reason == "missing":
-            log.warning(
+            self._refusal_lines.failed(
                 "webhook refused: no %s header bytes=%d", SIGNATURE_HEADER, size
             )
         else:
-            log.warning("webhook refused: signature does not match bytes=%d", size)
+            self._refusal_lines.failed(
+                "webhook refused: signature does not match bytes=%d", size
+            )
 
         # Meta retries a 401 for days: a wrong app secret shows up as
         # refusals that never stop, which an operator must not miss.
