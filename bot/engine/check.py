@@ -160,12 +160,15 @@ def format_problems(problems: Iterable[Problem]) -> str:
 
 
 def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
+    problems: list[Problem] = []
     try:
         data, lines = load_yaml(read_text(path), path)
+        # Said even when the flow cannot load: `next: fin` for `to: fin` is
+        # the cause of "every transition needs a target state".
         problems = list(_unknown_keys(path, data, lines))
         return load_flow(path), problems
     except (FlowError, OSError) as exc:
-        return None, [_from_error(path, exc)]
+        return None, [*problems, _from_error(path, exc)]
 
 
 def _from_error(path: Path, exc: Exception) -> Problem:

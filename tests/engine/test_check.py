@@ -1030,3 +1030,11 @@ def test_a_template_that_runs_or_grows_without_end_is_reported(
     monkeypatch.setattr(check, "RENDER_SECONDS", 0.2)
     found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": template})
     assert one(found, said)[:2] == ("eco.j2", 1)
+
+
+def test_an_unknown_key_is_said_when_it_keeps_the_flow_from_loading(tmp_path):
+    # `next:` for `to:` said only "every transition needs a target state".
+    bad = GOOD.replace("        to: listo", "        next: listo")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "unknown key 'next'")[:2] == ("pedido.yaml", 9)
+    assert one(found, "every transition needs a target state")
