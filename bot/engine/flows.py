@@ -125,8 +125,15 @@ def load_flow(path: Path) -> FlowSpec:
     """Read one flow file into a `FlowSpec`."""
     raw_bytes = path.read_bytes()
     data, lines = load_yaml(decode(raw_bytes, path), path)
+    if data is None:
+        raise FlowError(
+            f"{path}:1: the file is empty: a flow needs name:, states: and their keys"
+        )
     if not isinstance(data, dict):
-        raise FlowError(f"{path}:1: a flow file must be a mapping")
+        raise FlowError(
+            f"{path}:1: a flow file is keys at the left margin (name:, start:, "
+            f"states:), not a {'list' if isinstance(data, list) else 'single value'}"
+        )
 
     where = _Where(path, lines)
     states_raw = where.mapping(data, "states")

@@ -117,6 +117,24 @@ _SLIPS = (
         "a ': ' where a value was expected: put text that holds ': ' in quotes",
     ),
     ("found unexpected end of stream", "a quote is opened and never closed"),
+    (
+        "found character '\\t' that cannot start any token",
+        "a tab where a value begins: YAML needs spaces",
+    ),
+    (
+        "found character",
+        "a value cannot begin with this character (@, `, % and the like): "
+        "put the value in quotes",
+    ),
+    (
+        "found undefined alias",
+        "a word that begins with * reads as a reference to an &anchor that "
+        "does not exist: put it in quotes ('*turno')",
+    ),
+    (
+        "expected the node content, but found '<stream end>'",
+        "the file ends where a value was expected (a [ or { left open?)",
+    ),
 )
 
 

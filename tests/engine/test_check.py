@@ -1038,3 +1038,30 @@ def test_an_unknown_key_is_said_when_it_keeps_the_flow_from_loading(tmp_path):
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
     assert one(found, "unknown key 'next'")[:2] == ("pedido.yaml", 9)
     assert one(found, "every transition needs a target state")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("start: [@turno]", "put the value in quotes"),
+        ("start: [*turno]", "reads as a reference to an &anchor that does not exist"),
+        ("start:\t[turno]", "a tab where a value begins"),
+    ],
+)
+def test_yaml_slips_are_said_in_words(tmp_path, text, said):
+    # Each said only PyYAML's "found character '@' that cannot start any
+    # token" and the like.
+    flow = f"name: turno\n{text}\nstates:\n  a:\n    reply: eco\n"
+    found = problems_of(tmp_path, {"turno": flow}, {"eco": "x"})
+    assert one(found, said)[:2] == ("turno.yaml", 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"), [("", "the file is empty"), ("- turno\n", "not a list")]
+)
+def test_a_flow_file_that_is_empty_or_a_list_is_said_so(tmp_path, text, said):
+    # Both said "a flow file must be a mapping".
+    make_project(tmp_path, {})
+    (tmp_path / "flows" / "turno.yaml").write_text(text, "utf-8")
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    assert [p.message for p in found if said in p.message]
