@@ -111,7 +111,7 @@ class Report:
 
 STEP_KEYS = {"send", "expire", "reply", "replies", "no_reply", "flow", "state"}
 STEP_KEYS |= {"slots"}
-CASE_KEYS = {"name", "phone", "driver_name", "given", "steps"}
+CASE_KEYS = {"name", "phone", "profile_name", "given", "steps"}
 REPLY_KEYS = {"exact", "contains", "matches", "buttons", "rows"}
 
 
@@ -149,6 +149,16 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
     if not raw["steps"]:
         # It passed, having checked nothing.
         raise FlowError(f"{path}:{line}: a case needs at least one step")
+    if "driver_name" in raw:
+        # It set the WhatsApp profile name (`name`), while templates read
+        # `driver_name` as the linked driver's: "Camila" there changed
+        # nothing a reply with {{ driver_name }} showed.
+        place = lines.get(f"{at}.driver_name", line)
+        raise FlowError(
+            f"{path}:{place}: `driver_name` is now `profile_name`: the "
+            "WhatsApp profile name the case writes with ({{ name }}); a "
+            "driver's name ({{ driver_name }}) comes from the business data"
+        )
     _known(path, lines, at, raw, CASE_KEYS)
     steps = []
     for i, step in enumerate(raw["steps"]):
@@ -182,7 +192,7 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
         path=path,
         line=line,
         phone=_phone(path, line, raw.get("phone", DEFAULT_PHONE)),
-        name_of_driver=str(raw.get("driver_name", "Conductor")),
+        name_of_driver=str(raw.get("profile_name", "Conductor")),
         given=dict(given_raw),
         steps=tuple(steps),
     )

@@ -1065,3 +1065,19 @@ def test_a_flow_file_that_is_empty_or_a_list_is_said_so(tmp_path, text, said):
     (tmp_path / "flows" / "turno.yaml").write_text(text, "utf-8")
     found = check_project(tmp_path / "flows", tmp_path / "message_templates")
     assert [p.message for p in found if said in p.message]
+
+
+def test_a_case_with_driver_name_is_told_it_is_now_profile_name(tmp_path, capsys):
+    # `driver_name:` set the profile name, not the {{ driver_name }} that
+    # templates read: "Camila" there changed nothing a reply showed.
+    config = make_project(tmp_path, {"pedido": GOOD}, {"eco": "x"})
+    cases = tmp_path / "casos.yaml"
+    cases.write_text(
+        "cases:\n  - name: x\n    driver_name: Camila\n    steps:\n"
+        "      - send: pedido\n",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(config), "test", str(cases)]) != 0
+    assert (
+        "casos.yaml:3: `driver_name` is now `profile_name`" in capsys.readouterr().err
+    )
