@@ -26,6 +26,10 @@ STATUS_RANK = {
     "queued": 0,
     "sending": 1,
     "accepted": 2,
+    # Accepted, then held back by Meta (CLOUD_API.md §8): sent, delivered
+    # or failed may still follow.
+    "held_for_quality_assessment": 2,
+    "paused": 2,
     "sent": 3,
     "delivered": 4,
     "read": 5,

@@ -69,6 +69,9 @@ OnSent = Callable[[OutboxItem, SendResult | None], None]
 # record is owed, written before the next take once the store answers.
 RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
 
+# The `message_status` of a template Meta accepted but holds back.
+HELD = frozenset({"held_for_quality_assessment", "paused"})
+
 # Requests on the wire at once, at most: aiohttp's default connection limit,
 # so that no request waits for a connection inside its own timeout.
 MAX_IN_FLIGHT = 100
@@ -548,6 +551,17 @@ class Sender:
             self.held = False
             log.warning("access token accepted again: sending resumed")
         status = "accepted" if result else "sent"
+        if result is not None and result.message_status in HELD:
+            # Meta took the template but holds it back: the message log
+            # says so, not "accepted" as if it were on its way.
+            status = result.message_status
+            log.warning(
+                "template held by Meta id=%s phone=%s message_status=%s: it may "
+                "not be delivered",
+                item.id,
+                mask(item.wa_id),
+                status,
+            )
         wamid = result.wamid if result else None
         # The status and the attempts log in one store call: one round trip.
         self.metrics.attempts.inc("accepted")

@@ -71,6 +71,8 @@ class Simulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self._initial_delay = delay
+        # The `message_status` templates are accepted with (CLOUD_API.md §8).
+        self.template_status = "accepted"
         self._failures: list[_Failure] = []
         self._windows: dict[str, deque[float]] = {}
         self._arrived = asyncio.Event()
@@ -96,6 +98,7 @@ class Simulator:
         self._failures.clear()
         self._windows.clear()
         self.delay = self._initial_delay
+        self.template_status = "accepted"
 
     async def wait_for(
         self,
@@ -165,7 +168,9 @@ class Simulator:
             return answers.error_answer(130429)
 
         template = body.get("type") == "template"
-        return answers.send_success(body["to"], template=template)
+        return answers.send_success(
+            body["to"], template=template, template_status=self.template_status
+        )
 
     def _take_failure(self, to: str) -> _Failure | None:
         wa_id = answers.wa_id_of(to)

@@ -159,12 +159,15 @@ def expired_token_error() -> dict[str, Any]:
     }
 
 
-def send_success(to: str, *, template: bool) -> Answer:
-    """An accepted send with a fresh wamid; templates add `message_status`."""
+def send_success(
+    to: str, *, template: bool, template_status: str = "accepted"
+) -> Answer:
+    """An accepted send with a fresh wamid; templates add `message_status`
+    (`accepted`, or `held_for_quality_assessment` or `paused`)."""
     wamid = new_wamid(to)
     message: dict[str, Any] = {"id": wamid}
     if template:
-        message["message_status"] = "accepted"
+        message["message_status"] = template_status
     body = {
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": wa_id_of(to)}],

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from bot.whatsapp.client import GraphClient
+from bot.whatsapp.messages import template_body
 from bot.whatsapp.simulator import Simulator, make_app
 from storage import sqlite as sqlite_store
 from storage.base import NewOutbound
@@ -419,3 +420,25 @@ async def test_a_send_recorded_after_an_outage_past_the_lease_leaves_once(
 
     assert accepted_texts(simulator) == ["una vez"]
     assert (item.status, item.wamid) == ("accepted", simulator.received[0]["wamid"])
+
+
+async def test_a_template_meta_holds_back_says_so_in_the_log_and_the_outbox(
+    store, simulator, graph, base_url, sender_log
+):
+    # Every send was "accepted", also a template Meta answered with
+    # message_status held_for_quality_assessment or paused.
+    simulator.template_status = "paused"
+    body = template_body(CAMILA, "viaje_actualizado", "es", ["🚛", "AB-12-CD"])
+    await store.enqueue([NewOutbound(CAMILA, NUMBER, "message", body)])
+    sender = make_sender(store, graph(base_url))
+    await sender.send_due()
+
+    [item] = await store.outbox_items()
+    assert item.status == "paused" and item.wamid is not None
+    [line] = [r.getMessage() for r in sender_log.records if "held by Meta" in r.msg]
+    assert "message_status=paused" in line and "…0011" in line
+
+    # A later status still moves it on.
+    assert await store.apply_status(item.wamid, "delivered")
+    [item] = await store.outbox_items()
+    assert item.status == "delivered"
