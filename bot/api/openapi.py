@@ -148,7 +148,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "or coordinates; a reaction's emoji, null when a "
                             "reaction is taken back",
                         },
-                        "status": {"type": "string"},
+                        "status": {
+                            "type": "string",
+                            "description": "Outgoing: queued, sending, "
+                            "accepted (by Meta), held_for_quality_assessment "
+                            "or paused (accepted, held back by Meta), sent, "
+                            "delivered, read, played, failed, or replaced (its "
+                            "template went instead, as another message). "
+                            "Incoming: received",
+                        },
                         "error_code": {"type": ["integer", "null"]},
                         "error": {"type": ["string", "null"]},
                         "created_at": {"type": "string", "format": "date-time"},
