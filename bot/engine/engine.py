@@ -264,7 +264,10 @@ class Engine:
             message=message,
             slots=dict(conversation.slots) if same_flow else {},
             context=self._context(message, conversation),
-            render=self.renderer.render_or_apologise,
+            # A reply that fails raises: the dispatcher then keeps the state
+            # the driver was in and apologises, instead of the step going on
+            # with the apology in place of its reply (the answer was lost).
+            render=self.renderer.render,
             services=self.services,
             state=conversation.state or "",
         )

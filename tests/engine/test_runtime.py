@@ -447,3 +447,18 @@ async def test_a_text_with_nothing_in_it_answers_no_question(project, blank):
         assert texts(await harness.send(PHONE, "hola")) == ["Dijiste: hola"]
     finally:
         await harness.__aexit__(None, None, None)
+
+
+async def test_a_reply_that_fails_keeps_the_driver_at_the_question(tmp_path):
+    # The step went on with the apology in place of its reply: the answer
+    # was gone, and "try again" got "No entendí".
+    templates = {**TEMPLATES, "eco_repetir": "Dijiste: {{ dicho.nope }}"}
+    harness = await start(make_project(tmp_path, {"eco": ECO}, templates))
+    try:
+        await harness.send(PHONE, "eco")
+        assert texts(await harness.send(PHONE, "hola")) == [APOLOGY]
+        conversation = await harness.conversation(PHONE)
+        assert (conversation.flow, conversation.state) == ("eco", "pedir")
+        assert "dicho" not in conversation.slots
+    finally:
+        await harness.__aexit__(None, None, None)
