@@ -182,7 +182,9 @@ def _from_error(path: Path, exc: Exception) -> Problem:
 def _unknown_keys(path: Path, data: Any, lines: dict[str, int]) -> Iterator[Problem]:
     if not isinstance(data, dict):
         return
-    yield from _extra(path, lines, "", data, _FLOW_KEYS)
+    # `x-…` keys hold YAML anchors to reuse, as in config.yaml: not a flow's.
+    top = {k: v for k, v in data.items() if not str(k).startswith("x-")}
+    yield from _extra(path, lines, "", top, _FLOW_KEYS)
     for name, state in (data.get("states") or {}).items():
         if not isinstance(state, dict):
             continue

@@ -1081,3 +1081,14 @@ def test_a_case_with_driver_name_is_told_it_is_now_profile_name(tmp_path, capsys
     assert (
         "casos.yaml:3: `driver_name` is now `profile_name`" in capsys.readouterr().err
     )
+
+
+def test_x_keys_hold_anchors_in_a_flow_as_in_the_config(tmp_path):
+    # config.yaml takes `x-…` keys for anchors; a flow refused them.
+    flow = (
+        "name: pedido\nstart: [pedido]\n"
+        "x-respuestas: &respuestas\n  - {input: text, save: numero, to: listo}\n"
+        "states:\n  preguntar:\n    reply: eco\n    on: *respuestas\n"
+        "  listo:\n    reply: eco\n"
+    )
+    assert problems_of(tmp_path, {"pedido": flow}, {"eco": "x"}) == []
