@@ -711,10 +711,31 @@ class FlowChecker:
                 f"{target.audience}`)",
             )
 
+    def _shadowed(self, at: str, kind: str, items: tuple[Any, ...]) -> None:
+        # Tried in order: after one that takes every message of its kind,
+        # those of that kind never fire (`one_of: [nada]` after `input:
+        # any` passed, and never answered).
+        for i, item in enumerate(items):
+            if item.conditions or item.unless or item.one_of or item.match:
+                continue
+            if item.ids:
+                continue
+            takes = "any" if kind == "always" else item.input
+            what = "message" if takes == "any" else f"{takes} message"
+            for j in range(i + 1, len(items)):
+                if takes == "any" or items[j].input == takes:
+                    self.fail(
+                        f"{at}.{kind}[{j}]",
+                        f"never taken: {kind}[{i}] before it takes every {what}",
+                    )
+            return
+
     def _state(self, state: StateSpec) -> None:
         at = f"states.{state.name}"
         if not state.name.strip():
             self.fail(at, "a state needs a name")
+        self._shadowed(at, "on", state.on)
+        self._shadowed(at, "always", state.always)
         for key in ("reply", "otherwise"):
             self._template(f"{at}.{key}", getattr(state, key))
         if state.handover is not None:

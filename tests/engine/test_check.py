@@ -1092,3 +1092,17 @@ def test_x_keys_hold_anchors_in_a_flow_as_in_the_config(tmp_path):
         "  listo:\n    reply: eco\n"
     )
     assert problems_of(tmp_path, {"pedido": flow}, {"eco": "x"}) == []
+
+
+def test_a_transition_after_one_that_takes_everything_is_reported(tmp_path):
+    # `on: [{input: any}, {one_of: [nada]}]` passed; the second never fired.
+    bad = GOOD.replace(
+        "        to: listo\n",
+        "        to: listo\n      - input: text\n        one_of: [nada]\n"
+        "        to: listo\n",
+        1,
+    )
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    name, line, message = one(found, "never taken")
+    assert (name, line) == ("pedido.yaml", 10)
+    assert "on[0] before it takes every text message" in message
