@@ -398,6 +398,10 @@ class Templates:
     def _fail(self, path: Path, line: int, message: str) -> None:
         self.problems.append(Problem(str(path), line, message))
 
+    def tree(self, file: str) -> nodes.Template | None:
+        """The parsed template of a file; None if it did not parse."""
+        return self._trees.get(file)
+
     def where_used(self, file: str, name: str) -> str:
         """`turno.j2:3`: the first line of a template that reads `name`."""
         tree = self._trees.get(file)
@@ -821,12 +825,45 @@ class FlowChecker:
         timeout = self.spec.timeout
         self._template("timeout.reply", timeout.reply if timeout else None)
         self._template("migrate_reply", self.spec.migrate_reply)
+        for at, reply in (
+            ("timeout.reply", timeout.reply if timeout else None),
+            ("migrate_reply", self.spec.migrate_reply),
+        ):
+            self._printed_empty(at, reply)
         for old, new in self.spec.migrate.items():
             if new not in self.spec.states:
                 self.fail(
                     f"migrate.{old}",
                     f"unknown state {new!r}" + _did_you_mean(new, self.spec.states),
                 )
+            elif old in self.spec.states:
+                self.fail(
+                    f"migrate.{old}",
+                    f"state {old!r} still exists: a driver there carries on in "
+                    "it, and this line is never used",
+                )
+
+    def _printed_empty(self, at: str, reply: Any) -> None:
+        # No message asked for these replies: `name` and `text` are empty,
+        # and `Hola {{ name }},` read "Hola , …".
+        if isinstance(reply, dict):
+            reply = reply.get("template")
+        if not isinstance(reply, str):
+            return
+        file = template_file(reply)
+        tree = self.templates.tree(file)
+        if tree is None:
+            return
+        for output in tree.find_all(nodes.Output):
+            for node in output.nodes:
+                if isinstance(node, nodes.Name) and node.name in ("name", "text"):
+                    self.fail(
+                        at,
+                        f"template {reply!r} prints {{{{ {node.name} }}}} "
+                        f"({file}:{node.lineno}), which is empty here (no "
+                        f"message asked for this reply): write {{{{ "
+                        f"{node.name} or '…' }}}}",
+                    )
 
     def _template(self, at: str, reply: Any) -> None:
         if reply is None:

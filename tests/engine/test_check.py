@@ -1106,3 +1106,18 @@ def test_a_transition_after_one_that_takes_everything_is_reported(tmp_path):
     name, line, message = one(found, "never taken")
     assert (name, line) == ("pedido.yaml", 10)
     assert "on[0] before it takes every text message" in message
+
+
+def test_a_timeout_reply_printing_the_empty_name_is_reported(tmp_path):
+    # "Hola , tu reporte quedó sin terminar": no message asked for it.
+    flow = (
+        "name: pedido\nstart: [pedido]\ntimeout: {after: 10m, reply: expirado}\n"
+        "migrate:\n  preguntar: listo\nstates:\n  preguntar:\n    reply: eco\n"
+        "    on:\n      - {input: text, to: listo}\n  listo:\n    reply: eco\n"
+    )
+    templates = {"eco": "x", "expirado": "Hola {{ name }}, se acabó el tiempo."}
+    found = problems_of(tmp_path, {"pedido": flow}, templates)
+    message = one(found, "prints {{ name }}")[2]
+    assert "(expirado.j2:1), which is empty here" in message
+    # A migrate line for a state that still exists is never used.
+    assert one(found, "state 'preguntar' still exists")[:2] == ("pedido.yaml", 5)
