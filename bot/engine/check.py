@@ -825,11 +825,7 @@ class FlowChecker:
         timeout = self.spec.timeout
         self._template("timeout.reply", timeout.reply if timeout else None)
         self._template("migrate_reply", self.spec.migrate_reply)
-        for at, reply in (
-            ("timeout.reply", timeout.reply if timeout else None),
-            ("migrate_reply", self.spec.migrate_reply),
-        ):
-            self._printed_empty(at, reply)
+        self._printed_empty("timeout.reply", timeout.reply if timeout else None)
         for old, new in self.spec.migrate.items():
             if new not in self.spec.states:
                 self.fail(
@@ -844,7 +840,7 @@ class FlowChecker:
                 )
 
     def _printed_empty(self, at: str, reply: Any) -> None:
-        # No message asked for these replies: `name` and `text` are empty,
+        # No message asked for a timeout reply: `name` and `text` are empty,
         # and `Hola {{ name }},` read "Hola , …".
         if isinstance(reply, dict):
             reply = reply.get("template")
