@@ -474,6 +474,11 @@ class Store(abc.ABC):
         """Move a link to a phone's new number; False if it had none."""
         raise NotImplementedError(f"{type(self).__name__}: move_link")
 
+    async def move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
+        """Move a conversation to a phone's new number; False if there was
+        none, or the new number is in a flow of its own already."""
+        raise NotImplementedError(f"{type(self).__name__}: move_conversation")
+
     async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
         """Record one linking attempt (`ok`, `invalid`, `unknown`, `denied`…)."""
         raise NotImplementedError(f"{type(self).__name__}: add_link_attempt")

@@ -792,6 +792,26 @@ class OdbcStore(Store):
 
         return await self._run(work)
 
+    async def move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
+        async def work(cursor: Cursor) -> bool:
+            # A conversation the new number started itself stays; an idle
+            # row of it (its window) gives way to the one that moves.
+            await cursor.execute(
+                "SELECT 1 FROM conversations WHERE wa_id = ? AND flow IS NOT NULL",
+                new_wa_id,
+            )
+            if await cursor.fetchone() is not None:
+                return False
+            await cursor.execute("DELETE FROM conversations WHERE wa_id = ?", new_wa_id)
+            await cursor.execute(
+                "UPDATE conversations SET wa_id = ? WHERE wa_id = ?",
+                new_wa_id,
+                old_wa_id,
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(work)
+
     async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
         await self._run(
             _execute(

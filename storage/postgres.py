@@ -750,6 +750,27 @@ class PostgresStore(Store):
 
         return await self._run(work, transaction=True)
 
+    async def move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
+        async def work(conn: asyncpg.Connection) -> bool:
+            # A conversation the new number started itself stays; an idle
+            # row of it (its window) gives way to the one that moves.
+            busy = await conn.fetchval(
+                "SELECT 1 FROM conversations WHERE wa_id = $1 AND flow IS NOT NULL "
+                "FOR UPDATE",
+                new_wa_id,
+            )
+            if busy is not None:
+                return False
+            await conn.execute("DELETE FROM conversations WHERE wa_id = $1", new_wa_id)
+            moved = await conn.execute(
+                "UPDATE conversations SET wa_id = $2 WHERE wa_id = $1",
+                old_wa_id,
+                new_wa_id,
+            )
+            return moved != "UPDATE 0"
+
+        return await self._run(work, transaction=True)
+
     async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
         await self._execute(
             "INSERT INTO link_attempts (wa_id, rut, outcome, at) "

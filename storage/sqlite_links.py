@@ -85,6 +85,26 @@ class LinksMixin:
             )
             return cursor.rowcount > 0
 
+    async def move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
+        return await self._run(self._move_conversation, old_wa_id, new_wa_id)
+
+    def _move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
+        with self._transaction():
+            # A conversation the new number started itself stays; an idle
+            # row of it (its window) gives way to the one that moves.
+            busy = self.db.execute(
+                "SELECT 1 FROM conversations WHERE wa_id = ? AND flow IS NOT NULL",
+                (new_wa_id,),
+            ).fetchone()
+            if busy is not None:
+                return False
+            self.db.execute("DELETE FROM conversations WHERE wa_id = ?", (new_wa_id,))
+            cursor = self.db.execute(
+                "UPDATE conversations SET wa_id = ? WHERE wa_id = ?",
+                (new_wa_id, old_wa_id),
+            )
+            return cursor.rowcount > 0
+
     async def add_link_attempt(self, wa_id: str, rut: str, outcome: str) -> None:
         await self._run(self._add_attempt, wa_id, rut, outcome)
 

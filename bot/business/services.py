@@ -53,6 +53,9 @@ class Services:
         """Who a phone is (the router asks once per message)."""
         return await self.accounts.identify(wa_id)
 
-    async def number_changed(self, old_wa_id: str, new_wa_id: str) -> None:
-        """A driver's WhatsApp number changed: their link follows."""
+    async def number_changed(self, old_wa_id: str, new_wa_id: str) -> bool:
+        """A driver's WhatsApp number changed: their link and their
+        conversation follow (INDEX.md, `system_number_changed`); return
+        whether a conversation moved."""
         await self.accounts.number_changed(old_wa_id, new_wa_id)
+        return await self.store.move_conversation(old_wa_id, new_wa_id)

@@ -124,7 +124,7 @@ class Engine:
     ) -> Outcome:
         """Route one message and run it through its flow."""
         if message.type == "system" and message.new_wa_id:
-            await self._number_changed(message)
+            await self._number_changed(message, conversation)
         identify = getattr(self.services, "identify", None)
         who = None
         if identify is not None and message.type not in SILENT_TYPES:
@@ -135,10 +135,19 @@ class Engine:
         finally:
             audience.WHO.reset(token)
 
-    async def _number_changed(self, message: InboundMessage) -> None:
+    async def _number_changed(
+        self, message: InboundMessage, conversation: Conversation
+    ) -> None:
         moved = getattr(self.services, "number_changed", None)
-        if moved is not None and message.new_wa_id:
-            await moved(message.wa_id, message.new_wa_id)
+        if moved is None or not message.new_wa_id:
+            return
+        if await moved(message.wa_id, message.new_wa_id):
+            # It lives on under the new number; what this step saves for
+            # the old one must not bring a copy of it back.
+            conversation.flow = conversation.state = None
+            conversation.flow_version = None
+            conversation.slots = {}
+            conversation.deadline = None
 
     async def _handle(
         self, message: InboundMessage, conversation: Conversation

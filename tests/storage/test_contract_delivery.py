@@ -407,3 +407,23 @@ async def test_migrate_refuse_names_the_pending_migrations(store_url: str) -> No
     async with create_store(store_url, migrate="refuse") as store:
         assert store.applied == []
         assert await store.pending_count() == 0
+
+
+async def test_a_conversation_moves_to_a_new_number_unless_it_is_busy(
+    store: Store,
+) -> None:
+    for key, wa_id in (("e1", "561"), ("e2", "563")):
+        await store.add_events([event(key, wa_id)])
+        pending = await store.next_event(wa_id)
+        conversation = Conversation(wa_id, "vincular", "pedir_rut", {"a": 1}, "v1")
+        await store.commit_step(pending.id, conversation, [])
+
+    assert await store.move_conversation("561", "562") is True
+    assert await store.load_conversation("561") is None
+    moved = await store.load_conversation("562")
+    assert (moved.flow, moved.state, moved.slots) == ("vincular", "pedir_rut", {"a": 1})
+
+    # A number in a flow of its own keeps it; a number with none moves nothing.
+    assert await store.move_conversation("562", "563") is False
+    assert (await store.load_conversation("562")).flow == "vincular"
+    assert await store.move_conversation("569", "570") is False

@@ -17,6 +17,7 @@ from tests.support import (
     VERIFY_TOKEN,
     corpus,
     demo_settings,
+    driver_says,
     runtime_of,
     sent_texts,
     settle,
@@ -323,3 +324,23 @@ async def test_a_lone_half_emoji_deep_inside_a_body_is_a_200(aiohttp_client, tmp
     body = b'{"a":"\\ud800","b":' + b"[" * depth + b"]" * depth + b"}"
     response = await client.post("/webhook", data=body, headers=signed_headers(body))
     assert response.status == 200
+
+
+async def test_a_number_change_takes_the_conversation_along(aiohttp_client, tmp_path):
+    # The link moved and the conversation stayed behind: a driver asked for
+    # her location had to start over from the new number.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    old, new = "56911120019", "56911120029"  # as in system_number_changed.json
+    assert await driver_says(client, old, "ubicacion") == 200
+    await settle(runtime)
+    asked = await runtime.store.load_conversation(old)
+    assert asked.flow == "ubicacion" and asked.state is not None
+
+    body = corpus("system_number_changed.json")
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+
+    moved = await runtime.store.load_conversation(new)
+    assert (moved.flow, moved.state) == ("ubicacion", asked.state)
+    assert (await runtime.store.load_conversation(old)).flow is None
