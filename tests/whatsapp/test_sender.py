@@ -482,6 +482,11 @@ async def test_a_stop_while_asking_for_the_lease_queues_the_item_again(
         holder = await asyncpg.connect(postgres_db.dsn)
         try:
             await first_accepted(simulator)
+            # The simulator sees m0 before the sender records its answer.
+            ends = time.monotonic() + 5
+            while "accepted" not in {i.status for i in await store.outbox_items()}:
+                assert time.monotonic() < ends, "m0 never recorded"
+                await asyncio.sleep(0.01)
             second = [i for i in await store.outbox_items() if i.status == "sending"]
             assert [i.body["text"]["body"] for i in second] == ["m1"]
 
