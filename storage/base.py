@@ -158,6 +158,9 @@ class HistoryEntry:
     error_code: int | None
     error_detail: str | None
     at: datetime
+    # The outgoing message this one went out instead of (its template, the
+    # window being closed): the id a send call answered is that other one.
+    replaces: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -704,10 +704,10 @@ class OdbcStore(Store):
         # our own messages, already in the outbox rows.
         union = (
             "SELECT 'out' AS direction, id, body, status, wamid, error_code, "
-            "error_detail, created_at AS at FROM outbox "
+            "error_detail, created_at AS at, fallback_of FROM outbox "
             "WHERE wa_id = ? AND kind = 'message' UNION ALL "
             "SELECT 'in', id, payload, 'received', \"key\", NULL, NULL, "
-            "received_at FROM inbox WHERE wa_id = ? AND kind = 'message'"
+            "received_at, NULL FROM inbox WHERE wa_id = ? AND kind = 'message'"
         )
         page = self.dialect.page(
             f"SELECT * FROM ({union}) h ORDER BY at DESC, direction, id DESC",

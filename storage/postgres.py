@@ -669,10 +669,10 @@ class PostgresStore(Store):
         # our own messages, already in the outbox rows.
         union = (
             "SELECT 'out' AS direction, id, body::text AS body, status, wamid, "
-            "error_code, error_detail, created_at AS at FROM outbox "
+            "error_code, error_detail, created_at AS at, fallback_of FROM outbox "
             "WHERE wa_id = $1 AND kind = 'message' UNION ALL "
             "SELECT 'in', id, payload::text, 'received', key, NULL, NULL, "
-            "received_at FROM inbox WHERE wa_id = $1 AND kind = 'message'"
+            "received_at, NULL FROM inbox WHERE wa_id = $1 AND kind = 'message'"
         )
 
         async def work(conn: asyncpg.Connection) -> tuple[int, list[HistoryEntry]]:

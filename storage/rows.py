@@ -79,6 +79,7 @@ def history_entry(row: Any, when: When) -> HistoryEntry:
         error_code=_int_or_none(row["error_code"]),
         error_detail=row["error_detail"],
         at=when(row["at"]),
+        replaces=_int_or_none(row["fallback_of"]),
     )
 
 

@@ -828,10 +828,10 @@ class SqliteStore(LinksMixin, Store):
         # our own messages, already in the outbox rows.
         union = (
             "SELECT 'out' AS direction, id, body, status, wamid, error_code, "
-            "error_detail, created_at AS at FROM outbox "
+            "error_detail, created_at AS at, fallback_of FROM outbox "
             "WHERE wa_id = ? AND kind = 'message' UNION ALL "
-            "SELECT 'in', id, payload, 'received', key, NULL, NULL, received_at "
-            "FROM inbox WHERE wa_id = ? AND kind = 'message'"
+            "SELECT 'in', id, payload, 'received', key, NULL, NULL, received_at, "
+            "NULL FROM inbox WHERE wa_id = ? AND kind = 'message'"
         )
         total = db.execute(
             f"SELECT COUNT(*) FROM ({union})", (wa_id, wa_id)

@@ -158,6 +158,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "Incoming: received",
                         },
                         "error_code": {"type": ["integer", "null"]},
+                        "replaces": {
+                            "type": ["integer", "null"],
+                            "description": "The id of the message this one "
+                            "went out instead of (its template, the window "
+                            "being closed), as a send call answered it",
+                        },
                         "error": {"type": ["string", "null"]},
                         "created_at": {"type": "string", "format": "date-time"},
                     },

@@ -28,6 +28,7 @@ def history_entry(entry: HistoryEntry) -> dict[str, Any]:
         "status": entry.status,
         "error_code": entry.error_code,
         "error": entry.error_detail if entry.status in ("failed", "replaced") else None,
+        "replaces": entry.replaces,
         "created_at": entry.at.isoformat(),
     }
 

@@ -478,3 +478,19 @@ async def test_a_notification_nothing_can_deliver_is_a_409(tmp_path, aiohttp_cli
     # Its template still configured, the guide goes as that template.
     guide = {"phone": CAMILA, "folio": "F-1", "cliente": "Minera", "conductor": "Ana"}
     assert (await post(api, "/notify/guide_created", guide))[0] == 202
+
+
+async def test_history_links_a_template_to_the_text_it_went_out_instead_of(api):
+    # The id an alert answered ended `replaced` (the admin's window was
+    # closed), and nothing led to the template that went in its place.
+    alert = {"phones": [CAMILA], "tipo_alerta": "SAP", "descripcion": "Caída"}
+    status, body = await post(api, "/alert", alert)
+    assert status == 202
+    [asked] = body["results"][0]["message_ids"]
+    await settle(runtime_of(api))
+
+    response = await api.get(f"{PREFIX}/history/{CAMILA}", headers=auth(ADMIN))
+    entries = {m["id"]: m for m in (await response.json())["messages"]}
+    assert entries[asked]["status"] == "replaced"
+    [went] = [m for m in entries.values() if m["replaces"] == asked]
+    assert went["type"] == "template" and went["status"] != "replaced"
