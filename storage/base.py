@@ -337,9 +337,10 @@ class Store(abc.ABC):
         Per-recipient order: an item is not taken while an older item of
         the same `wa_id` is still `queued` or `sending` (a retry keeps the
         later ones waiting). A conversation reply waits only for older
-        replies: a driver's answer does not queue behind the notifications
-        and alerts already waiting for that phone, which still leave in
-        their order. Read marks hold nothing back. Concurrent callers
+        replies, and a notification or alert also for every reply of its
+        phone still to go: a driver's answers do not queue behind the
+        notifications already waiting for that phone, which leave in their
+        order once the answers are out. Read marks hold nothing back. Concurrent callers
         (other processes) never take one item twice; a `sending` item whose
         sender died is taken again after a lease. Replies are taken before
         the rest, each oldest first.

@@ -54,11 +54,13 @@ CONVERSATION_COLUMNS = (
 # An outbox item waits while an older item of its phone is unfinished, so a
 # phone's messages leave in order whatever their retries (storage.base);
 # read marks are best effort and hold nothing back, and a conversation reply
-# waits only for older replies.
+# waits only for older replies, and a notification for every reply still to
+# go (storage.base).
 EARLIER_UNFINISHED = (
     "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
-    "AND e.id < o.id AND e.kind <> 'read' "
-    "AND (o.inbox_id IS NULL OR e.inbox_id IS NOT NULL) "
+    "AND e.kind <> 'read' "
+    "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
+    "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
     "AND e.status IN ('queued', 'sending'))"
 )
 

@@ -573,8 +573,9 @@ class SqliteStore(LinksMixin, Store):
             f"SELECT * FROM outbox AS o INDEXED BY {index} "
             f"WHERE status = 'queued' AND inbox_id {which} "
             "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
-            "AS e WHERE e.wa_id = o.wa_id AND e.id < o.id AND e.kind <> 'read' "
-            "AND (o.inbox_id IS NULL OR e.inbox_id IS NOT NULL) "
+            "AS e WHERE e.wa_id = o.wa_id AND e.kind <> 'read' "
+            "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
+            "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
             "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
             (_ts(now), limit),
         ).fetchall()

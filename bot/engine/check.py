@@ -1310,11 +1310,13 @@ def _commands(flows: dict[str, FlowSpec]) -> list[Problem]:
     flow, and no other flow's."""
     problems: list[Problem] = []
     owners: dict[str, FlowSpec] = {}
+    # As the router reads what a driver types: a first word, a typo.
+    words = StartWords(flows.values())
     for spec in flows.values():
         if spec.command is None:
             continue
         word = command_form(str(spec.command))
-        if word and word not in spec.start:
+        if word and spec.name not in words.said(word):
             problems.append(
                 _at(
                     spec,

@@ -1121,3 +1121,15 @@ def test_a_timeout_reply_printing_the_empty_name_is_reported(tmp_path):
     assert "(expirado.j2:1), which is empty here" in message
     # A migrate line for a state that still exists is never used.
     assert one(found, "state 'preguntar' still exists")[:2] == ("pedido.yaml", 5)
+
+
+@pytest.mark.parametrize("command", ["TURNO HOY", "TURNOS"])
+def test_a_command_the_router_takes_to_its_flow_passes(tmp_path, command):
+    # "typing it starts nothing" was said of a command whose first word is
+    # a start word, or a typo of one, both of which start the flow.
+    flow = (
+        f"name: turno\ncommand: {command}\nstart: [turno]\nstates:\n"
+        "  a:\n    reply: eco\n"
+    )
+    found = problems_of(tmp_path, {"turno": flow}, {"eco": "x"})
+    assert not [p for p in found if "typing it starts nothing" in p[2]]
