@@ -895,7 +895,8 @@ def _own(path: str) -> IO[bytes] | None:
     """
     if path == ":memory:" or fcntl is None:
         return open(os.devnull, "rb")  # noqa: SIM115 - closed at disconnect
-    handle = open(f"{path}-owner", "ab")  # noqa: SIM115 - closed at disconnect
+    fd = os.open(f"{path}-owner", os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+    handle = os.fdopen(fd, "ab")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

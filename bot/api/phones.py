@@ -46,10 +46,18 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
         text = "+" + compact
     elif compact.isdigit() and compact.startswith("0") and compact[1:2] != "0":
         text = compact[1:]
+    if any(ch.isalpha() for ch in text):
+        # The parser drops a stray letter ("+56911112222x" went out).
+        raise InvalidPhone(f"{_shown(raw)} is not a phone number: {EXPECTED}")
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         raise InvalidPhone(f"{_shown(raw)} is not a phone number: {EXPECTED}") from None
+    if number.extension:
+        # "+56911112222x99" read as an extension, sent to +56911112222.
+        raise InvalidPhone(
+            f"{_shown(raw)} is a phone number with an extension: {EXPECTED}"
+        )
     # WhatsApp keeps Mexico's old mobile marker in its ids (521 + 10 digits,
     # CLOUD_API.md §12), a form the numbering plan no longer has: checked
     # without the marker, kept with it, since conversations are keyed by
@@ -65,11 +73,6 @@ def normalize_phone(raw: object, region: str = "CL") -> Phone:
 
 
 def _check(number: phonenumbers.PhoneNumber, raw: str) -> None:
-    if number.extension:
-        # "+56911112222x99" read as an extension, sent to +56911112222.
-        raise InvalidPhone(
-            f"{_shown(raw)} is a phone number with an extension: {EXPECTED}"
-        )
     # "Possible" checks the length for the country; "valid" also checks
     # the assigned ranges, which lag behind real and test numbers (it
     # refuses +56 9 1234 5678, a form CLOUD_API.md §12 must accept).

@@ -122,7 +122,8 @@ class BackendApi:
                 raise error(
                     400,
                     f"template {name!r} ({language}) takes "
-                    f"{len(spec.parameters)} parameters "
+                    f"{len(spec.parameters)} parameter"
+                    f"{'' if len(spec.parameters) == 1 else 's'} "
                     f"({', '.join(spec.parameters)}; templates.{spec.key} in "
                     f"the config), got {given}",
                 )

@@ -160,9 +160,11 @@ def _content(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
             "reaction_emoji": _str(body.get("emoji")) or None,
         }
     if kind == "system":
+        new = _str(body.get("wa_id")) or _str(body.get("new_wa_id"))
         return {
             "text": _str(body.get("body")),
-            "new_wa_id": _str(body.get("wa_id")) or _str(body.get("new_wa_id")),
+            # A number, as every wa_id: "hola" made a conversation of its own.
+            "new_wa_id": new if new and new.isdigit() else None,
         }
     return {}
 

@@ -88,7 +88,7 @@ async def test_an_unknown_field_is_named_and_a_long_value_cut(api):
     assert len(body["error"]) < 80
 
 
-@pytest.mark.parametrize("phone", ["abc", "+56 2"])
+@pytest.mark.parametrize("phone", ["abc", "+56 2", "+56911112222x", "+5215512345678x"])
 async def test_a_bad_phone_says_what_is_expected(api, phone):
     status, body = await post(api, "/send_text", {"phone": phone, "message": "x"})
     assert status == 400

@@ -44,6 +44,6 @@ async def test_a_new_database_is_readable_by_its_owner_only(tmp_path):
     path = tmp_path / "private.db"
     async with SqliteStore(f"sqlite:///{path}") as store:
         await store.add_events([NewInboxEvent("k1", "message", "561", "1", {})])
-        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-owner")]
         modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
     assert modes == {f.name: 0o600 for f in files}

@@ -47,6 +47,15 @@ def test_number_change_names_the_new_number():
     assert message.profile_name is None
 
 
+def test_a_number_change_to_something_not_a_number_moves_nothing():
+    # `"wa_id": "hola"` made a conversation keyed "hola".
+    body = json.loads(corpus("system_number_changed.json"))
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["system"]["wa_id"] = "hola"
+    [event] = parse_body(body).events
+    assert event.type == "system" and event.new_wa_id is None
+
+
 def test_status_without_profile_is_parsed():
     [status] = events_of("status_delivered.json")
     assert isinstance(status, StatusUpdate)
