@@ -48,6 +48,9 @@ STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 REPLY_KEYS = {"template", "buttons", "list", "location_request"}
 # After an unknown condition or action that resembles none.
 LISTED_IN_DOCS = " (docs/flows.md lists the conditions and actions there are)"
+# A file nested past what the readers can follow ([[[[… or ((((… by the
+# thousand).
+TOO_DEEP = "nested too deep to read (brackets or parentheses inside each other)"
 # Seconds a template may take to render with sample values (a reply takes
 # a fraction of a millisecond).
 RENDER_SECONDS = 2.0
@@ -169,6 +172,9 @@ def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
         return load_flow(path), problems
     except (FlowError, OSError) as exc:
         return None, [*problems, _from_error(path, exc)]
+    except RecursionError:
+        # It stopped the whole check, naming the folder, not the file.
+        return None, [Problem(str(path), 1, TOO_DEEP)]
 
 
 def _from_error(path: Path, exc: Exception) -> Problem:
@@ -382,6 +388,9 @@ class Templates:
             return
         except jinja2.TemplateError as exc:
             self._fail(path, getattr(exc, "lineno", None) or 1, _jinja_reason(exc))
+            return
+        except RecursionError:
+            self._fail(path, 1, TOO_DEEP)
             return
 
         self._trees[path.name] = tree

@@ -1133,3 +1133,20 @@ def test_a_command_the_router_takes_to_its_flow_passes(tmp_path, command):
     )
     found = problems_of(tmp_path, {"turno": flow}, {"eco": "x"})
     assert not [p for p in found if "typing it starts nothing" in p[2]]
+
+
+def test_a_file_nested_too_deep_is_named_and_the_others_still_checked(tmp_path):
+    # "flows:1: checker failed: RecursionError": no file, and every other
+    # file's problems hidden behind it.
+    deep = "name: hondo\nstart: [hondo]\nx-a: " + "[" * 5000 + "]" * 5000 + "\n"
+    bad = GOOD.replace("to: listo", "to: lsito")
+    found = problems_of(
+        tmp_path,
+        {"hondo": deep, "pedido": bad},
+        {"eco": "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}"},
+    )
+    assert {p[0] for p in found if "nested too deep" in p[2]} == {
+        "hondo.yaml",
+        "eco.j2",
+    }
+    assert one(found, "unknown state 'lsito'")
