@@ -46,6 +46,10 @@ log = logging.getLogger("tracbot.engine")
 STATE_KEYS = {"reply", "on", "always", "otherwise", "handover"}
 # What a reply mapping holds (bot/engine/interactive.py).
 REPLY_KEYS = {"template", "buttons", "list", "location_request"}
+# The keys of a reply button, a list and a list row (bot/engine/interactive.py).
+BUTTON_KEYS = frozenset({"id", "title"})
+LIST_KEYS = frozenset({"button", "title", "rows"})
+ROW_KEYS = frozenset({"id", "title", "description"})
 # After an unknown condition or action that resembles none.
 LISTED_IN_DOCS = " (docs/flows.md lists the conditions and actions there are)"
 # A file nested past what the readers can follow ([[[[… or ((((… by the
@@ -665,6 +669,16 @@ class FlowChecker:
             self._slots()
         return self.problems
 
+    def _keys(self, at: str, item: Any, known: frozenset[str]) -> None:
+        if not isinstance(item, dict):
+            return
+        for key in sorted(set(map(str, item)) - known):
+            self.fail(
+                f"{at}.{key}",
+                f"unknown key {key!r} (known: {', '.join(sorted(known))})"
+                + _did_you_mean(key, known),
+            )
+
     def _literal(self, at: str, text: Any) -> None:
         # Only message_templates/ are Jinja: in a flow file the braces
         # reached the driver as written ("Tu turno, {{ driver_name }}").
@@ -931,6 +945,13 @@ class FlowChecker:
             self.fail(
                 at, f"{len(buttons)} buttons; WhatsApp allows {limits.MAX_BUTTONS}"
             )
+        # `titel:` for `title:` made the button's title its id, silently.
+        for i, button in enumerate(buttons):
+            self._keys(f"{at}.buttons[{i}]", button, BUTTON_KEYS)
+        if isinstance(listing, dict):
+            self._keys(f"{at}.list", listing, LIST_KEYS)
+            for i, row in enumerate(_rows(reply)):
+                self._keys(f"{at}.list.rows[{i}]", row, ROW_KEYS)
         for i, button in enumerate(buttons):
             self._literal(f"{at}.buttons[{i}]", _title(button))
         for row_at, row in [(f"{at}.list", listing or {})] + [

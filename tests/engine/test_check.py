@@ -1150,3 +1150,24 @@ def test_a_file_nested_too_deep_is_named_and_the_others_still_checked(tmp_path):
         "eco.j2",
     }
     assert one(found, "unknown state 'lsito'")
+
+
+def test_unknown_keys_of_buttons_lists_and_rows_are_reported(tmp_path):
+    # `titel:` made a button's title its id, without a word.
+    bad = GOOD.replace(
+        "    reply: eco",
+        "    reply:\n      template: eco\n      buttons: [{id: si, titel: Sí}]\n",
+        1,
+    )
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    message = one(found, "unknown key 'titel'")[2]
+    assert "(did you mean 'title'?)" in message
+    listing = GOOD.replace(
+        "    reply: eco",
+        "    reply:\n      template: eco\n"
+        "      list: {button: Ver, sections: [], rows: [{id: r1, titulo: Uno}]}\n",
+        1,
+    )
+    found = problems_of(tmp_path / "l", {"pedido": listing}, {"eco": "x"})
+    assert one(found, "unknown key 'sections'")
+    assert one(found, "unknown key 'titulo'")
