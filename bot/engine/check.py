@@ -874,8 +874,14 @@ class FlowChecker:
         if tree is None:
             return
         for output in tree.find_all(nodes.Output):
-            for node in output.nodes:
-                if isinstance(node, nodes.Name) and node.name in ("name", "text"):
+            for expr in output.nodes:
+                if isinstance(expr, nodes.TemplateData) or _has_fallback(expr):
+                    continue
+                # Printed as is, through a filter or with `~`: "Hola ."
+                names = [expr] if isinstance(expr, nodes.Name) else []
+                for node in [*names, *expr.find_all(nodes.Name)]:
+                    if node.name not in ("name", "text"):
+                        continue
                     self.fail(
                         at,
                         f"template {reply!r} prints {{{{ {node.name} }}}} "
@@ -1235,6 +1241,18 @@ def render_within(template: jinja2.Template, values: dict[str, Any]) -> str:
         return template.render(values)
     finally:
         sys.settrace(previous)
+
+
+def _has_fallback(expr: nodes.Node) -> bool:
+    """Whether an expression says what to print instead of an empty value:
+    `a or b`, `a if a else b`, `a|default(b)`."""
+    if isinstance(expr, nodes.Or | nodes.CondExpr):
+        return True
+    if any(True for _ in expr.find_all((nodes.Or, nodes.CondExpr))):
+        return True
+    filters = [expr] if isinstance(expr, nodes.Filter) else []
+    filters += expr.find_all(nodes.Filter)
+    return any(f.name in ("default", "d") for f in filters)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -1119,6 +1119,13 @@ def test_a_timeout_reply_printing_the_empty_name_is_reported(tmp_path):
     found = problems_of(tmp_path, {"pedido": flow}, templates)
     message = one(found, "prints {{ name }}")[2]
     assert "(expirado.j2:1), which is empty here" in message
+    # Through a filter or `~` too; with a fallback it is fine.
+    cases = [("{{ name|upper }}", 1), ("{{ name ~ '!' }}", 1), ("{{ name }}", 1)]
+    cases += [("{{ name or 'conductor' }}", 0), ("{{ name|default('x') }}", 0)]
+    for n, (printed, said) in enumerate(cases):
+        templates = {"eco": "x", "expirado": printed}
+        other = problems_of(tmp_path / str(n), {"pedido": flow}, templates)
+        assert len([p for p in other if "prints {{ name }}" in p[2]]) == said
     # A migrate line for a state that still exists is never used.
     assert one(found, "state 'preguntar' still exists")[:2] == ("pedido.yaml", 5)
 
