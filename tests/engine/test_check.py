@@ -1178,3 +1178,15 @@ def test_unknown_keys_of_buttons_lists_and_rows_are_reported(tmp_path):
     found = problems_of(tmp_path / "l", {"pedido": listing}, {"eco": "x"})
     assert one(found, "unknown key 'sections'")
     assert one(found, "unknown key 'titulo'")
+
+
+def test_check_of_named_files_shows_theirs_and_counts_the_others(tmp_path, capsys):
+    # `tracbot check flows/turno.yaml` was refused: unrecognized arguments.
+    bad = GOOD.replace("to: listo", "to: lsito")
+    other = bad.replace("name: pedido", "name: otro").replace("[pedido]", "[otro]")
+    config = make_project(tmp_path, {"pedido": bad, "otro": other}, {"eco": "x"})
+    named = str(tmp_path / "flows" / "pedido.yaml")
+    assert main(["--config", str(config), "check", named]) == 1
+    err = capsys.readouterr().err
+    assert "pedido.yaml:9:" in err and "otro.yaml" not in err
+    assert "1 more in other files (tracbot check shows all)" in err
