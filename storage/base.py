@@ -45,6 +45,19 @@ STATUS_RANK = {
 # takes well inside it (bot/whatsapp/sender.py).
 SENDING_LEASE = timedelta(minutes=2)
 
+# The per-phone order of `due_outbox`, as SQL every backend speaks, on an
+# outbox row `o`: an item waits while an older item of its phone is
+# unfinished, so a phone's messages leave in order whatever their retries;
+# read marks hold nothing back; a conversation reply waits only for older
+# replies, and a notification for every reply of its phone still to go.
+EARLIER_UNFINISHED = (
+    "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
+    "AND e.kind <> 'read' "
+    "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
+    "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
+    "AND e.status IN ('queued', 'sending'))"
+)
+
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""

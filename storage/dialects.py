@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from storage.base import EARLIER_UNFINISHED
+
 # Inbox and conversation columns in the order the statements below bind them.
 INBOX_COLUMNS = ('"key"', "kind", "wa_id", "phone_number_id", "payload", "received_at")
 CONVERSATION_COLUMNS = (
@@ -49,19 +51,6 @@ CONVERSATION_COLUMNS = (
     "last_inbound_at",
     "deadline",
     "updated_at",
-)
-
-# An outbox item waits while an older item of its phone is unfinished, so a
-# phone's messages leave in order whatever their retries (storage.base);
-# read marks are best effort and hold nothing back, and a conversation reply
-# waits only for older replies, and a notification for every reply still to
-# go (storage.base).
-EARLIER_UNFINISHED = (
-    "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
-    "AND e.kind <> 'read' "
-    "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
-    "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
-    "AND e.status IN ('queued', 'sending'))"
 )
 
 # SQLSTATEs meaning "the server, not the statement": connection errors of

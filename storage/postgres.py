@@ -29,6 +29,7 @@ import asyncpg
 
 from storage import jsontext, rows
 from storage.base import (
+    EARLIER_UNFINISHED,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -445,19 +446,13 @@ class PostgresStore(Store):
 
         # SKIP LOCKED lets concurrent senders each take other rows instead
         # of waiting on, and then taking again, the rows another one took.
-        # An item waits while an older one of its phone is unfinished, so a
-        # phone's messages leave in order whatever their retries (a reply
-        # waits only for older replies, storage.base); a row another
+        # Per-phone order: EARLIER_UNFINISHED (storage.base); a row another
         # sender just took is still unfinished to this snapshot.
         rows = await self._fetch(
             "WITH due AS (SELECT id FROM outbox o "
             "WHERE ((status = 'queued' AND next_attempt_at <= $1) "
             "OR (status = 'sending' AND updated_at < $2)) "
-            "AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.wa_id = o.wa_id "
-            "AND e.kind <> 'read' "
-            "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
-            "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
-            "AND e.status IN ('queued', 'sending')) "
+            f"AND {EARLIER_UNFINISHED} "
             "ORDER BY (inbox_id IS NULL), id LIMIT $3 FOR UPDATE SKIP LOCKED) "
             "UPDATE outbox o SET status = 'sending', "
             "attempts = o.attempts + 1, updated_at = $1 "

@@ -31,6 +31,7 @@ except ImportError:  # Windows: no second process is detected
 
 from storage import jsontext, rows
 from storage.base import (
+    EARLIER_UNFINISHED,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -556,10 +557,7 @@ class SqliteStore(LinksMixin, Store):
     def _due_rows(
         self, now: datetime, limit: int, *, replies: bool
     ) -> list[sqlite3.Row]:
-        # An item waits while an older one of its phone is unfinished, so
-        # a phone's messages leave in order whatever their retries; read
-        # marks are best effort and hold nothing back, and a conversation
-        # reply waits only for older replies (storage.base).
+        # Per-phone order: EARLIER_UNFINISHED (storage.base).
         # INDEXED BY (replies or the rest, migration 0007): queued items in
         # id order, read only until `limit` are found; the planner would
         # rather walk the whole outbox (18 ms a call at 100k rows) or sort
@@ -572,11 +570,8 @@ class SqliteStore(LinksMixin, Store):
         return self.db.execute(
             f"SELECT * FROM outbox AS o INDEXED BY {index} "
             f"WHERE status = 'queued' AND inbox_id {which} "
-            "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox "
-            "AS e WHERE e.wa_id = o.wa_id AND e.kind <> 'read' "
-            "AND (e.inbox_id IS NOT NULL OR o.inbox_id IS NULL) "
-            "AND (e.id < o.id OR (o.inbox_id IS NULL AND e.inbox_id IS NOT NULL)) "
-            "AND e.status IN ('queued', 'sending')) ORDER BY id LIMIT ?",
+            f"AND next_attempt_at <= ? AND {EARLIER_UNFINISHED} "
+            "ORDER BY id LIMIT ?",
             (_ts(now), limit),
         ).fetchall()
 
