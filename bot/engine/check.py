@@ -878,8 +878,7 @@ class FlowChecker:
                 if isinstance(expr, nodes.TemplateData) or _has_fallback(expr):
                     continue
                 # Printed as is, through a filter or with `~`: "Hola ."
-                names = [expr] if isinstance(expr, nodes.Name) else []
-                for node in [*names, *expr.find_all(nodes.Name)]:
+                for node in _within(expr, nodes.Name):
                     if node.name not in ("name", "text"):
                         continue
                     self.fail(
@@ -1246,13 +1245,17 @@ def render_within(template: jinja2.Template, values: dict[str, Any]) -> str:
 def _has_fallback(expr: nodes.Node) -> bool:
     """Whether an expression says what to print instead of an empty value:
     `a or b`, `a if a else b`, `a|default(b)`."""
-    if isinstance(expr, nodes.Or | nodes.CondExpr):
+    if any(True for _ in _within(expr, (nodes.Or, nodes.CondExpr))):
         return True
-    if any(True for _ in expr.find_all((nodes.Or, nodes.CondExpr))):
-        return True
-    filters = [expr] if isinstance(expr, nodes.Filter) else []
-    filters += expr.find_all(nodes.Filter)
-    return any(f.name in ("default", "d") for f in filters)
+    return any(f.name in ("default", "d") for f in _within(expr, nodes.Filter))
+
+
+def _within(expr: nodes.Node, kind: Any) -> Iterator[Any]:
+    """The nodes of a kind in an expression, itself included (`find_all`
+    looks only below it: `{{ name }}` alone has no Name below it)."""
+    if isinstance(expr, kind):
+        yield expr
+    yield from expr.find_all(kind)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

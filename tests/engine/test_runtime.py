@@ -377,7 +377,8 @@ async def test_a_handover_never_enters_a_flow_the_number_may_not_use(tmp_path):
     try:
         first, refused = texts(await harness.send(linked, "turno"))
         assert first == "Tu turno."
-        assert refused.startswith("Tu número ya está vinculado a la cuenta de Rodrigo")
+        linked_to = "Tu número ya está vinculado a la cuenta de Rodrigo"
+        assert refused.startswith(linked_to)
         conversation = await harness.conversation(linked)
         assert (conversation.flow, conversation.state) == (None, None)
         assert (await harness.runtime.store.get_link(linked)) == link

@@ -44,6 +44,14 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         yield opened
 
 
+def session_server(backend: str, request: pytest.FixtureRequest) -> PostgresServer:
+    """The session's PostgreSQL (skipping without its binaries), and the ODBC
+    driver too for the odbc backend (skipping without it)."""
+    if backend == "odbc":
+        request.getfixturevalue("odbc_driver")
+    return request.getfixturevalue("postgres_server")
+
+
 def event(key: str) -> NewInboxEvent:
     return NewInboxEvent(key, "message", "56911111111", "1065", {"id": key})
 
@@ -100,9 +108,7 @@ async def test_an_exhausted_pool_fails_within_the_timeout(store_url: str) -> Non
 async def test_a_stopped_server_is_unavailable_until_it_is_back(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "odbc":
-        request.getfixturevalue("odbc_driver")
-    request.getfixturevalue("postgres_server")  # skips without binaries
+    session_server(backend, request)  # skips without binaries or driver
 
     # A server of its own: stopping the session's would break other tests.
     with PostgresServer() as server:
@@ -125,9 +131,7 @@ async def test_a_stopped_server_is_unavailable_until_it_is_back(
 async def test_a_restart_nobody_saw_fails_no_call(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "odbc":
-        request.getfixturevalue("odbc_driver")
-    request.getfixturevalue("postgres_server")  # skips without binaries
+    session_server(backend, request)  # skips without binaries or driver
 
     with PostgresServer() as server:
         url = url_of(backend, server.dsn, server.odbc)
@@ -153,9 +157,7 @@ async def test_a_login_refused_after_open_is_a_storage_error(
 ) -> None:
     # A rotated password raised asyncpg's InvalidPasswordError through the
     # store: it ended the dispatcher for good while /readyz said ready.
-    if backend == "odbc":
-        request.getfixturevalue("odbc_driver")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
+    server = session_server(backend, request)
     role = f"r_{uuid.uuid4().hex[:12]}"
     server.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'first'")
     server.psql(f"CREATE DATABASE {role} OWNER {role}")
@@ -200,9 +202,7 @@ async def test_a_hung_server_fails_a_call_within_the_statement_timeout(
 ) -> None:
     # A server that stops answering without closing its connections held a
     # webhook 35-65 s (asyncpg) or more than five minutes (ODBC).
-    if backend == "odbc":
-        request.getfixturevalue("odbc_driver")
-    request.getfixturevalue("postgres_server")  # skips without binaries
+    session_server(backend, request)  # skips without binaries or driver
 
     with PostgresServer() as server:
         url = url_of(backend, server.dsn, server.odbc)
