@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from bot import logs
@@ -130,8 +131,9 @@ def _flow_tools(sub: argparse._SubParsersAction) -> None:
     test.set_defaults(run=_test)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+def _settings(args: argparse.Namespace, *, serving: bool = False) -> Settings:
+    # Only `serve` talks to Meta and needs every secret (bot.config).
+    return load_settings(args.config, serving=serving)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -139,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.serve import serve
     from storage.errors import StorageError
 
-    settings = _settings(args)
+    settings = _settings(args, serving=True)
     try:
         loops.run(
             serve(settings, host=args.host, port=args.port),
@@ -174,14 +176,21 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from bot.chat import chat
+    from storage.errors import StorageError
 
     settings = _settings(args)
     # A chat on flows `serve` would refuse answered drivers with the apology
     # (or the wrong flow), unlike the server it stands in for.
     if _refused(settings, "chat"):
         return 1
-    with contextlib.suppress(EOFError):
-        return asyncio.run(chat(settings, args.phone))
+    try:
+        with contextlib.suppress(EOFError):
+            return asyncio.run(chat(settings, args.phone))
+    except StorageError as exc:
+        # As serve says it (storage.migrate: refuse on an old schema, a
+        # database that cannot be reached), not as a traceback.
+        print(f"tracbot chat: storage: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -214,13 +223,17 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bot.engine.check import check_project, format_problems
 
     engine = _settings(args).engine
-    problems = check_project(engine.flows_dir, engine.templates_dir)
     named = {Path(f).resolve() for f in args.files}
+    unread = _not_served(named, engine.flows_dir, engine.templates_dir)
+    if unread:
+        # "no problems" for a misspelled path, or a file serve never reads,
+        # passed a flow nobody had checked.
+        print("\n".join(unread), file=sys.stderr)
+        return 1
+    problems = check_project(engine.flows_dir, engine.templates_dir)
     if named:
         # `tracbot check flows/turno.yaml`, as an author edits one file:
         # serve reads them all, so the others still decide the exit status.
@@ -235,9 +248,23 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _graph(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _not_served(named: set[Path], flows_dir: Path, templates_dir: Path) -> list[str]:
+    """What is wrong with each named file that serve would never read."""
+    folders = (flows_dir.resolve(), templates_dir.resolve())
+    lines = []
+    for path in sorted(named):
+        if not path.is_file():
+            lines.append(f"{path}: no such file")
+        elif not any(path.is_relative_to(folder) for folder in folders):
+            lines.append(
+                f"{path}: not checked: serve reads flows from {flows_dir} and "
+                f"templates from {templates_dir} (engine.flows_dir and "
+                "engine.templates_dir of the config file)"
+            )
+    return lines
 
+
+def _graph(args: argparse.Namespace) -> int:
     from bot.engine.flows import load_flows
     from bot.engine.graph import mermaid, write_all
 
@@ -260,8 +287,6 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bot.engine.convtest import run_files
 
     paths = [Path(f) for f in args.files]

@@ -144,9 +144,16 @@ class Settings:
 
 
 def load_settings(
-    path: str | Path = "config.yaml", env: Mapping[str, str] | None = None
+    path: str | Path = "config.yaml",
+    env: Mapping[str, str] | None = None,
+    *,
+    serving: bool = True,
 ) -> Settings:
     """Read a config file and the environment into `Settings`.
+
+    With `serving` false (chat, check, test, migrate: nothing there talks
+    to Meta), a secret left unset beside an access token takes its demo
+    value instead of stopping the command.
 
     Raises:
         ConfigError: the file is missing or invalid, or a required secret is
@@ -158,7 +165,7 @@ def load_settings(
     reader = _Reader(path, raw)
     base = path.resolve().parent
 
-    secrets = _secrets(reader, env)
+    secrets = _secrets(reader, env, serving)
     whatsapp = WhatsAppSettings(
         api_base_url=_base_url(reader, env),
         api_version=reader.str("whatsapp.api_version", "v23.0"),
@@ -298,7 +305,9 @@ def _storage(reader: _Reader) -> StorageSettings:
     )
 
 
-def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
+def _secrets(
+    reader: _Reader, env: Mapping[str, str], serving: bool = True
+) -> dict[str, Any]:
     """Read each secret from the variable the file names for it."""
     values: dict[str, str | None] = {}
     for key, default_var in SECRET_NAMES.items():
@@ -316,8 +325,9 @@ def _secrets(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
             )
 
     # Without a token nothing can reach Meta, so the other secrets may take
-    # demo values; with one, each secret must be set for real.
-    demo = values["access_token"] is None
+    # demo values; with one, each secret must be set for real, for `serve`.
+    # A shell that holds the production token must still chat and check.
+    demo = values["access_token"] is None or not serving
     for key, demo_value in DEMO_SECRETS.items():
         if values[key] is None and demo:
             values[key] = demo_value

@@ -179,3 +179,36 @@ def test_a_port_no_server_can_take_is_refused():
         result = run_bot("serve", "--port", port)
         assert result.returncode == 2
         assert "--port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_shell_holding_only_the_token_still_chats_checks_and_tests(tmp_path):
+    # A production token in the shell stopped every command, chat (which
+    # never sends for real) included, for want of the other secrets.
+    env = demo_env(tmp_path)
+    env["WHATSAPP_API_TOKEN"] = "EAAproduction"
+    for name in (
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN",
+        "WHATSAPP_PHONE_NUMBER_ID",
+    ):
+        env[name] = ""
+
+    chat = run_bot("chat", "+56911112222", stdin="ayuda\n", env=env)
+    assert chat.returncode == 0, chat.stderr
+    assert "Comandos Disponibles" in chat.stdout
+
+    check = run_bot("check", env=env)
+    assert check.returncode == 0, check.stderr
+    cases = ROOT / "tests" / "conversations" / "cancelar.yaml"
+    test = run_bot("test", str(cases), env=env)
+    assert test.returncode == 0, test.stderr
+    migrate = run_bot("migrate", env=env)
+    assert migrate.returncode == 0, migrate.stderr
+
+    # serve talks to Meta: there the missing secrets are still named.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = run_bot("serve", "--port", str(port), env=env)
+    assert serve.returncode == 2
+    assert "WHATSAPP_APP_SECRET" in serve.stderr

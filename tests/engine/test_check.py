@@ -1190,3 +1190,21 @@ def test_check_of_named_files_shows_theirs_and_counts_the_others(tmp_path, capsy
     err = capsys.readouterr().err
     assert "pedido.yaml:9:" in err and "otro.yaml" not in err
     assert "1 more in other files (tracbot check shows all)" in err
+
+
+def test_check_of_a_file_serve_never_reads_says_so(tmp_path, capsys):
+    # A misspelled path, or a flow written outside flows/, got "no problems
+    # in the files named" and exit 0: a pass for a file nobody checked.
+    config = make_project(tmp_path, {"pedido": GOOD}, {"eco": "x"})
+    stray = tmp_path / "roto.yaml"
+    stray.write_text("name: roto\nstates:\n  a:\n    on:\n      - input: texto\n")
+    missing = tmp_path / "flows" / "pedio.yaml"
+
+    assert main(["--config", str(config), "check", str(stray), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}: no such file" in err
+    assert f"{stray}: not checked: serve reads flows from" in err
+    assert "no problems" not in err
+
+    named = str(tmp_path / "flows" / "pedido.yaml")
+    assert main(["--config", str(config), "check", named]) == 0

@@ -70,3 +70,16 @@ def test_migrate_says_when_a_newer_tracbot_migrated_the_database(
     again = tracbot(config, url, "migrate")
     assert again.returncode == 0, again.stderr
     assert "this tracbot does not know (versions 99)" in again.stderr
+
+
+def test_chat_on_a_schema_it_may_not_migrate_says_so(tmp_path: Path) -> None:
+    # serve gave one line; chat, on the same database, a traceback.
+    config = procs.write_config(tmp_path, {"storage.migrate": "refuse"})
+    url = f"sqlite:///{tmp_path}/fresh.db"
+
+    refused = tracbot(config, url, "chat", "+56911112222")
+
+    assert refused.returncode == 2, refused.stderr
+    assert "\ntracbot chat: storage: " in refused.stderr
+    assert "tracbot migrate" in refused.stderr
+    assert "Traceback" not in refused.stderr
