@@ -166,12 +166,27 @@ class SqliteStore(LinksMixin, Store):
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the next group commit (writes: `_transaction`)."""
-        if self._batches is None:
-            raise StorageError("the sqlite store is not open")
+        batches = self._writable()
         try:
-            return await self._batches.run(fn, *args)
+            return await batches.run(fn, *args)
         except sqlite3.Error as exc:
             raise _translated(exc) from exc
+
+    def _writable(self) -> GroupCommit:
+        """The group commit, if a write may go to the file now.
+
+        Raises:
+            StorageUnavailable: the file was deleted or replaced under us;
+                what is written now is lost at the next start. A webhook
+                answered 503 is sent again by Meta, an API call retried by
+                the backend; a 200 or a 202 would have lost it.
+        """
+        if self._batches is None:
+            raise StorageError("the sqlite store is not open")
+        gone = self._checkpointer is not None and self._checkpointer.problem
+        if gone:
+            raise StorageUnavailable(gone)
+        return self._batches
 
     def _peek(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read at once, outside any transaction.
@@ -328,8 +343,7 @@ class SqliteStore(LinksMixin, Store):
         # the loop commits at once, so that the 200 leaves in the turn that
         # read the request; more in the same turn (a burst) join the next
         # batch, where they share one COMMIT instead of paying one each.
-        if self._batches is None:
-            raise StorageError("the sqlite store is not open")
+        self._writable()
         if self._inserted_this_turn:
             return await self._run(self._add_events, events)
         self._inserted_this_turn = True

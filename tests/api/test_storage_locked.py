@@ -208,3 +208,28 @@ async def test_the_api_answers_503_in_json_while_the_database_is_locked(
 
     response = await client.post("/api/whatsapp/send_text", json=body, headers=headers)
     assert response.status == 202
+
+
+async def test_nothing_is_taken_once_the_database_file_is_deleted(
+    tmp_path, aiohttp_client
+):
+    # /readyz said 503, but webhooks got 200 and API calls 202 for writes
+    # into a file that was gone at the next start: lost without a trace.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"tracbot.db{suffix}").unlink(missing_ok=True)
+    for _ in range(50):  # the checkpointer looks every 50 ms
+        if "while in use" in await (await client.get("/readyz")).text():
+            break
+        await asyncio.sleep(0.1)
+
+    webhook = await support.driver_says(client, CAMILA, "hola")
+    sent = await client.post(
+        "/api/whatsapp/send_text",
+        json={"phone": "+56911120011", "message": "después"},
+        headers={"Authorization": "Bearer demo-backend-token"},
+    )
+
+    assert webhook == 503
+    assert sent.status == 503
+    assert (await sent.json())["error"] == "storage unavailable, try again shortly"
