@@ -116,7 +116,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "required": ["phone", "status"],
                     "properties": {
                         "phone": {"type": "string"},
-                        "status": {"enum": ["queued", "duplicate", "invalid"]},
+                        "status": {
+                            "enum": ["queued", "duplicate", "invalid", "unreachable"]
+                        },
                         "message_ids": {"type": "array", "items": {"type": "integer"}},
                         "error": {"type": "string"},
                     },
@@ -229,6 +231,11 @@ ERRORS = {
     "400": _json("Error", "Invalid body or phone number"),
     "401": _json("Error", "No bearer token, or an unknown one"),
     "403": _json("Error", "The token lacks the role"),
+    "404": _json("Error", "No such path"),
+    "503": _json(
+        "Error",
+        "The database is unavailable; try again after the `Retry-After` seconds",
+    ),
 }
 
 
@@ -258,7 +265,11 @@ def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": _ref(schema)}},
             },
-            "responses": {"202": _json("Queued", "Queued"), **ERRORS},
+            "responses": {
+                "202": _json("Queued", "Queued"),
+                **ERRORS,
+                "413": _json("Error", "The body is larger than server.max_body_bytes"),
+            },
         }
     }
 
@@ -280,7 +291,14 @@ def document() -> dict[str, Any]:
         "AlertResults",
         "One result per input phone, in order; invalid ones are reported, not "
         "queued, and a number given twice is sent once (`duplicate` carries "
-        "the ids of the first).",
+        "the ids of the first). `unreachable`: the phone's 24-hour window is "
+        "closed and no `templates.alert` template is configured. Every phone "
+        "is queued in one transaction: a 503 queued none of them.",
+    )
+    alert["post"]["responses"]["409"] = _json(
+        "Error",
+        "No valid phone is reachable: each one's window is closed and no "
+        "`templates.alert` template is configured",
     )
     alert["post"]["description"] += (
         " A template parameter holds 1,024 characters on one line: outside the "
@@ -301,6 +319,9 @@ def document() -> dict[str, Any]:
         notifications[kind]["post"]["responses"]["409"] = _json(
             "Error",
             f"The window is closed and no `templates.{kind}` template is configured",
+        )
+        notifications[kind]["post"]["responses"]["500"] = _json(
+            "Error", "The notification's template failed (the log says where)"
         )
     return {
         "openapi": "3.1.0",

@@ -37,6 +37,11 @@ log = logging.getLogger("tracbot.api")
 
 METRICS_DEFAULT_DAYS = 30
 
+# What a 503 of the API asks the backend to wait before trying again.
+RETRY_AFTER_SECONDS = 5
+
+JSON = "application/json"
+
 # The longest value an error answer quotes back.
 SHOWN = 40
 
@@ -142,31 +147,42 @@ class BackendApi:
         return await self._queued(phone, items, "guide_created")
 
     async def _reachable(self, phone: Phone, kind: str) -> None:
-        """Refuse a notification that nothing configured can deliver.
+        """Refuse a notification that nothing configured can deliver."""
+        unreachable = await self._unreachable([phone], kind)
+        if unreachable:
+            raise error(409, unreachable[phone.e164])
+
+    async def _unreachable(self, phones: list[Phone], kind: str) -> dict[str, str]:
+        """The phones a notification of `kind` cannot reach, and why.
 
         With the 24-hour window closed only a template reaches the phone:
         without `templates.<kind>` the text was queued (202) and Meta
         refused it, as send_text answers at once (409).
         """
-        if kind in self.notifier.templates:
-            return
-        last = (await self.store.last_inbound([phone.wa_id])).get(phone.wa_id)
-        if not window_open(last, utcnow()):
-            raise error(
-                409,
-                f"the phone's 24-hour window is closed and no templates.{kind} "
-                "template is configured to carry this notification",
-            )
+        if kind in self.notifier.templates or not phones:
+            return {}
+        last = await self.store.last_inbound([phone.wa_id for phone in phones])
+        now = utcnow()
+        why = (
+            f"the phone's 24-hour window is closed and no templates.{kind} "
+            "template is configured to carry this notification"
+        )
+        return {
+            phone.e164: why
+            for phone in phones
+            if not window_open(last.get(phone.wa_id), now)
+        }
 
     async def alert(self, request: web.Request) -> web.Response:
         self.auth.require(request, "backend")
         data = await self._json(request, "Alert")
         data.setdefault("severidad", "medium")
+        values = {k: v for k, v in data.items() if k != "phones"}
 
         # One bad number must not keep an alert from the other admins, and
         # a number written twice (maybe two ways) gets the alert once.
         now, results = utcnow(), []
-        sent: dict[str, list[int]] = {}
+        phones: dict[str, Phone] = {}
         for raw in data["phones"]:
             try:
                 phone = normalize_phone(raw, self.settings.default_region)
@@ -174,19 +190,33 @@ class BackendApi:
                 given = raw[:SHOWN] if isinstance(raw, str) else _shown(raw)
                 results.append({"phone": given, "status": "invalid", "error": str(exc)})
                 continue
-            if phone.e164 in sent:
-                ids, status = sent[phone.e164], "duplicate"
-            else:
-                values = {k: v for k, v in data.items() if k != "phones"}
-                items = self.notifier.alert(phone.wa_id, values, now)
-                ids, status = await self.store.enqueue(items), "queued"
-                sent[phone.e164] = ids
-            results.append({"phone": phone.e164, "status": status, "message_ids": ids})
-        queued = len(sent)
-        if not queued:
+            status = "duplicate" if phone.e164 in phones else "queued"
+            phones.setdefault(phone.e164, phone)
+            results.append({"phone": phone.e164, "status": status})
+
+        unreachable = await self._unreachable(list(phones.values()), "alert")
+        items = {
+            e164: _rendered(self.notifier.alert, phone.wa_id, values, now)
+            for e164, phone in phones.items()
+            if e164 not in unreachable
+        }
+        # One transaction for every admin: a 503 half way had queued the
+        # alert for some, and the backend's retry sent it to them twice.
+        ids = await self.store.enqueue([i for group in items.values() for i in group])
+        queued = _split(ids, items)
+        for result in results:
+            phone = result["phone"]
+            if phone in unreachable and result["status"] != "invalid":
+                result.update(status="unreachable", error=unreachable[phone])
+            elif phone in queued and result["status"] != "invalid":
+                result["message_ids"] = queued[phone]
+
+        if not items:
+            if unreachable:
+                raise error(409, next(iter(unreachable.values())))
             raise error(400, "no valid phone number in phones")
         self.wake_sender()
-        log.info("api queued kind=alert phones=%d", queued)
+        log.info("api queued kind=alert phones=%d", len(items))
         return web.json_response({"results": results}, status=202)
 
     # Reading
@@ -264,11 +294,7 @@ class BackendApi:
         data: dict[str, Any],
     ) -> list[NewOutbound]:
         values = {k: v for k, v in data.items() if k != "phone"}
-        try:
-            return notify(phone.wa_id, values)
-        except RenderError as exc:
-            log.error("notification template failed: %s", exc)
-            raise error(500, "the notification template failed; see the log") from None
+        return _rendered(notify, phone.wa_id, values)
 
     async def _queued(
         self, phone: Phone, items: list[NewOutbound], kind: str
@@ -299,6 +325,26 @@ def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
             continue
         kept[name] = value
     return kept
+
+
+def _rendered(
+    notify: Callable[..., list[NewOutbound]], *args: Any
+) -> list[NewOutbound]:
+    """A notification's items; a template that fails is a 500 saying so."""
+    try:
+        return notify(*args)
+    except RenderError as exc:
+        log.error("notification template failed: %s", exc)
+        raise error(500, "the notification template failed; see the log") from None
+
+
+def _split(ids: list[int], items: dict[str, list[NewOutbound]]) -> dict[str, list[int]]:
+    """The ids of one enqueue of every group's items, group by group."""
+    split, start = {}, 0
+    for key, group in items.items():
+        split[key] = ids[start : start + len(group)]
+        start += len(group)
+    return split
 
 
 def _rule(problem: jsonschema.ValidationError) -> str:
@@ -388,6 +434,27 @@ def _storage_guarded(
                 route.canonical if route is not None else "-",
                 exc,
             )
-            raise error(503, "storage unavailable, try again shortly") from None
+            raise error(
+                503,
+                "storage unavailable, try again shortly",
+                **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
 
     return guarded
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """aiohttp's own errors on the API's paths (an unknown path, a method
+    the path lacks, a body too large) as JSON, like the API's own."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith(PREFIX) or exc.content_type == JSON:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = (exc.text or exc.reason).removeprefix(f"{exc.status}: ")
+        return web.json_response({"error": message}, status=exc.status, headers=allow)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot import metrics
 from bot.api.notifications import Notifier
-from bot.api.routes import BackendApi
+from bot.api.routes import BackendApi, json_errors
 from bot.whatsapp.webhook import WebhookHandler
 from storage.base import QueueStats, utcnow
 from storage.errors import StorageError
@@ -46,6 +46,7 @@ def mount(app: web.Application, runtime: Runtime, webhook: WebhookHandler) -> No
     api = BackendApi(runtime.store, notifier, settings.api, runtime.wake_sender)
     ops = _Operations(runtime, webhook)
     app.router.add_routes(api.routes())
+    app.middlewares.append(json_errors)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

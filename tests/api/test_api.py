@@ -3,6 +3,8 @@ metrics, operator endpoints, and the OpenAPI document against the server."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import jsonschema
 import pytest
 
@@ -494,3 +496,129 @@ async def test_history_links_a_template_to_the_text_it_went_out_instead_of(api):
     assert entries[asked]["status"] == "replaced"
     [went] = [m for m in entries.values() if m["replaces"] == asked]
     assert went["type"] == "template" and went["status"] != "replaced"
+
+
+async def test_an_alert_that_fails_half_way_queues_it_for_nobody(api):
+    # Each admin was queued in a write of its own: when one failed, the 503
+    # left the others queued, and the backend's retry alerted them twice.
+    # A trigger makes the database refuse the second admin's row.
+    db = sqlite3.connect(runtime_of(api).store.path)
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+        "WHEN NEW.wa_id = '56911113333' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    db.close()
+    alert = {"tipo_alerta": "Caída", "descripcion": "Servidor sin respuesta"}
+
+    status, _ = await post(
+        api, "/alert", {"phones": ["+56911112222", "+56911113333"], **alert}
+    )
+
+    assert status >= 500
+    assert await runtime_of(api).store.outbox_items() == []
+
+
+async def test_an_alert_names_the_admins_nothing_can_reach(tmp_path, aiohttp_client):
+    # Without templates.alert, an admin whose window was closed got the
+    # alert queued as a text (202) that Meta refuses.
+    import dataclasses
+
+    from bot.app import create_app
+
+    settings = demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND=BACKEND)
+    templates = {k: v for k, v in settings.templates.items() if k != "alert"}
+    api = await aiohttp_client(
+        create_app(dataclasses.replace(settings, templates=templates))
+    )
+    await _open_window(api, "56911112222")
+    alert = {"tipo_alerta": "Caída", "descripcion": "Servidor sin respuesta"}
+
+    status, body = await post(
+        api, "/alert", {"phones": ["+56911112222", "+56911113333"], **alert}
+    )
+    assert status == 202
+    reached, closed = body["results"]
+    assert reached["status"] == "queued" and len(reached["message_ids"]) == 1
+    assert closed["status"] == "unreachable" and "message_ids" not in closed
+    assert "templates.alert" in closed["error"]
+
+    status, body = await post(api, "/alert", {"phones": ["+56911113333"], **alert})
+    assert status == 409
+    assert "templates.alert" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "said"),
+    [
+        ("POST", "/send_txt", 404, "Not Found"),
+        ("GET", "/send_text", 405, "Method Not Allowed"),
+    ],
+)
+async def test_the_api_answers_json_even_for_aiohttp_s_own_errors(
+    api, method, path, status, said
+):
+    # They came as plain text ("404: Not Found"): a client parsing every
+    # error as {"error": ...} failed on them.
+    response = await api.request(method, f"{PREFIX}{path}", headers=auth(BACKEND))
+    assert response.status == status
+    assert response.content_type == "application/json"
+    assert (await response.json())["error"] == said
+    if status == 405:
+        assert response.headers["Allow"] == "POST"
+
+
+async def test_a_body_over_the_limit_is_a_json_413(tmp_path, aiohttp_client):
+    import dataclasses
+
+    from bot.app import create_app
+
+    settings = demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND=BACKEND)
+    small = dataclasses.replace(settings.server, max_body_bytes=1024)
+    api = await aiohttp_client(create_app(dataclasses.replace(settings, server=small)))
+
+    status, body = await post(
+        api, "/send_text", {"phone": CAMILA, "message": "x" * 2000}
+    )
+
+    assert status == 413
+    assert "1024" in body["error"]
+
+
+async def test_a_503_says_when_to_try_again(api):
+    db = sqlite3.connect(runtime_of(api).store.path)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        response = await api.post(
+            f"{PREFIX}/send_text",
+            json={"phone": CAMILA, "message": "hola"},
+            headers=auth(BACKEND),
+        )
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+
+
+async def test_an_alert_whose_template_fails_is_a_json_500(tmp_path, aiohttp_client):
+    # The alert's template was rendered outside the guard the notifications
+    # have: aiohttp's own 500, a plain-text body and a traceback in the log.
+    import dataclasses
+    import shutil
+
+    from bot.app import create_app
+    from tests.support import ROOT
+
+    templates = tmp_path / "message_templates"
+    shutil.copytree(ROOT / "message_templates", templates)
+    (templates / "alerta_sistema.j2").write_text("{{ descripcion.nada() }}\n")
+    settings = demo_settings(tmp_path, TRACBOT_API_TOKEN_BACKEND=BACKEND)
+    engine = dataclasses.replace(settings.engine, templates_dir=templates)
+    api = await aiohttp_client(create_app(dataclasses.replace(settings, engine=engine)))
+    alert = {"tipo_alerta": "Caída", "descripcion": "Servidor sin respuesta"}
+
+    status, body = await post(api, "/alert", {"phones": [CAMILA], **alert})
+
+    assert status == 500
+    assert body["error"] == "the notification template failed; see the log"
+    assert await runtime_of(api).store.outbox_items() == []
