@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,6 +125,28 @@ class NewOutbound:
     # The template message body to send instead when the 24-hour window is
     # closed (CLOUD_API.md §11); None sends `body` whatever the window.
     fallback: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A backend API call made with an Idempotency-Key, as `enqueue` keeps it.
+
+    `answer` turns the ids of the queued messages into the body the call
+    answers; it is stored with them, in their transaction, so that the same
+    call again gets the same body and queues nothing.
+    """
+
+    key: str
+    fingerprint: str
+    answer: Callable[[list[int]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """What a keyed call answered: its request's fingerprint and its body."""
+
+    fingerprint: str
+    response: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,8 +362,21 @@ class Store(abc.ABC):
     # Outbox
 
     @abc.abstractmethod
-    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
-        """Queue messages that no inbox event caused (notifications)."""
+    async def enqueue(
+        self, replies: Sequence[NewOutbound], keyed: Keyed | None = None
+    ) -> list[int]:
+        """Queue messages that no inbox event caused (notifications).
+
+        With `keyed`, its answer is kept in the same transaction.
+
+        Raises:
+            KeyInUse: another call with that key was kept first; nothing
+                was queued.
+        """
+
+    @abc.abstractmethod
+    async def kept_answer(self, key: str) -> KeptAnswer | None:
+        """What the call kept under an Idempotency-Key answered, if any."""
 
     @abc.abstractmethod
     async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:

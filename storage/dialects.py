@@ -42,6 +42,7 @@ from storage.base import EARLIER_UNFINISHED
 
 # Inbox and conversation columns in the order the statements below bind them.
 INBOX_COLUMNS = ('"key"', "kind", "wa_id", "phone_number_id", "payload", "received_at")
+API_REQUEST_COLUMNS = ("idem_key", "fingerprint", "response", "created_at")
 CONVERSATION_COLUMNS = (
     "wa_id",
     "flow",
@@ -95,6 +96,11 @@ class Dialect:
         raise NotImplementedError
 
     def insert_event(self, row: Sequence[Any]) -> Statement:
+        raise NotImplementedError
+
+    def keep_answer(self, row: Sequence[Any]) -> Statement:
+        """Insert an API call's answer (API_REQUEST_COLUMNS) unless its key
+        is kept already; the row count says which."""
         raise NotImplementedError
 
     def pending_phones(self, limit: int) -> Statement:
@@ -186,6 +192,13 @@ class PostgresDialect(Dialect):
         return Statement(
             f"INSERT INTO inbox ({', '.join(INBOX_COLUMNS)}) "
             f'VALUES ({_markers(len(row))}) ON CONFLICT ("key") DO NOTHING',
+            tuple(row),
+        )
+
+    def keep_answer(self, row: Sequence[Any]) -> Statement:
+        return Statement(
+            f"INSERT INTO api_requests ({', '.join(API_REQUEST_COLUMNS)}) "
+            f"VALUES ({_markers(len(row))}) ON CONFLICT (idem_key) DO NOTHING",
             tuple(row),
         )
 
@@ -311,6 +324,14 @@ class SqlServerDialect(Dialect):
             f"INSERT INTO inbox ({', '.join(INBOX_COLUMNS)}) "
             f"SELECT {_markers(len(row))} WHERE NOT EXISTS (SELECT 1 FROM inbox "
             'WITH (UPDLOCK, HOLDLOCK) WHERE "key" = ?)',
+            (*row, row[0]),
+        )
+
+    def keep_answer(self, row: Sequence[Any]) -> Statement:
+        return Statement(
+            f"INSERT INTO api_requests ({', '.join(API_REQUEST_COLUMNS)}) "
+            f"SELECT {_markers(len(row))} WHERE NOT EXISTS (SELECT 1 FROM "
+            "api_requests WITH (UPDLOCK, HOLDLOCK) WHERE idem_key = ?)",
             (*row, row[0]),
         )
 

@@ -7,3 +7,7 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The database cannot be reached now; callers should retry later."""
+
+
+class KeyInUse(StorageError):
+    """An Idempotency-Key already kept by another call; nothing was written."""

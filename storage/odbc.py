@@ -33,6 +33,8 @@ from storage.base import (
     DeliveryCounts,
     HistoryEntry,
     InboxEvent,
+    KeptAnswer,
+    Keyed,
     Link,
     NewInboxEvent,
     NewOutbound,
@@ -42,7 +44,7 @@ from storage.base import (
     utcnow,
 )
 from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
@@ -441,13 +443,32 @@ class OdbcStore(Store):
 
     # Outbox
 
-    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+    async def enqueue(
+        self, replies: Sequence[NewOutbound], keyed: Keyed | None = None
+    ) -> list[int]:
         now = _naive(utcnow())
 
         async def work(cursor: Cursor) -> list[int]:
-            return await self._insert_outbound(cursor, replies, now, None)
+            ids = await self._insert_outbound(cursor, replies, now, None)
+            if keyed is not None:
+                row = (keyed.key, keyed.fingerprint, keyed.answer(ids), now)
+                statement = self.dialect.keep_answer(row)
+                await cursor.execute(statement.sql, *statement.params)
+                if cursor.rowcount != 1:
+                    # Raised inside the transaction: its messages go too.
+                    raise KeyInUse(keyed.key)
+            return ids
 
         return await self._run(work)
+
+    async def kept_answer(self, key: str) -> KeptAnswer | None:
+        rows = await self._run(
+            _fetch_all(
+                "SELECT fingerprint, response FROM api_requests WHERE idem_key = ?",
+                (key,),
+            )
+        )
+        return KeptAnswer(rows[0]["fingerprint"], rows[0]["response"]) if rows else None
 
     async def _insert_outbound(
         self,

@@ -35,6 +35,8 @@ from storage.base import (
     DeliveryCounts,
     HistoryEntry,
     InboxEvent,
+    KeptAnswer,
+    Keyed,
     Link,
     NewInboxEvent,
     NewOutbound,
@@ -46,7 +48,7 @@ from storage.base import (
 )
 from storage.crash import crash_point
 from storage.dialects import advisory_lock_key
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
@@ -435,11 +437,35 @@ class PostgresStore(Store):
 
     # Outbox
 
-    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+    async def enqueue(
+        self, replies: Sequence[NewOutbound], keyed: Keyed | None = None
+    ) -> list[int]:
+        now = utcnow()
+
         async def work(conn: asyncpg.Connection) -> list[int]:
-            return await _insert_outbound(conn, replies, utcnow(), None)
+            ids = await _insert_outbound(conn, replies, now, None)
+            if keyed is not None:
+                kept = await conn.fetchval(
+                    "INSERT INTO api_requests (idem_key, fingerprint, response, "
+                    "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING "
+                    "RETURNING idem_key",
+                    keyed.key,
+                    keyed.fingerprint,
+                    keyed.answer(ids),
+                    now,
+                )
+                if kept is None:
+                    # Raised inside the transaction: its messages go too.
+                    raise KeyInUse(keyed.key)
+            return ids
 
         return await self._run(work, transaction=True)
+
+    async def kept_answer(self, key: str) -> KeptAnswer | None:
+        rows = await self._fetch(
+            "SELECT fingerprint, response FROM api_requests WHERE idem_key = $1", key
+        )
+        return KeptAnswer(rows[0][0], rows[0][1]) if rows else None
 
     async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
         now = utcnow()

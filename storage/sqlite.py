@@ -37,6 +37,8 @@ from storage.base import (
     DeliveryCounts,
     HistoryEntry,
     InboxEvent,
+    KeptAnswer,
+    Keyed,
     NewInboxEvent,
     NewOutbound,
     OutboxItem,
@@ -45,7 +47,7 @@ from storage.base import (
     Turns,
     utcnow,
 )
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.sqlite_batch import Connection, GroupCommit, share_turns, transaction
 from storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
@@ -537,12 +539,37 @@ class SqliteStore(LinksMixin, Store):
 
     # Outbox
 
-    async def enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
-        return await self._run(self._enqueue, replies)
+    async def enqueue(
+        self, replies: Sequence[NewOutbound], keyed: Keyed | None = None
+    ) -> list[int]:
+        return await self._run(self._enqueue, replies, keyed)
 
-    def _enqueue(self, replies: Sequence[NewOutbound]) -> list[int]:
+    def _enqueue(
+        self, replies: Sequence[NewOutbound], keyed: Keyed | None
+    ) -> list[int]:
+        now = utcnow()
         with _transaction(self.db):
-            return self._insert_outbound(replies, utcnow(), None)
+            ids = self._insert_outbound(replies, now, None)
+            if keyed is not None:
+                kept = self.db.execute(
+                    "INSERT INTO api_requests (idem_key, fingerprint, response, "
+                    "created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (keyed.key, keyed.fingerprint, keyed.answer(ids), _ts(now)),
+                )
+                if kept.rowcount != 1:
+                    # Raised inside the transaction: its messages go too.
+                    raise KeyInUse(keyed.key)
+            return ids
+
+    async def kept_answer(self, key: str) -> KeptAnswer | None:
+        return self._peek(self._kept_answer, key)
+
+    def _kept_answer(self, key: str) -> KeptAnswer | None:
+        row = self.db.execute(
+            "SELECT fingerprint, response FROM api_requests WHERE idem_key = ?",
+            (key,),
+        ).fetchone()
+        return None if row is None else KeptAnswer(row[0], row[1])
 
     async def due_outbox(self, limit: int = 50) -> list[OutboxItem]:
         return await self._run(self._due_outbox, limit)

@@ -27,6 +27,7 @@ def error(status: int, message: str, **headers: str) -> web.HTTPException:
         web.HTTPForbidden,
         web.HTTPNotFound,
         web.HTTPConflict,
+        web.HTTPUnprocessableEntity,
         web.HTTPServiceUnavailable,
         web.HTTPInternalServerError,
     ):

@@ -140,8 +140,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "type": "object",
                     "required": ["id", "direction", "type", "status", "created_at"],
                     "properties": {
-                        "id": {"type": "integer"},
-                        "message_id": {"type": ["string", "null"]},
+                        "id": {
+                            "type": "integer",
+                            "description": "Outgoing: the id the send call "
+                            "answered in `message_ids`. Incoming: the stored "
+                            "webhook event's. The two are numbered apart, so "
+                            "one number may stand for an incoming and an "
+                            "outgoing message: `direction` and `id` together "
+                            "name a message",
+                        },
+                        "message_id": {
+                            "type": ["string", "null"],
+                            "description": "Meta's wamid, once Meta took it",
+                        },
                         "direction": {"enum": ["outgoing", "incoming"]},
                         "type": {"type": "string"},
                         "content": {
@@ -253,6 +264,19 @@ SEND_TEXT = (
 )
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1 to 255 printable ASCII characters naming this call. "
+    "Made again with the same key, path and body (a retry after a timeout or "
+    "a 503), the call queues nothing and answers what it answered the first "
+    "time, with `Idempotent-Replayed: true`; with another path or body, 422. "
+    "A call that failed kept nothing: its retry is a new call.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
 def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
     return {
         "post": {
@@ -261,6 +285,7 @@ def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
             "waits for Meta. Outside the driver's 24-hour window the configured "
             "template goes out instead.",
             "security": [{"bearer": []}],
+            "parameters": [IDEMPOTENCY_KEY],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref(schema)}},
@@ -269,6 +294,7 @@ def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
                 "202": _json("Queued", "Queued"),
                 **ERRORS,
                 "413": _json("Error", "The body is larger than server.max_body_bytes"),
+                "422": _json("Error", "The Idempotency-Key was used for another call"),
             },
         }
     }

@@ -9,9 +9,11 @@ once: it never waits for Meta. History and metrics read the message log.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,12 +32,20 @@ from bot.logs import mask
 from bot.whatsapp.limits import LimitError
 from bot.whatsapp.messages import template_body
 from bot.whatsapp.templates import window_open
-from storage.base import NewOutbound, Store, utcnow
-from storage.errors import StorageError
+from storage.base import KeptAnswer, Keyed, NewOutbound, Store, utcnow
+from storage.errors import KeyInUse, StorageError
 
 log = logging.getLogger("tracbot.api")
 
 METRICS_DEFAULT_DAYS = 30
+
+# The header of a call that may be made again without queueing twice, the
+# longest key it takes, and where a keyed call's key and fingerprint wait.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_KEY = 255
+KEYED: ContextVar[tuple[str, str] | None] = ContextVar("keyed", default=None)
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 # What a 503 of the API asks the backend to wait before trying again.
 RETRY_AFTER_SECONDS = 5
@@ -72,19 +82,66 @@ class BackendApi:
         self.auth = Authenticator(settings.tokens)
 
     def routes(self) -> list[web.RouteDef]:
+        def sending(handler: Handler) -> Handler:
+            return _storage_guarded(self._keyed(handler))
+
         guarded = _storage_guarded
         return [
-            web.post(f"{PREFIX}/send_text", guarded(self.send_text)),
-            web.post(f"{PREFIX}/send_template", guarded(self.send_template)),
-            web.post(f"{PREFIX}/notify/trip_status", guarded(self.trip_status)),
-            web.post(f"{PREFIX}/notify/guide_created", guarded(self.guide_created)),
-            web.post(f"{PREFIX}/alert", guarded(self.alert)),
+            web.post(f"{PREFIX}/send_text", sending(self.send_text)),
+            web.post(f"{PREFIX}/send_template", sending(self.send_template)),
+            web.post(f"{PREFIX}/notify/trip_status", sending(self.trip_status)),
+            web.post(f"{PREFIX}/notify/guide_created", sending(self.guide_created)),
+            web.post(f"{PREFIX}/alert", sending(self.alert)),
             web.get(f"{PREFIX}/history/{{phone}}", guarded(self.history)),
             web.get(f"{PREFIX}/metrics", guarded(self.metrics)),
             web.get(f"{PREFIX}/openapi.json", self.openapi),
         ]
 
     # Sending
+
+    def _keyed(self, handler: Handler) -> Handler:
+        """The handler, answering a call made again with its Idempotency-Key
+        as it answered it the first time, without queueing anything.
+
+        A backend that timed out, or got a 503 while the database was slow
+        to answer, cannot know whether its call was queued: sent again with
+        the same key, it is queued once. The key is kept with the call's
+        messages, in their transaction; a call that failed kept nothing and
+        may be made again as new.
+        """
+
+        @functools.wraps(handler)
+        async def keyed(request: web.Request) -> web.Response:
+            key = request.headers.get(IDEMPOTENCY_KEY)
+            if key is None:
+                return await handler(request)
+            # Before anything is read: a kept answer is the backend's only.
+            self.auth.require(request, "backend")
+            if not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
+                raise error(
+                    400,
+                    f"{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY} printable ASCII "
+                    "characters",
+                )
+            digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+            digest.update(await request.read())
+            fingerprint = digest.hexdigest()
+
+            kept = await self.store.kept_answer(key)
+            if kept is None:
+                token = KEYED.set((key, fingerprint))
+                try:
+                    return await handler(request)
+                except KeyInUse:
+                    # The same call, made twice at once: the other was kept.
+                    kept = await self.store.kept_answer(key)
+                    if kept is None:
+                        raise
+                finally:
+                    KEYED.reset(token)
+            return _replayed(kept, fingerprint)
+
+        return keyed
 
     async def send_text(self, request: web.Request) -> web.Response:
         data, phone = await self._body(request, "SendText")
@@ -200,24 +257,30 @@ class BackendApi:
             for e164, phone in phones.items()
             if e164 not in unreachable
         }
-        # One transaction for every admin: a 503 half way had queued the
-        # alert for some, and the backend's retry sent it to them twice.
-        ids = await self.store.enqueue([i for group in items.values() for i in group])
-        queued = _split(ids, items)
-        for result in results:
-            phone = result["phone"]
-            if phone in unreachable and result["status"] != "invalid":
-                result.update(status="unreachable", error=unreachable[phone])
-            elif phone in queued and result["status"] != "invalid":
-                result["message_ids"] = queued[phone]
-
         if not items:
             if unreachable:
                 raise error(409, next(iter(unreachable.values())))
             raise error(400, "no valid phone number in phones")
-        self.wake_sender()
+
+        def answer(ids: list[int]) -> dict[str, Any]:
+            queued = _split(ids, items)
+            shown = []
+            for result in results:
+                phone, valid = result["phone"], result["status"] != "invalid"
+                if valid and phone in unreachable:
+                    result = {**result, "status": "unreachable"}
+                    result["error"] = unreachable[phone]
+                elif valid:
+                    result = {**result, "message_ids": queued[phone]}
+                shown.append(result)
+            return {"results": shown}
+
+        # One transaction for every admin: a 503 half way had queued the
+        # alert for some, and the backend's retry sent it to them twice.
+        flat = [item for group in items.values() for item in group]
+        body = await self._enqueue(flat, answer)
         log.info("api queued kind=alert phones=%d", len(items))
-        return web.json_response({"results": results}, status=202)
+        return web.json_response(body, status=202)
 
     # Reading
 
@@ -299,12 +362,29 @@ class BackendApi:
     async def _queued(
         self, phone: Phone, items: list[NewOutbound], kind: str
     ) -> web.Response:
-        ids = await self.store.enqueue(items)
-        self.wake_sender()
+        def answer(ids: list[int]) -> dict[str, Any]:
+            return {"status": "queued", "phone": phone.e164, "message_ids": ids}
+
+        body = await self._enqueue(items, answer)
+        ids = body["message_ids"]
         log.info("api queued kind=%s phone=%s ids=%s", kind, mask(phone.wa_id), ids)
-        return web.json_response(
-            {"status": "queued", "phone": phone.e164, "message_ids": ids}, status=202
-        )
+        return web.json_response(body, status=202)
+
+    async def _enqueue(
+        self,
+        items: list[NewOutbound],
+        answer: Callable[[list[int]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Queue a call's messages and return its answer; a call made with
+        an Idempotency-Key (`_keyed`) keeps that answer in the same
+        transaction."""
+        keyed = None
+        if (call := KEYED.get()) is not None:
+            key, fingerprint = call
+            keyed = Keyed(key, fingerprint, lambda ids: json.dumps(answer(ids)))
+        ids = await self.store.enqueue(items, keyed)
+        self.wake_sender()
+        return answer(ids)
 
 
 def _without_blanks(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +416,21 @@ def _rendered(
     except RenderError as exc:
         log.error("notification template failed: %s", exc)
         raise error(500, "the notification template failed; see the log") from None
+
+
+def _replayed(kept: KeptAnswer, fingerprint: str) -> web.Response:
+    if kept.fingerprint != fingerprint:
+        raise error(
+            422,
+            f"this {IDEMPOTENCY_KEY} was used for another call (another path "
+            "or body): a new call needs a new key",
+        )
+    return web.Response(
+        text=kept.response,
+        status=202,
+        content_type=JSON,
+        headers={"Idempotent-Replayed": "true"},
+    )
 
 
 def _split(ids: list[int], items: dict[str, list[NewOutbound]]) -> dict[str, list[int]]:

@@ -13,8 +13,8 @@ import pytest
 
 from storage import Conversation, NewInboxEvent, NewOutbound, Store, create_store
 from storage import migrate as migrate_url
-from storage.base import DeliveryCounts, Link
-from storage.errors import StorageError
+from storage.base import DeliveryCounts, KeptAnswer, Keyed, Link
+from storage.errors import KeyInUse, StorageError
 from storage.migrations import migrations
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -425,3 +425,40 @@ async def test_a_conversation_moves_to_a_new_number_unless_it_is_busy(
     assert await store.move_conversation("562", "563") is False
     assert (await store.load_conversation("562")).flow == "vincular"
     assert await store.move_conversation("569", "570") is False
+
+
+# Calls made with an Idempotency-Key
+
+
+async def test_a_keyed_enqueue_keeps_its_answer_and_queues_once(store: Store) -> None:
+    def answer(ids: list[int]) -> str:
+        return f'{{"message_ids": {ids}}}'
+
+    first = Keyed("trip-77-v1", "f" * 64, answer)
+    ids = await store.enqueue([reply("561", "uno"), reply("561", "dos")], first)
+
+    kept = await store.kept_answer("trip-77-v1")
+    assert kept == KeptAnswer("f" * 64, answer(ids))
+    assert await store.kept_answer("trip-78") is None
+
+    # The same key again (a retry that crossed the first): refused whole.
+    with pytest.raises(KeyInUse):
+        await store.enqueue([reply("561", "tres")], first)
+    assert texts(await store.outbox_items()) == ["uno", "dos"]
+    assert await store.kept_answer("trip-77-v1") == kept
+
+
+async def test_two_calls_with_one_key_at_once_queue_one_of_them(store: Store) -> None:
+    def keyed(n: int) -> Keyed:
+        return Keyed("alert-9", str(n), lambda ids: str(ids))
+
+    outcomes = await asyncio.gather(
+        *(store.enqueue([reply("561", f"aviso {n}")], keyed(n)) for n in range(4)),
+        return_exceptions=True,
+    )
+
+    refused = [o for o in outcomes if isinstance(o, KeyInUse)]
+    [queued] = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(refused) == 3
+    assert [item.id for item in await store.outbox_items()] == queued
+    assert (await store.kept_answer("alert-9")).response == str(queued)

@@ -31,6 +31,7 @@ def every_statement(dialect: Dialect):
     yield dialect.create_migrations_table()
     yield dialect.migration_lock()
     yield dialect.insert_event(ROW)
+    yield dialect.keep_answer(("trip-77", "f" * 64, "{}", NOW))
     yield dialect.pending_phones(10)
     yield dialect.next_event("561")
     yield dialect.save_conversation(conversation)
