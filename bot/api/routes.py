@@ -499,8 +499,10 @@ def _date_query(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
+        # `+03:00` unencoded in a URL arrives as ` 03:00`.
+        hint = " (a + in a URL reads as a space: write it %2B)" if " " in raw else ""
         raise error(
-            400, f"{name} must be an ISO 8601 date, got {_shown(raw)}"
+            400, f"{name} must be an ISO 8601 date, got {_shown(raw)}{hint}"
         ) from None
     if not FIRST_YEAR <= value.year <= LAST_YEAR:
         # The year 1 or 9999 overflowed moving to UTC or a month back (500).

@@ -452,6 +452,8 @@ async def test_a_lone_surrogate_is_a_clear_400(api, path, body, said):
         ("history/+56911120011?offset=99999999999999999999", "offset must be from 0"),
         ("metrics?end_date=0001-01-15", "end_date must be from 1970 to 9998"),
         ("metrics?start_date=9999-12-31T23:00:00-05:00", "start_date must be from"),
+        # `+03:00` unencoded: the + arrives as a space.
+        ("metrics?start_date=2026-12-05T00:00:00+03:00", "write it %2B"),
     ],
 )
 async def test_query_values_out_of_range_are_a_clear_400(api, query, said):
