@@ -433,6 +433,16 @@ def _replayed(kept: KeptAnswer, fingerprint: str) -> web.Response:
     )
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (`null`, not `NoneType`)."""
+    for kind, name in ((bool, "boolean"), (int | float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    if value is None:
+        return "null"
+    return "array" if isinstance(value, list) else "object"
+
+
 def _split(ids: list[int], items: dict[str, list[NewOutbound]]) -> dict[str, list[int]]:
     """The ids of one enqueue of every group's items, group by group."""
     split, start = {}, 0
@@ -455,7 +465,7 @@ def _rule(problem: jsonschema.ValidationError) -> str:
     if rule == "minItems":
         return f"must have at least {value} items, got {size}"
     if rule == "type":
-        return f"must be of type {value}, got {type(instance).__name__}"
+        return f"must be of type {value}, got {_json_type(instance)}"
     if rule == "enum":
         return f"must be one of {', '.join(map(str, value))}, got {_shown(instance)}"
     if rule == "pattern":

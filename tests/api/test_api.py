@@ -624,3 +624,14 @@ async def test_an_alert_whose_template_fails_is_a_json_500(tmp_path, aiohttp_cli
     assert status == 500
     assert body["error"] == "the notification template failed; see the log"
     assert await runtime_of(api).store.outbox_items() == []
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [(None, "null"), (12, "number"), (True, "boolean"), ([], "array"), ({}, "object")],
+)
+async def test_a_wrong_type_is_named_as_json_names_it(api, message, said):
+    # "got NoneType", "got int": Python's names, not the caller's.
+    status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
+    assert status == 400
+    assert body["error"] == f"message: must be of type string, got {said}"
