@@ -59,6 +59,21 @@ EARLIER_UNFINISHED = (
 )
 
 
+# What the sender's own outcome of a send may still change: an item that a
+# status webhook gave its wamid (`adopt_status`) is Meta's already, and a
+# late timeout or error of the same send must not queue it again.
+NOT_ADOPTED = "wamid IS NULL"
+
+# `adopt_status`, with `?` markers: the wamid and status of a status
+# webhook, for the item its send's callback data names, if still to go.
+ADOPT_STATUS = (
+    "UPDATE outbox SET wamid = ?, status = ?, "
+    "error_code = COALESCE(?, error_code), "
+    "error_detail = COALESCE(?, error_detail), updated_at = ? "
+    f"WHERE id = ? AND {NOT_ADOPTED} AND status IN ('queued', 'sending')"
+)
+
+
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)
@@ -446,6 +461,20 @@ class Store(abc.ABC):
         """
         await self.mark_sent(item_id, wamid, status)
         await self.record_attempt(item_id, attempt, "accepted", ms, None, wamid)
+
+    async def adopt_status(
+        self,
+        item_id: int,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        """Give a status webhook's wamid and status to the item its send's
+        callback data names, if it is still queued or sending with no wamid
+        (its send's answer was lost, or is not written yet); whether it was.
+        The sender's own outcome of the send changes it no more."""
+        raise NotImplementedError(f"{type(self).__name__}: adopt_status")
 
     async def give_back(
         self,

@@ -28,6 +28,8 @@ from aioodbc.cursor import Cursor
 
 from storage import jsontext, rows
 from storage.base import (
+    ADOPT_STATUS,
+    NOT_ADOPTED,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -508,7 +510,7 @@ class OdbcStore(Store):
         await self._run(
             _execute(
                 "UPDATE outbox SET status = ?, wamid = COALESCE(?, wamid), "
-                "updated_at = ? WHERE id = ?",
+                f"updated_at = ? WHERE id = ? AND {NOT_ADOPTED}",
                 (status, wamid, _naive(utcnow()), item_id),
             )
         )
@@ -519,7 +521,7 @@ class OdbcStore(Store):
         await self._run(
             _execute(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
-                "error_detail = ?, updated_at = ? WHERE id = ?",
+                f"error_detail = ?, updated_at = ? WHERE id = ? AND {NOT_ADOPTED}",
                 (_naive(next_attempt_at), error, _naive(utcnow()), item_id),
             )
         )
@@ -561,10 +563,26 @@ class OdbcStore(Store):
                 "UPDATE outbox SET status = 'failed', "
                 "error_code = COALESCE(?, error_code), "
                 "error_detail = COALESCE(?, error_detail), updated_at = ? "
-                "WHERE id = ?",
+                f"WHERE id = ? AND {NOT_ADOPTED}",
                 (code, detail, _naive(utcnow()), item_id),
             )
         )
+
+    async def adopt_status(
+        self,
+        item_id: int,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        row = (wamid, status, error_code, error_detail, _naive(utcnow()), item_id)
+
+        async def work(cursor: Cursor) -> bool:
+            await cursor.execute(ADOPT_STATUS, *row)
+            return cursor.rowcount == 1
+
+        return await self._run(work)
 
     async def apply_status(
         self,

@@ -29,7 +29,9 @@ import asyncpg
 
 from storage import jsontext, rows
 from storage.base import (
+    ADOPT_STATUS,
     EARLIER_UNFINISHED,
+    NOT_ADOPTED,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -492,7 +494,7 @@ class PostgresStore(Store):
     async def mark_sent(self, item_id: int, wamid: str | None, status: str) -> None:
         await self._execute(
             "UPDATE outbox SET status = $2, wamid = COALESCE($3, wamid), "
-            "updated_at = $4 WHERE id = $1",
+            f"updated_at = $4 WHERE id = $1 AND {NOT_ADOPTED}",
             item_id,
             status,
             wamid,
@@ -504,7 +506,7 @@ class PostgresStore(Store):
     ) -> None:
         await self._execute(
             "UPDATE outbox SET status = 'queued', next_attempt_at = $2, "
-            "error_detail = $3, updated_at = $4 WHERE id = $1",
+            f"error_detail = $3, updated_at = $4 WHERE id = $1 AND {NOT_ADOPTED}",
             item_id,
             _utc(next_attempt_at),
             error,
@@ -545,12 +547,29 @@ class PostgresStore(Store):
             "UPDATE outbox SET status = 'failed', "
             "error_code = COALESCE($2, error_code), "
             "error_detail = COALESCE($3, error_detail), updated_at = $4 "
-            "WHERE id = $1",
+            f"WHERE id = $1 AND {NOT_ADOPTED}",
             item_id,
             code,
             detail,
             utcnow(),
         )
+
+    async def adopt_status(
+        self,
+        item_id: int,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        # ADOPT_STATUS (storage.base) in asyncpg's markers.
+        sql = ADOPT_STATUS
+        for n in range(1, 7):
+            sql = sql.replace("?", f"${n}", 1)
+        done = await self._execute(
+            sql, wamid, status, error_code, error_detail, utcnow(), item_id
+        )
+        return done == "UPDATE 1"
 
     async def apply_status(
         self,

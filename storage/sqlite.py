@@ -31,7 +31,9 @@ except ImportError:  # Windows: no second process is detected
 
 from storage import jsontext, rows
 from storage.base import (
+    ADOPT_STATUS,
     EARLIER_UNFINISHED,
+    NOT_ADOPTED,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -303,7 +305,13 @@ class SqliteStore(LinksMixin, Store):
                 "UPDATE outbox SET status = 'queued' WHERE status = 'sending'"
             ).rowcount
         if count:
-            log.warning("outbox items requeued after an unclean stop count=%d", count)
+            # Those that were on the wire may be Meta's already: a status of
+            # theirs that comes before the resend stops it (statuses.py).
+            log.warning(
+                "outbox items requeued after an unclean stop count=%d: those "
+                "the stopped process had on the wire may be sent twice",
+                count,
+            )
 
     def _disconnect(self) -> None:
         if self._db is not None:
@@ -628,7 +636,7 @@ class SqliteStore(LinksMixin, Store):
         with _transaction(self.db):
             self.db.execute(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
-                "error_detail = ?, updated_at = ? WHERE id = ?",
+                f"error_detail = ?, updated_at = ? WHERE id = ? AND {NOT_ADOPTED}",
                 (_ts(next_attempt_at), error, _ts(utcnow()), item_id),
             )
 
@@ -649,9 +657,24 @@ class SqliteStore(LinksMixin, Store):
                 "UPDATE outbox SET status = ?, wamid = COALESCE(?, wamid), "
                 "error_code = COALESCE(?, error_code), "
                 "error_detail = COALESCE(?, error_detail), updated_at = ? "
-                "WHERE id = ?",
+                f"WHERE id = ? AND {NOT_ADOPTED}",
                 (status, wamid, code, detail, _ts(now or utcnow()), item_id),
             )
+
+    async def adopt_status(
+        self,
+        item_id: int,
+        wamid: str,
+        status: str,
+        error_code: int | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        row = (wamid, status, error_code, error_detail, _ts(utcnow()), item_id)
+        return await self._run(self._adopt_status, row)
+
+    def _adopt_status(self, row: tuple[Any, ...]) -> bool:
+        with _transaction(self.db):
+            return self.db.execute(ADOPT_STATUS, row).rowcount == 1
 
     async def apply_status(
         self,

@@ -65,6 +65,12 @@ class GraphError(TracbotError):
             raise ValueError(f"Unknown Graph error action: {self.action!r}")
 
     @property
+    def maybe_sent(self) -> bool:
+        """Whether the request left and no answer came back (a timeout, a
+        connection cut): Meta may have the message."""
+        return not self.unsent and self.http_status is None and self.code is None
+
+    @property
     def retryable(self) -> bool:
         """Whether sending the same message again later may succeed."""
         return self.action in (RETRY, RETRY_RECIPIENT)

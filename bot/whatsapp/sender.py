@@ -17,7 +17,10 @@ What the Graph API refuses is classified (graph_errors.py):
 - anything else is permanent and never retried.
 
 A request that never left (no connection, a URL that cannot work) costs no
-attempt: an outage of the Graph API, however long, fails no reply. After a
+attempt: an outage of the Graph API, however long, fails no reply. One that
+left and got no answer (a timeout, a cut connection) may be Meta's: it goes
+again only after a wait, and not at all if its status webhook, which echoes
+the send's outbox id, comes first (statuses.py). After a
 few failures in a row without an answer the queue waits, one probe at a
 time asking whether the Graph API answers again.
 
@@ -57,6 +60,7 @@ from bot.whatsapp.graph_errors import (
     GraphError,
 )
 from bot.whatsapp.limits import LimitError, check
+from bot.whatsapp.statuses import callback_data
 from bot.whatsapp.templates import window_open
 from storage.base import OutboxItem, Store, utcnow
 from storage.errors import StorageError
@@ -93,6 +97,11 @@ THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 
 # Meta's pair limit is about one message every six seconds to one user.
 PAIR_PAUSE_SECONDS = 6.0
+
+# How long a send that got no answer (a timeout, a cut connection) waits
+# before going again: Meta may have it, and its status webhook, which finds
+# the item by its callback data (statuses.py), comes within seconds if so.
+UNANSWERED_WAIT_SECONDS = 30.0
 
 # This many failures in a row without an answer from the Graph API (refused
 # connection, timeout, bad URL, an answer from something else) make the
@@ -237,6 +246,7 @@ class Sender:
         auth_probe_seconds: float = 60.0,
         pair_pause_seconds: float = PAIR_PAUSE_SECONDS,
         renew_after_seconds: float = RENEW_AFTER_SECONDS,
+        unanswered_wait_seconds: float = UNANSWERED_WAIT_SECONDS,
     ) -> None:
         self.store = store
         self.client = client
@@ -248,6 +258,7 @@ class Sender:
         self.auth_probe_seconds = auth_probe_seconds
         self.pair_pause_seconds = pair_pause_seconds
         self.renew_after_seconds = renew_after_seconds
+        self.unanswered_wait_seconds = unanswered_wait_seconds
         self.limiter = RateLimiter(settings.rate_per_second)
         self.metrics = SendMetrics()
         self.held = False
@@ -619,7 +630,10 @@ class Sender:
                 typing=bool(item.body.get("typing")),
             )
             return None
-        return await self.client.send(item.phone_number_id, item.body)
+        # Echoed in its statuses: they find the item even when this answer
+        # is lost (statuses.py).
+        body = {**item.body, "biz_opaque_callback_data": callback_data(item.id)}
+        return await self.client.send(item.phone_number_id, body)
 
     async def _failed(self, item: OutboxItem, exc: GraphError, ms: int) -> None:
         self.metrics.errors.inc(str(exc.code) if exc.code is not None else "none")
@@ -714,6 +728,17 @@ class Sender:
             return
 
         delay = self._backoff(item.attempts)
+        if exc.maybe_sent:
+            # Sent again at once, a slow Graph API delivered it twice or
+            # thrice; Meta's status for it, if it has it, stops the retry.
+            delay = max(delay, self.unanswered_wait_seconds)
+            log.info(
+                "no answer for id=%s phone=%s: Meta may have it; sent again in "
+                "%.0f s unless its status webhook says it arrived",
+                item.id,
+                mask(item.wa_id),
+                delay,
+            )
         if exc.action == RETRY_RECIPIENT:
             # Only this phone waits: its later items queue behind this one.
             delay = max(delay, self.pair_pause_seconds * random.uniform(1.0, 1.5))

@@ -4,6 +4,7 @@ the simulator's signed status webhooks come back, and history shows them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,6 +66,13 @@ def up(url: str) -> bool:
 
 @pytest.fixture
 def processes(tmp_path):
+    with running(tmp_path) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, config: Path = ROOT / "config.yaml"):
+    """`tracbot simulator` and `tracbot serve --config config`; their URLs."""
     sim_port, bot_port = free_port(), free_port()
     logs = []
 
@@ -104,7 +112,9 @@ def processes(tmp_path):
         "TRACBOT_API_TOKEN_BACKEND": BACKEND,
         "TRACBOT_API_TOKEN_ADMIN": ADMIN,
     }
-    bot = start("serve", ["serve", "--port", str(bot_port)], env)
+    bot = start(
+        "serve", ["--config", str(config), "serve", "--port", str(bot_port)], env
+    )
     try:
         try:
             wait_until(lambda: up(f"http://127.0.0.1:{bot_port}/healthz"))

@@ -462,3 +462,31 @@ async def test_two_calls_with_one_key_at_once_queue_one_of_them(store: Store) ->
     assert len(refused) == 3
     assert [item.id for item in await store.outbox_items()] == queued
     assert (await store.kept_answer("alert-9")).response == str(queued)
+
+
+# Statuses found by the send's callback data
+
+
+async def test_a_status_adopts_an_item_whose_answer_was_lost(store: Store) -> None:
+    [item_id] = await store.enqueue([reply("561", "uno")])
+    [taken] = await store.due_outbox()
+    # The send timed out: queued again for later, no wamid known.
+    await store.mark_retry(taken.id, datetime.now(UTC), "timed out")
+
+    assert await store.adopt_status(item_id, "wamid.A", "sent")
+    [item] = await store.outbox_items()
+    assert (item.wamid, item.status) == ("wamid.A", "sent")
+    assert await store.due_outbox() == []
+    # Meta's later statuses find it by its wamid now.
+    assert await store.apply_status("wamid.A", "delivered")
+
+    # A late outcome of the sender's own changes it no more.
+    await store.mark_retry(item_id, datetime.now(UTC), "timed out again")
+    await store.mark_failed(item_id, 131000, "late error")
+    await store.mark_sent(item_id, "wamid.B", "accepted")
+    [item] = await store.outbox_items()
+    assert (item.wamid, item.status, item.error_code) == ("wamid.A", "delivered", None)
+
+    # Only once, and only for an item of ours still to go.
+    assert not await store.adopt_status(item_id, "wamid.C", "sent")
+    assert not await store.adopt_status(item_id + 1000, "wamid.D", "sent")

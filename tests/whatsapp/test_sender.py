@@ -70,6 +70,8 @@ def make_sender(store, client, rate: float = 200.0, **options) -> Sender:
     )
     options.setdefault("poll_seconds", 0.02)
     options.setdefault("pair_pause_seconds", 0.3)
+    # A send without an answer goes again at once unless a test says.
+    options.setdefault("unanswered_wait_seconds", 0.0)
     return Sender(store, client, settings, **options)
 
 
