@@ -1,10 +1,11 @@
 """Mounting the backend API and the operator endpoints on the service.
 
-`/healthz` says the process answers; `/readyz` says it can do its job
-(storage reachable, processing not paused, sending not held by a refused
-token, the Graph API reachable: not when the last sends all failed on the
-network); `/metrics` is
-the Prometheus scrape. They carry no token: bind the service where only
+`/healthz` says the process answers; `/readyz` says it can take webhooks
+and process them (storage reachable and writable, processing not paused;
+a 503 otherwise), and warns, keeping its 200, of what holds the replies
+back without stopping that (a refused token, a Graph API that does not
+answer) or what an operator should see; `/metrics` is the Prometheus
+scrape. They carry no token: bind the service where only
 the load balancer and Prometheus reach it, or filter those paths.
 """
 
@@ -89,16 +90,8 @@ class _Operations:
         worker = self.runtime.worker
         if worker is not None and not worker.alive:
             problems.append("processing: the thread has stopped (see the log)")
-        sender = self.runtime.sender
-        if sender is None:
+        if self.runtime.sender is None:
             problems.append("sender: not started")
-        elif sender.held:
-            problems.append("sender: held, the access token was refused")
-        elif sender.unreachable:
-            problems.append(
-                f"sender: the last {sender.network_failures} Graph API requests "
-                f"failed: {sender.network_reason}"
-            )
 
         body: dict[str, object] = {"status": "not ready" if problems else "ready"}
         if problems:
@@ -123,6 +116,21 @@ class _Operations:
             warnings.append(
                 f"webhook: the last {refused.count} POSTs were refused for their "
                 "signature, none accepted since; WHATSAPP_APP_SECRET may be wrong"
+            )
+        sender = self.runtime.sender
+        # Not a 503: webhooks are still stored and answered 200, the replies
+        # wait in the outbox, and every instance meets the same Graph API; a
+        # 503 took them all out of the load balancer, and Meta's webhooks
+        # with them.
+        if sender is not None and sender.held:
+            warnings.append(
+                "sender: held, the access token was refused; replies wait in the "
+                "outbox until a valid WHATSAPP_API_TOKEN is configured"
+            )
+        elif sender is not None and sender.unreachable:
+            warnings.append(
+                f"sender: the last {sender.network_failures} Graph API requests "
+                f"failed: {sender.network_reason}; replies wait in the outbox"
             )
         dispatcher = self.runtime.dispatcher
         if dispatcher is not None and dispatcher.failing_in_a_row >= FAILING_AFTER:
