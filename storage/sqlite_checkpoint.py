@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("tracbot.storage")
@@ -35,6 +36,9 @@ SAFETY_NET_PAGES = 10_000
 
 # Seconds between checkpoints (see the module docstring for why so short).
 INTERVAL = 0.05
+
+# At most one line of failed checkpoints in this many seconds.
+FAILURE_LOG_SECONDS = 10.0
 
 
 class Checkpointer:
@@ -55,6 +59,9 @@ class Checkpointer:
         # Set when the file at `path` is no longer the one opened.
         self.problem: str | None = None
         self._identity = _identity(path)
+        # Checkpoints failed in a row, and when the next may be logged.
+        self._failures = 0
+        self._next_failure_log = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="tracbot-sqlite-checkpoint", daemon=True
@@ -84,9 +91,38 @@ class Checkpointer:
                     self.runs += 1
                 except sqlite3.Error as exc:
                     # The store's own threshold still bounds the log.
-                    log.warning("background WAL checkpoint failed: %s", exc)
+                    self._failed(exc)
+                else:
+                    self._worked()
         finally:
             db.close()
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        # Twenty a second on a full disk: the first, then one every
+        # FAILURE_LOG_SECONDS with how many, not 365 lines in 15 s.
+        self._failures += 1
+        now = time.monotonic()
+        if now < self._next_failure_log:
+            return
+        self._next_failure_log = now + FAILURE_LOG_SECONDS
+        hint = ""
+        if "disk" in str(exc).lower():
+            folder = os.path.dirname(os.path.abspath(self.path))
+            hint = f" (is the disk of {folder} full?)"
+        log.warning(
+            "background WAL checkpoint failed: %s%s; %d failed so far (one line "
+            "every %g s at most)",
+            exc,
+            hint,
+            self._failures,
+            FAILURE_LOG_SECONDS,
+        )
+
+    def _worked(self) -> None:
+        if self._failures:
+            log.warning("WAL checkpoints work again after %d failures", self._failures)
+            self._failures = 0
+            self._next_failure_log = 0.0
 
     def _check_file(self) -> None:
         now = _identity(self.path)
