@@ -169,7 +169,7 @@ def load_settings(
     whatsapp = WhatsAppSettings(
         api_base_url=_base_url(reader, env),
         api_version=reader.str("whatsapp.api_version", "v23.0"),
-        timeout_seconds=reader.number("whatsapp.timeout_seconds", 10.0),
+        timeout_seconds=reader.positive("whatsapp.timeout_seconds", 10.0),
         mark_read=reader.bool("whatsapp.mark_read", True),
         typing_indicator=reader.bool("whatsapp.typing_indicator", True),
         **secrets,
@@ -297,7 +297,7 @@ def _storage(reader: _Reader) -> StorageSettings:
         reader._fail("storage.migrate", "expected auto or refuse", migrate)
     return StorageSettings(
         pool_max=pool_max,
-        acquire_timeout_seconds=reader.number("storage.acquire_timeout_seconds", 5.0),
+        acquire_timeout_seconds=reader.positive("storage.acquire_timeout_seconds", 5.0),
         statement_timeout_seconds=reader.number(
             "storage.statement_timeout_seconds", 10.0
         ),
@@ -458,6 +458,13 @@ class _Reader:
             self._fail(dotted, "expected a finite number", value)
         if value < 0:
             self._fail(dotted, "expected a number of at least 0", value)
+        return value
+
+    def positive(self, dotted: str, default: float) -> float:
+        """A time that must pass: 0 failed every request before it left."""
+        value = self.number(dotted, default)
+        if value == 0:
+            self._fail(dotted, "expected a number above 0", value)
         return value
 
     def whole(self, dotted: str, default: int) -> int:

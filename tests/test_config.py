@@ -274,3 +274,19 @@ def test_x_keys_hold_yaml_anchors(tmp_path):
         encoding="utf-8",
     )
     assert load_settings(path, env={}).engine.poll_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "whatsapp:\n  timeout_seconds: 0\n",
+        "storage:\n  acquire_timeout_seconds: 0\n",
+    ],
+)
+def test_a_time_of_zero_is_refused(tmp_path, text):
+    # whatsapp.timeout_seconds: 0 started, and every send failed "timed out
+    # after 0 s".
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="timeout_seconds: expected a number above 0"):
+        load_settings(path, env={})
