@@ -370,7 +370,7 @@ class Store(abc.ABC):
         mark the event done. Return the outbox ids of the replies.
 
         Raises:
-            StorageError: the event is not pending (already done by another
+            EventDone: the event is not pending (already done by another
                 process or an earlier replay); nothing was written.
         """
 

@@ -11,3 +11,8 @@ class StorageUnavailable(StorageError):
 
 class KeyInUse(StorageError):
     """An Idempotency-Key already kept by another call; nothing was written."""
+
+
+class EventDone(StorageError):
+    """An inbox event committed as done already (by another process that
+    took the same phone); the step that tried again wrote nothing."""

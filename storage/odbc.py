@@ -46,7 +46,7 @@ from storage.base import (
     utcnow,
 )
 from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
-from storage.errors import KeyInUse, StorageError, StorageUnavailable
+from storage.errors import EventDone, KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
@@ -432,7 +432,7 @@ class OdbcStore(Store):
                 event_id,
             )
             if cursor.rowcount != 1:
-                raise StorageError(f"inbox event {event_id} is not pending")
+                raise EventDone(f"inbox event {event_id} is not pending")
 
             if conversation is not None:
                 statement = self.dialect.save_conversation(

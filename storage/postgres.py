@@ -50,7 +50,7 @@ from storage.base import (
 )
 from storage.crash import crash_point
 from storage.dialects import advisory_lock_key
-from storage.errors import KeyInUse, StorageError, StorageUnavailable
+from storage.errors import EventDone, KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.status import advances
 
@@ -427,7 +427,7 @@ class PostgresStore(Store):
                 now,
             )
             if marked != "UPDATE 1":
-                raise StorageError(f"inbox event {event_id} is not pending")
+                raise EventDone(f"inbox event {event_id} is not pending")
 
             if conversation is not None:
                 await _save_conversation(conn, conversation, now)

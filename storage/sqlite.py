@@ -49,7 +49,7 @@ from storage.base import (
     Turns,
     utcnow,
 )
-from storage.errors import KeyInUse, StorageError, StorageUnavailable
+from storage.errors import EventDone, KeyInUse, StorageError, StorageUnavailable
 from storage.migrations import check_migrate_mode, pending_of, refuse_pending
 from storage.sqlite_batch import Connection, GroupCommit, share_turns, transaction
 from storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
@@ -495,7 +495,7 @@ class SqliteStore(LinksMixin, Store):
                 (_ts(now), event_id),
             )
             if marked.rowcount != 1:
-                raise StorageError(f"inbox event {event_id} is not pending")
+                raise EventDone(f"inbox event {event_id} is not pending")
             if conversation is not None:
                 self._save_conversation(conversation, now)
             return self._insert_outbound(replies, now, event_id)

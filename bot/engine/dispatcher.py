@@ -27,7 +27,7 @@ from bot.whatsapp.statuses import record_status
 from bot.whatsapp.templates import TemplateSpec
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.crash import crash_point
-from storage.errors import StorageError
+from storage.errors import EventDone, StorageError
 
 log = logging.getLogger("tracbot.dispatcher")
 
@@ -155,6 +155,10 @@ class Dispatcher:
                             # A timeout saves a conversation of its own:
                             # the next message loads the stored one.
                             conversation = None
+        except EventDone:
+            # Two processes on one SQLite file took this phone at once: the
+            # other's step counted, this one's wrote nothing. Not a failure.
+            log.info("phone=%s: its event was handled by another process", mask(wa_id))
         except StorageError as exc:
             # The event stays pending; the next sweep tries again.
             self._inbox_down.failed(

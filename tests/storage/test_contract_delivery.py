@@ -14,7 +14,7 @@ import pytest
 from storage import Conversation, NewInboxEvent, NewOutbound, Store, create_store
 from storage import migrate as migrate_url
 from storage.base import DeliveryCounts, KeptAnswer, Keyed, Link
-from storage.errors import KeyInUse, StorageError
+from storage.errors import EventDone, KeyInUse, StorageError
 from storage.migrations import migrations
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -42,7 +42,7 @@ async def test_commit_step_refuses_a_replayed_event(store: Store) -> None:
     pending = await store.next_event("561")
     await store.commit_step(pending.id, None, [reply("561", "una vez")])
 
-    with pytest.raises(StorageError, match="not pending"):
+    with pytest.raises(EventDone, match="not pending"):
         await store.commit_step(pending.id, None, [reply("561", "dos veces")])
 
     assert texts(await store.outbox_items()) == ["una vez"]

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from storage import NewInboxEvent, Store, create_store
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import EventDone, StorageError, StorageUnavailable
 from tests.servers import ODBC_DRIVER, PostgresServer
 
 BACKENDS = ["postgresql", "odbc"]
@@ -87,7 +87,7 @@ async def test_commit_step_refuses_an_event_already_done(store: Store) -> None:
     pending = await store.next_event("56911111111")
     await store.commit_step(pending.id, None, [])
 
-    with pytest.raises(StorageError, match="not pending"):
+    with pytest.raises(EventDone, match="not pending"):
         await store.commit_step(pending.id, None, [])
 
     assert await store.outbox_items() == []
