@@ -555,6 +555,10 @@ class Store(abc.ABC):
         """Move a link to a phone's new number; False if it had none."""
         raise NotImplementedError(f"{type(self).__name__}: move_link")
 
+    async def remove_link(self, wa_id: str) -> bool:
+        """Unlink a phone from its driver account; False if it had none."""
+        raise NotImplementedError(f"{type(self).__name__}: remove_link")
+
     async def move_conversation(self, old_wa_id: str, new_wa_id: str) -> bool:
         """Move a conversation to a phone's new number; False if there was
         none, or the new number is in a flow of its own already."""

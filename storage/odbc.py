@@ -819,6 +819,13 @@ class OdbcStore(Store):
         statement = self.dialect.upsert("links", "wa_id", LINK_COLUMNS, row)
         await self._run(_execute(statement.sql, statement.params))
 
+    async def remove_link(self, wa_id: str) -> bool:
+        async def work(cursor: Cursor) -> bool:
+            await cursor.execute("DELETE FROM links WHERE wa_id = ?", wa_id)
+            return cursor.rowcount > 0
+
+        return await self._run(work)
+
     async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
         async def work(cursor: Cursor) -> bool:
             # The new number may have been linked (by phone) meanwhile; the

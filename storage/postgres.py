@@ -779,6 +779,10 @@ class PostgresStore(Store):
             _utc(link.linked_at),
         )
 
+    async def remove_link(self, wa_id: str) -> bool:
+        done = await self._execute("DELETE FROM links WHERE wa_id = $1", wa_id)
+        return done != "DELETE 0"
+
     async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             # The new number may have been linked (by phone) meanwhile; the

@@ -72,6 +72,14 @@ class LinksMixin:
                 ),
             )
 
+    async def remove_link(self, wa_id: str) -> bool:
+        return await self._run(self._remove_link, wa_id)
+
+    def _remove_link(self, wa_id: str) -> bool:
+        with self._transaction():
+            gone = self.db.execute("DELETE FROM links WHERE wa_id = ?", (wa_id,))
+            return gone.rowcount > 0
+
     async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
         return await self._run(self._move_link, old_wa_id, new_wa_id)
 

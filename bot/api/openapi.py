@@ -126,6 +126,35 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "Link": {
+        "type": "object",
+        "required": ["phone", "linked"],
+        "properties": {
+            "phone": {"type": "string"},
+            "linked": {"type": "boolean"},
+            "driver_id": {"type": "string"},
+            "rut": {"type": "string", "description": "12345678-5"},
+            "name": {"type": "string"},
+            "role": {"type": "string", "description": "driver or admin"},
+            "method": {
+                "type": "string",
+                "description": "rut (the driver wrote it) or phone (the number "
+                "was on file in the business data)",
+            },
+            "linked_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Unlinked": {
+        "type": "object",
+        "required": ["phone", "unlinked"],
+        "properties": {
+            "phone": {"type": "string"},
+            "unlinked": {
+                "type": "boolean",
+                "description": "false: the number had no link",
+            },
+        },
+    },
     "History": {
         "type": "object",
         "required": ["phone", "total", "limit", "offset", "messages"],
@@ -264,6 +293,8 @@ SEND_TEXT = (
 )
 
 
+PHONE_PARAMETER = {"name": "phone", "in": "path", "required": True, "schema": PHONE}
+
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -366,18 +397,33 @@ def document() -> dict[str, Any]:
             f"{PREFIX}/notify/trip_status": notifications["trip_status"],
             f"{PREFIX}/notify/guide_created": notifications["guide_created"],
             f"{PREFIX}/alert": alert,
+            f"{PREFIX}/links/{{phone}}": {
+                "get": {
+                    "summary": "The driver account a phone acts for",
+                    "description": "Role: backend.",
+                    "security": [{"bearer": []}],
+                    "parameters": [PHONE_PARAMETER],
+                    "responses": {"200": _json("Link", "The link, or none"), **ERRORS},
+                },
+                "delete": {
+                    "summary": "Unlink a phone (a driver who left)",
+                    "description": "Role: backend. The number no longer acts "
+                    "for the account: a driver's commands answer as to any "
+                    "unlinked number. A number the business data still has on "
+                    "file (`driver_by_phone`) links again at its next message: "
+                    "take it off there too.",
+                    "security": [{"bearer": []}],
+                    "parameters": [PHONE_PARAMETER],
+                    "responses": {"200": _json("Unlinked", "Done"), **ERRORS},
+                },
+            },
             f"{PREFIX}/history/{{phone}}": {
                 "get": {
                     "summary": "A phone's messages, newest first",
                     "description": "Role: admin.",
                     "security": [{"bearer": []}],
                     "parameters": [
-                        {
-                            "name": "phone",
-                            "in": "path",
-                            "required": True,
-                            "schema": PHONE,
-                        },
+                        PHONE_PARAMETER,
                         _query(
                             "limit",
                             {"type": "integer", "minimum": 1, "default": 50},

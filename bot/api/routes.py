@@ -25,7 +25,7 @@ from bot.api.notifications import Notifier, WindowClosed
 from bot.api.openapi import PREFIX, SCHEMAS, document
 from bot.api.phones import InvalidPhone, Phone, normalize_phone
 from bot.api.settings import ApiSettings
-from bot.api.views import history_entry, metrics
+from bot.api.views import history_entry, link_view, metrics
 from bot.engine.text import visible
 from bot.errors import RenderError
 from bot.logs import mask
@@ -92,6 +92,8 @@ class BackendApi:
             web.post(f"{PREFIX}/notify/trip_status", sending(self.trip_status)),
             web.post(f"{PREFIX}/notify/guide_created", sending(self.guide_created)),
             web.post(f"{PREFIX}/alert", sending(self.alert)),
+            web.get(f"{PREFIX}/links/{{phone}}", guarded(self.link)),
+            web.delete(f"{PREFIX}/links/{{phone}}", guarded(self.unlink)),
             web.get(f"{PREFIX}/history/{{phone}}", guarded(self.history)),
             web.get(f"{PREFIX}/metrics", guarded(self.metrics)),
             web.get(f"{PREFIX}/openapi.json", self.openapi),
@@ -283,6 +285,27 @@ class BackendApi:
         return web.json_response(body, status=202)
 
     # Reading
+
+    # Account links
+
+    async def link(self, request: web.Request) -> web.Response:
+        self.auth.require(request, "backend")
+        phone = self._phone(request.match_info["phone"])
+        found = await self.store.get_link(phone.wa_id)
+        return web.json_response(link_view(phone.e164, found))
+
+    async def unlink(self, request: web.Request) -> web.Response:
+        """A driver who left: the number no longer acts for the account.
+
+        A number the business data still has on file links again by itself
+        at its next message (bot/business/links.py): the account's phone
+        goes from there too.
+        """
+        self.auth.require(request, "backend")
+        phone = self._phone(request.match_info["phone"])
+        removed = await self.store.remove_link(phone.wa_id)
+        log.info("api unlinked phone=%s removed=%s", mask(phone.wa_id), removed)
+        return web.json_response({"phone": phone.e164, "unlinked": removed})
 
     async def history(self, request: web.Request) -> web.Response:
         self.auth.require(request, "admin")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from storage.base import DeliveryCounts, HistoryEntry
+from storage.base import DeliveryCounts, HistoryEntry, Link
 
 
 def history_entry(entry: HistoryEntry) -> dict[str, Any]:
@@ -30,6 +30,22 @@ def history_entry(entry: HistoryEntry) -> dict[str, Any]:
         "error": entry.error_detail if entry.status in ("failed", "replaced") else None,
         "replaces": entry.replaces,
         "created_at": entry.at.isoformat(),
+    }
+
+
+def link_view(phone: str, link: Link | None) -> dict[str, Any]:
+    """The links answer: the driver account a phone acts for, if any."""
+    if link is None:
+        return {"phone": phone, "linked": False}
+    return {
+        "phone": phone,
+        "linked": True,
+        "driver_id": link.driver_id,
+        "rut": link.rut,
+        "name": link.name,
+        "role": link.role,
+        "method": link.method,
+        "linked_at": link.linked_at.isoformat(),
     }
 
 

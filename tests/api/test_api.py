@@ -635,3 +635,43 @@ async def test_a_wrong_type_is_named_as_json_names_it(api, message, said):
     status, body = await post(api, "/send_text", {"phone": CAMILA, "message": message})
     assert status == 400
     assert body["error"] == f"message: must be of type string, got {said}"
+
+
+async def test_the_backend_reads_and_removes_a_phone_s_link(api):
+    # A driver who left kept acting for the account: nothing could unlink a
+    # number but editing the database by hand.
+    from datetime import UTC, datetime
+
+    from storage.base import Link
+
+    store = runtime_of(api).store
+    linked_at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    await store.save_link(
+        Link("56911120011", "d-7", "12345678-5", "Camila", "driver", "rut", linked_at)
+    )
+    path = f"{PREFIX}/links/+56 9 1112 0011"
+
+    response = await api.get(path, headers=auth(BACKEND))
+    assert response.status == 200
+    assert await response.json() == {
+        "phone": CAMILA,
+        "linked": True,
+        "driver_id": "d-7",
+        "rut": "12345678-5",
+        "name": "Camila",
+        "role": "driver",
+        "method": "rut",
+        "linked_at": "2026-12-01T12:00:00+00:00",
+    }
+
+    removed = await api.delete(path, headers=auth(BACKEND))
+    assert await removed.json() == {"phone": CAMILA, "unlinked": True}
+    assert await store.get_link("56911120011") is None
+    again = await api.delete(path, headers=auth(BACKEND))
+    assert await again.json() == {"phone": CAMILA, "unlinked": False}
+    gone = await api.get(path, headers=auth(BACKEND))
+    assert await gone.json() == {"phone": CAMILA, "linked": False}
+
+    assert (await api.delete(path, headers=auth("nope"))).status == 401
+    wrong = await api.delete(f"{PREFIX}/links/abc", headers=auth(BACKEND))
+    assert wrong.status == 400

@@ -368,6 +368,17 @@ async def test_links_are_saved_replaced_and_moved(store: Store) -> None:
     assert await store.move_link("561", "564") is False
 
 
+async def test_a_link_is_removed_once(store: Store) -> None:
+    await store.save_link(link("561", "d1"))
+    await store.save_link(link("562", "d2"))
+
+    assert await store.remove_link("561") is True
+    assert await store.get_link("561") is None
+    assert await store.link_of_driver("d1") is None
+    assert await store.remove_link("561") is False
+    assert await store.get_link("562") == link("562", "d2")
+
+
 async def test_a_driver_has_one_phone(store: Store) -> None:
     await store.save_link(link("561", "d1"))
 
