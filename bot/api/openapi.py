@@ -206,7 +206,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "went out instead of (its template, the window "
                             "being closed), as a send call answered it",
                         },
-                        "error": {"type": ["string", "null"]},
+                        "error": {
+                            "type": ["string", "null"],
+                            "description": "Why it failed, or was replaced; "
+                            "for one still queued, why its last try did not "
+                            "go (it is tried again)",
+                        },
                         "created_at": {"type": "string", "format": "date-time"},
                     },
                 },

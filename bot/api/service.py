@@ -66,6 +66,21 @@ class _Operations:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        problems, stats = await self._problems()
+        body: dict[str, object] = {"status": "not ready" if problems else "ready"}
+        if problems:
+            body["problems"] = problems
+        warnings = self._warnings()
+        if warnings:
+            body["warnings"] = warnings
+        if stats is not None:
+            body["inbox_pending"] = stats.inbox_pending
+            body["outbox_queued"] = stats.outbox_queued
+        return web.json_response(body, status=503 if problems else 200)
+
+    async def _problems(self) -> tuple[list[str], QueueStats | None]:
+        """What keeps this process from taking and processing webhooks (a
+        503 of /readyz), and the queue depths if the store answered."""
         problems = []
         try:
             stats = await self.runtime.store.queue_stats()
@@ -92,17 +107,7 @@ class _Operations:
             problems.append("processing: the thread has stopped (see the log)")
         if self.runtime.sender is None:
             problems.append("sender: not started")
-
-        body: dict[str, object] = {"status": "not ready" if problems else "ready"}
-        if problems:
-            body["problems"] = problems
-        warnings = self._warnings()
-        if warnings:
-            body["warnings"] = warnings
-        if stats is not None:
-            body["inbox_pending"] = stats.inbox_pending
-            body["outbox_queued"] = stats.outbox_queued
-        return web.json_response(body, status=503 if problems else 200)
+        return problems, stats
 
     def _warnings(self) -> list[str]:
         """What an operator should see, that does not stop this process from
@@ -166,10 +171,18 @@ class _Operations:
                 self.webhook.signature_failures.items(),
             ),
         ]
-        try:
-            stats = await self.runtime.store.queue_stats()
-        except (StorageError, NotImplementedError) as exc:
-            log.warning("metrics without queue depths: %s", exc)
+        # A dashboard on Prometheus alone saw nothing of a deleted database
+        # file or a Graph API that stopped answering.
+        problems, stats = await self._problems()
+        blocks.append(
+            metrics.gauge(
+                "tracbot_ready",
+                "1 while /readyz answers 200 (webhooks stored and processed).",
+                0 if problems else 1,
+            )
+        )
+        if stats is None:
+            log.warning("metrics without queue depths: %s", "; ".join(problems))
         else:
             blocks += _queue_gauges(stats, utcnow())
 
@@ -189,6 +202,11 @@ class _Operations:
                     "tracbot_sender_held",
                     "1 while sending is held by a refused access token.",
                     1 if sender.held else 0,
+                ),
+                metrics.gauge(
+                    "tracbot_graph_api_unreachable",
+                    "1 while the last Graph API requests all failed on the way.",
+                    1 if sender.unreachable else 0,
                 ),
                 sender.metrics.latency.lines(),
                 sender.metrics.attempts.lines(),

@@ -14,6 +14,9 @@ from typing import Any
 
 from storage.base import DeliveryCounts, HistoryEntry, Link
 
+# The statuses whose `error_detail` history shows.
+SAYS_WHY = ("failed", "replaced", "queued")
+
 
 def history_entry(entry: HistoryEntry) -> dict[str, Any]:
     """One message of the history answer."""
@@ -27,7 +30,8 @@ def history_entry(entry: HistoryEntry) -> dict[str, Any]:
         "content": content,
         "status": entry.status,
         "error_code": entry.error_code,
-        "error": entry.error_detail if entry.status in ("failed", "replaced") else None,
+        # Queued again after a failed try: why, while it waits for the next.
+        "error": entry.error_detail if entry.status in SAYS_WHY else None,
         "replaces": entry.replaces,
         "created_at": entry.at.isoformat(),
     }

@@ -703,8 +703,11 @@ class Sender:
         if not self.held:
             log.critical(
                 "access token refused (code %s): sending held, messages kept "
-                "queued; configure a valid WHATSAPP_API_TOKEN",
+                "queued; configure a valid WHATSAPP_API_TOKEN and restart (one "
+                "message tries the token again every %g s, should Meta take it "
+                "back)",
                 exc.code,
+                self.auth_probe_seconds,
             )
         self.held = True
         self._probe_at = time.monotonic() + self.auth_probe_seconds

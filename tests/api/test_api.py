@@ -3,6 +3,7 @@ metrics, operator endpoints, and the OpenAPI document against the server."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import jsonschema
@@ -675,3 +676,20 @@ async def test_the_backend_reads_and_removes_a_phone_s_link(api):
     assert (await api.delete(path, headers=auth("nope"))).status == 401
     wrong = await api.delete(f"{PREFIX}/links/abc", headers=auth(BACKEND))
     assert wrong.status == 400
+
+
+async def test_history_says_why_a_queued_message_waits(api):
+    # A message waiting for its retry read `queued` with `error: null`
+    # through a whole Graph API outage.
+    runtime_of(api).simulator.fail(2, times=100)  # "service temporarily unavailable"
+    status, _ = await post(api, "/send_text", {"phone": CAMILA, "message": "hola"})
+    assert status == 202
+
+    for _ in range(200):
+        response = await api.get(f"{PREFIX}/history/{CAMILA}", headers=auth(ADMIN))
+        [message] = (await response.json())["messages"]
+        if message["status"] == "queued" and message["error"]:
+            break
+        await asyncio.sleep(0.02)
+    assert message["status"] == "queued"
+    assert message["error"].startswith("(#2) Service temporarily unavailable")

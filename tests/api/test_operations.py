@@ -96,6 +96,9 @@ async def test_readyz_warns_while_the_graph_api_is_unreachable(
     assert "Graph API" in warning and "connection refused" in warning
     assert body["status"] == "ready" and "problems" not in body
     assert await driver_says(client, "hola") == 200
+    scrape = await (await client.get("/metrics")).text()
+    assert "tracbot_graph_api_unreachable 1" in scrape.splitlines()
+    assert "tracbot_ready 1" in scrape.splitlines()
 
     # Meta answers again: the next retry succeeds and the warning goes.
     simulator = Simulator(token="ops-token")

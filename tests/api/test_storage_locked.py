@@ -232,4 +232,6 @@ async def test_nothing_is_taken_once_the_database_file_is_deleted(
 
     assert webhook == 503
     assert sent.status == 503
+    scrape = await (await client.get("/metrics")).text()
+    assert "tracbot_ready 0" in scrape.splitlines()
     assert (await sent.json())["error"] == "storage unavailable, try again shortly"
