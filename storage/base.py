@@ -513,6 +513,11 @@ class Store(abc.ABC):
         """Return the outbound item Meta knows by this wamid, if any."""
         raise NotImplementedError(f"{type(self).__name__}: outbox_by_wamid")
 
+    async def outbox_with_replacement(self, item_id: int) -> list[OutboxItem]:
+        """The item of this id and, if a template went in its place, that
+        template's item after it; none if there is no such id."""
+        raise NotImplementedError(f"{type(self).__name__}: outbox_with_replacement")
+
     async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
         """Queue an item's template fallback, once per item.
 

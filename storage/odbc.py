@@ -687,6 +687,15 @@ class OdbcStore(Store):
         rows = await self._run(_fetch_all(statement.sql, statement.params))
         return _outbox_item(rows[0]) if rows else None
 
+    async def outbox_with_replacement(self, item_id: int) -> list[OutboxItem]:
+        rows = await self._run(
+            _fetch_all(
+                "SELECT * FROM outbox WHERE id = ? OR fallback_of = ? ORDER BY id",
+                (item_id, item_id),
+            )
+        )
+        return [_outbox_item(row) for row in rows]
+
     async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
         now = _naive(utcnow())
         lock = self.dialect.select_for_update(

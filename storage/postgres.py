@@ -662,6 +662,13 @@ class PostgresStore(Store):
         )
         return _outbox_item(rows[0]) if rows else None
 
+    async def outbox_with_replacement(self, item_id: int) -> list[OutboxItem]:
+        rows = await self._fetch(
+            "SELECT * FROM outbox WHERE id = $1 OR fallback_of = $1 ORDER BY id",
+            item_id,
+        )
+        return [_outbox_item(row) for row in rows]
+
     async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
         now = utcnow()
 

@@ -833,6 +833,16 @@ class SqliteStore(LinksMixin, Store):
         ).fetchone()
         return None if row is None else _outbox_item(row)
 
+    async def outbox_with_replacement(self, item_id: int) -> list[OutboxItem]:
+        return self._peek(self._outbox_with_replacement, item_id)
+
+    def _outbox_with_replacement(self, item_id: int) -> list[OutboxItem]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE id = ? OR fallback_of = ? ORDER BY id",
+            (item_id, item_id),
+        )
+        return [_outbox_item(row) for row in rows]
+
     async def add_fallback(self, item_id: int, *, replace: bool) -> OutboxItem | None:
         return await self._run(self._add_fallback, item_id, replace)
 

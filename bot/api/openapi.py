@@ -126,6 +126,45 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "Progress": {
+        "type": "object",
+        "required": ["id", "status", "message_id"],
+        "properties": {
+            "id": {"type": "integer"},
+            "status": {
+                "type": "string",
+                "description": "As in history: queued, sending, accepted, sent, "
+                "delivered, read, failed, replaced…",
+            },
+            "message_id": {
+                "type": ["string", "null"],
+                "description": "Meta's wamid, once Meta took it",
+            },
+            "error_code": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+    "Message": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Progress"},
+            {
+                "type": "object",
+                "required": ["phone", "created_at", "replaced_by"],
+                "properties": {
+                    "phone": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "replaced_by": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {"$ref": "#/components/schemas/Progress"},
+                        ],
+                        "description": "The template that went in its place "
+                        "(the window was closed), and how it stands",
+                    },
+                },
+            },
+        ]
+    },
     "Link": {
         "type": "object",
         "required": ["phone", "linked"],
@@ -402,6 +441,27 @@ def document() -> dict[str, Any]:
             f"{PREFIX}/notify/trip_status": notifications["trip_status"],
             f"{PREFIX}/notify/guide_created": notifications["guide_created"],
             f"{PREFIX}/alert": alert,
+            f"{PREFIX}/messages/{{id}}": {
+                "get": {
+                    "summary": "How a queued message stands",
+                    "description": "Role: backend. By the id a send, notify or "
+                    "alert call answered in `message_ids`.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("Message", "The message"),
+                        **ERRORS,
+                        "404": _json("Error", "No message has this id"),
+                    },
+                }
+            },
             f"{PREFIX}/links/{{phone}}": {
                 "get": {
                     "summary": "The driver account a phone acts for",

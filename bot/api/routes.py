@@ -25,7 +25,7 @@ from bot.api.notifications import Notifier, WindowClosed
 from bot.api.openapi import PREFIX, SCHEMAS, document
 from bot.api.phones import InvalidPhone, Phone, normalize_phone
 from bot.api.settings import ApiSettings
-from bot.api.views import history_entry, link_view, metrics
+from bot.api.views import history_entry, link_view, message_view, metrics
 from bot.engine.text import visible
 from bot.errors import RenderError
 from bot.logs import mask
@@ -92,6 +92,7 @@ class BackendApi:
             web.post(f"{PREFIX}/notify/trip_status", sending(self.trip_status)),
             web.post(f"{PREFIX}/notify/guide_created", sending(self.guide_created)),
             web.post(f"{PREFIX}/alert", sending(self.alert)),
+            web.get(f"{PREFIX}/messages/{{id}}", guarded(self.message)),
             web.get(f"{PREFIX}/links/{{phone}}", guarded(self.link)),
             web.delete(f"{PREFIX}/links/{{phone}}", guarded(self.unlink)),
             web.get(f"{PREFIX}/history/{{phone}}", guarded(self.history)),
@@ -285,6 +286,20 @@ class BackendApi:
         return web.json_response(body, status=202)
 
     # Reading
+
+    async def message(self, request: web.Request) -> web.Response:
+        """Where a message a send call queued stands, found by the id it
+        answered: a notice sent as its template instead (the window was
+        closed) shows that template's progress too."""
+        self.auth.require(request, "backend")
+        raw = request.match_info["id"]
+        item_id = int(raw) if raw.isascii() and raw.isdigit() else 0
+        if not 0 < item_id <= LARGEST:
+            raise error(400, f"id must be a message id, got {_shown(raw)}")
+        items = await self.store.outbox_with_replacement(item_id)
+        if not items or items[0].id != item_id:
+            raise error(404, f"no message with id {item_id}")
+        return web.json_response(message_view(*items))
 
     # Account links
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from storage.base import DeliveryCounts, HistoryEntry, Link
+from storage.base import DeliveryCounts, HistoryEntry, Link, OutboxItem
 
 # The statuses whose `error_detail` history shows.
 SAYS_WHY = ("failed", "replaced", "queued")
@@ -34,6 +34,28 @@ def history_entry(entry: HistoryEntry) -> dict[str, Any]:
         "error": entry.error_detail if entry.status in SAYS_WHY else None,
         "replaces": entry.replaces,
         "created_at": entry.at.isoformat(),
+    }
+
+
+def message_view(
+    item: OutboxItem, replacement: OutboxItem | None = None
+) -> dict[str, Any]:
+    """The messages answer: an item a send call queued, and its template
+    if one went in its place."""
+    view = _progress(item)
+    view["phone"] = f"+{item.wa_id}"
+    view["created_at"] = item.created_at.isoformat()
+    view["replaced_by"] = None if replacement is None else _progress(replacement)
+    return view
+
+
+def _progress(item: OutboxItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "status": item.status,
+        "message_id": item.wamid,
+        "error_code": item.error_code,
+        "error": item.error_detail if item.status in SAYS_WHY else None,
     }
 
 

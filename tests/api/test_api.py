@@ -693,3 +693,30 @@ async def test_history_says_why_a_queued_message_waits(api):
         await asyncio.sleep(0.02)
     assert message["status"] == "queued"
     assert message["error"].startswith("(#2) Service temporarily unavailable")
+
+
+async def test_a_message_is_followed_by_the_id_its_call_answered(api):
+    # The id a notice answered ended `replaced` (the window was closed), and
+    # only paging through history led to the template that went instead.
+    trip = {"phone": CAMILA, "patente": "AB-12", "estado": "En ruta"}
+    status, body = await post(api, "/notify/trip_status", trip)
+    assert status == 202
+    [sent_id] = body["message_ids"]
+    await settle(runtime_of(api))
+
+    response = await api.get(f"{PREFIX}/messages/{sent_id}", headers=auth(BACKEND))
+    message = await response.json()
+    assert response.status == 200
+    assert message["id"] == sent_id and message["phone"] == CAMILA
+    assert message["status"] == "replaced" and message["message_id"] is None
+    template = message["replaced_by"]
+    assert template["id"] > sent_id
+    assert template["status"] in ("accepted", "sent", "delivered")
+    assert template["message_id"].startswith("wamid.")
+
+    missing = await api.get(f"{PREFIX}/messages/999999", headers=auth(BACKEND))
+    assert missing.status == 404
+    assert (await missing.json())["error"] == "no message with id 999999"
+    for wrong in ("abc", "0", "-1", "99999999999999999999"):
+        answer = await api.get(f"{PREFIX}/messages/{wrong}", headers=auth(BACKEND))
+        assert answer.status == 400, wrong

@@ -268,6 +268,15 @@ async def test_a_template_fallback_replaces_an_item_once(store: Store) -> None:
     assert await store.add_fallback(with_fallback, replace=True) is None
     assert await store.add_fallback(without, replace=False) is None
 
+    # Found by the id its send answered: the item, then its template.
+    found = await store.outbox_with_replacement(with_fallback)
+    assert [(i.id, i.status) for i in found] == [
+        (with_fallback, "replaced"),
+        (template.id, "sending"),
+    ]
+    assert [i.id for i in await store.outbox_with_replacement(without)] == [without]
+    assert await store.outbox_with_replacement(template.id + 100) == []
+
 
 async def test_a_fallback_after_a_failure_is_queued(store: Store) -> None:
     [item_id] = await store.enqueue([reply("561", "tarde", TEMPLATE)])
