@@ -131,9 +131,14 @@ class Proc:
 
 
 def simulator(
-    *, delay: float = 0.0, cpu: int | None = None, log_dir: Path | None = None
+    *,
+    delay: float = 0.0,
+    cpu: int | None = None,
+    log_dir: Path | None = None,
+    webhook_url: str | None = None,
 ) -> Proc:
-    """A `tracbot simulator` that requires the bench token."""
+    """A `tracbot simulator` that requires the bench token; with
+    `webhook_url`, it posts status webhooks there, signed as Meta would."""
     port = free_port()
     command = [
         str(TRACBOT),
@@ -147,6 +152,8 @@ def simulator(
         "--token",
         TOKEN,
     ]
+    if webhook_url is not None:
+        command += ["--webhook-url", webhook_url, "--app-secret", APP_SECRET]
     return Proc(
         "simulator",
         pinned(command, cpu),

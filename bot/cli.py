@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--token", help="bearer token to require (default: any)")
     sim.add_argument("--webhook-url", help="where to post status webhooks")
     sim.add_argument("--app-secret", help="key to sign status webhooks with")
+    sim.add_argument(
+        "--webhook-retry",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a status webhook that failed is posted again, as Meta "
+        "does (default: 60; 0: never)",
+    )
     sim.set_defaults(run=_simulator)
     return parser
 
@@ -218,6 +226,7 @@ def _simulator(args: argparse.Namespace) -> int:
         token=args.token,
         webhook_url=args.webhook_url,
         app_secret=args.app_secret,
+        webhook_retry_seconds=args.webhook_retry,
     )
     return 0
 

@@ -45,6 +45,11 @@ STATUS_RANK = {
 # takes well inside it (bot/whatsapp/sender.py).
 SENDING_LEASE = timedelta(minutes=2)
 
+# How long an item left `sending` by a process that died waits before it
+# goes again: Meta may have it, and its status, which finds it by its
+# callback data, comes within seconds if so (bot/whatsapp/statuses.py).
+RESEND_WAIT = timedelta(seconds=30)
+
 # The per-phone order of `due_outbox`, as SQL every backend speaks, on an
 # outbox row `o`: an item waits while an older item of its phone is
 # unfinished, so a phone's messages leave in order whatever their retries;

@@ -34,6 +34,7 @@ from storage.base import (
     ADOPT_STATUS,
     EARLIER_UNFINISHED,
     NOT_ADOPTED,
+    RESEND_WAIT,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -299,18 +300,22 @@ class SqliteStore(LinksMixin, Store):
     def _release_sends(self, db: sqlite3.Connection) -> None:
         # No other process has the file open (`_own`), so nothing is really
         # being sent: items left `sending` by a killed process go back to
-        # the queue at once instead of after the lease.
+        # the queue, not after the lease but after RESEND_WAIT: those it had
+        # on the wire may be Meta's already, and their statuses, which find
+        # them by their callback data (statuses.py), stop the resend.
+        resend_at = utcnow() + RESEND_WAIT
         with _transaction(db):
             count = db.execute(
-                "UPDATE outbox SET status = 'queued' WHERE status = 'sending'"
+                "UPDATE outbox SET status = 'queued', next_attempt_at = ? "
+                "WHERE status = 'sending'",
+                (_ts(resend_at),),
             ).rowcount
         if count:
-            # Those that were on the wire may be Meta's already: a status of
-            # theirs that comes before the resend stops it (statuses.py).
             log.warning(
-                "outbox items requeued after an unclean stop count=%d: those "
-                "the stopped process had on the wire may be sent twice",
+                "outbox items requeued after an unclean stop count=%d: sent at "
+                "%s unless Meta's statuses say it has them",
                 count,
+                resend_at.strftime("%H:%M:%S UTC"),
             )
 
     def _disconnect(self) -> None:

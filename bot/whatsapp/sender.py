@@ -62,7 +62,7 @@ from bot.whatsapp.graph_errors import (
 from bot.whatsapp.limits import LimitError, check
 from bot.whatsapp.statuses import callback_data
 from bot.whatsapp.templates import window_open
-from storage.base import OutboxItem, Store, utcnow
+from storage.base import RESEND_WAIT, OutboxItem, Store, utcnow
 from storage.errors import StorageError
 
 log = logging.getLogger("tracbot.sender")
@@ -99,9 +99,8 @@ THROUGHPUT_CODES = frozenset({4, 80007, 130429})
 PAIR_PAUSE_SECONDS = 6.0
 
 # How long a send that got no answer (a timeout, a cut connection) waits
-# before going again: Meta may have it, and its status webhook, which finds
-# the item by its callback data (statuses.py), comes within seconds if so.
-UNANSWERED_WAIT_SECONDS = 30.0
+# before going again: as long as one a dead process left (storage.base).
+UNANSWERED_WAIT_SECONDS = RESEND_WAIT.total_seconds()
 
 # This many failures in a row without an answer from the Graph API (refused
 # connection, timeout, bad URL, an answer from something else) make the

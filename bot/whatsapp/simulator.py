@@ -58,6 +58,7 @@ class Simulator:
         max_rate: float | None = None,
         waba_id: str = "100000000000001",
         display_phone_number: str = "56220000000",
+        webhook_retry_seconds: float = 0.0,
     ) -> None:
         self.token = token
         self.app_secret = app_secret
@@ -76,7 +77,7 @@ class Simulator:
         self._failures: list[_Failure] = []
         self._windows: dict[str, deque[float]] = {}
         self._arrived = asyncio.Event()
-        self.webhooks = WebhookPoster()
+        self.webhooks = WebhookPoster(retry_seconds=webhook_retry_seconds)
 
     def fail(self, code: int, times: int = 1, http_status: int | None = None) -> None:
         """Answer the next `times` sends with error `code`.

@@ -84,11 +84,18 @@ def sign(app_secret: str, body: bytes) -> str:
     return "sha256=" + digest
 
 
+# The first pause before a failed post is tried again; each doubles it.
+RETRY_FIRST_SECONDS = 0.5
+
+
 class WebhookPoster:
     """Posts webhook bodies in order from kept background tasks."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float = 5.0, retry_seconds: float = 0.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # How long a post that failed is tried again, as Meta does (for
+        # days): a bot restarted within it gets the statuses it missed.
+        self.retry_seconds = retry_seconds
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,11 +137,22 @@ class WebhookPoster:
             self._session = None
 
     async def _post_all(self, url: str, app_secret: str, bodies: list[dict]) -> None:
-        # Meta would retry a failed delivery for days; the simulator reports
-        # it and stops, so that a test sees the failure at once.
+        # Meta retries a failed delivery for days; the simulator for
+        # `retry_seconds` (none by default, so that a test sees the failure
+        # at once), then reports it and stops.
         for body in bodies:
-            if not await self._post(url, app_secret, wire_bytes(body)):
+            if not await self._post_until(url, app_secret, wire_bytes(body)):
                 return
+
+    async def _post_until(self, url: str, app_secret: str, raw: bytes) -> bool:
+        deadline = time.monotonic() + self.retry_seconds
+        pause = RETRY_FIRST_SECONDS
+        while not await self._post(url, app_secret, raw):
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause *= 2
+        return True
 
     async def _post(self, url: str, app_secret: str, raw: bytes) -> bool:
         if self._session is None:

@@ -36,14 +36,19 @@ class Stack:
         *,
         overrides: dict[str, Any] | None = None,
         storage_url: str | None = None,
+        statuses: bool = False,
+        graph_delay: float = 0.0,
     ) -> None:
         self.folder = folder
         self.overrides = {"engine.poll_seconds": 0.2, **(overrides or {})}
         self.database = folder / "tracbot.db"
         self.storage_url = storage_url or f"sqlite:///{self.database}"
-        self.sim = procs.simulator(log_dir=folder)
         self.bot: procs.Proc | None = None
         self.port = procs.free_port()
+        # With `statuses`, its status webhooks come back, retried while the
+        # server is down, as Meta's are; tests that post their own, without.
+        hook = f"{self.url}/webhook" if statuses else None
+        self.sim = procs.simulator(delay=graph_delay, log_dir=folder, webhook_url=hook)
 
     def start(self) -> Stack:
         self.sim.start()

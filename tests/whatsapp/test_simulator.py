@@ -508,3 +508,42 @@ async def test_control_rejects_bad_input(http, simulator, path, body):
     assert response.status == 400
     assert simulator.pending_failures == 0
     assert simulator.delay == 0.0
+
+
+async def test_a_status_webhook_the_bot_refused_is_posted_again(http, aiohttp_server):
+    # Meta posts a status again until it is taken; the simulator gave up at
+    # once, so a bot that was restarting never learnt what Meta had.
+    taken: list[bytes] = []
+    refusals = 2
+
+    async def receive(request: web.Request) -> web.Response:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            return web.Response(status=503, text="restarting")
+        taken.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhook", receive)
+    server = await aiohttp_server(app)
+    simulator = Simulator(
+        token="any",
+        webhook_url=str(server.make_url("/webhook")),
+        app_secret=APP_SECRET,
+        webhook_retry_seconds=10.0,
+    )
+    async with serve(simulator) as url, aiohttp.ClientSession() as session:
+        sent = await session.post(
+            f"{url}/v23.0/{PHONE_NUMBER_ID}/messages",
+            json=text(CAMILA, "Hola"),
+            headers={"Authorization": "Bearer any"},
+        )
+        assert sent.status == 200
+        await simulator.webhooks.wait(timeout=10.0)
+
+    statuses = [json.loads(raw)["entry"][0]["changes"][0]["value"] for raw in taken]
+    assert [value["statuses"][0]["status"] for value in statuses] == [
+        "sent",
+        "delivered",
+    ]
