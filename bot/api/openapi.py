@@ -316,10 +316,18 @@ ERRORS = {
     "401": _json("Error", "No bearer token, or an unknown one"),
     "403": _json("Error", "The token lacks the role"),
     "404": _json("Error", "No such path"),
-    "503": _json(
-        "Error",
-        "The database is unavailable; try again after the `Retry-After` seconds",
-    ),
+    "503": {
+        **_json(
+            "Error",
+            "The database is unavailable; try again after the `Retry-After` seconds",
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
 }
 
 
@@ -339,15 +347,24 @@ SEND_TEXT = (
 
 PHONE_PARAMETER = {"name": "phone", "in": "path", "required": True, "schema": PHONE}
 
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when the answer is the one kept under the "
+        "call's Idempotency-Key: nothing was queued this time",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "description": "1 to 255 printable ASCII characters naming this call. "
-    "Made again with the same key, path and body (a retry after a timeout or "
-    "a 503), the call queues nothing and answers what it answered the first "
-    "time, with `Idempotent-Replayed: true`; with another path or body, 422. "
-    "A call that failed kept nothing: its retry is a new call.",
+    "Made again with the same key, path, token and body bytes (a retry after "
+    "a timeout or a 503), the call queues nothing and answers what it "
+    "answered the first time, with `Idempotent-Replayed: true`; with another "
+    "path, token or body (the same JSON written otherwise counts as another), "
+    "422. A call that failed kept nothing: its retry is a new call.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 
@@ -366,7 +383,7 @@ def _send(summary: str, schema: str, role: str = "backend") -> dict[str, Any]:
                 "content": {"application/json": {"schema": _ref(schema)}},
             },
             "responses": {
-                "202": _json("Queued", "Queued"),
+                "202": {**_json("Queued", "Queued"), "headers": REPLAYED},
                 **ERRORS,
                 "413": _json("Error", "The body is larger than server.max_body_bytes"),
                 "422": _json("Error", "The Idempotency-Key was used for another call"),

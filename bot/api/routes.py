@@ -115,18 +115,24 @@ class BackendApi:
 
         @functools.wraps(handler)
         async def keyed(request: web.Request) -> web.Response:
-            key = request.headers.get(IDEMPOTENCY_KEY)
-            if key is None:
+            keys = request.headers.getall(IDEMPOTENCY_KEY, [])
+            if not keys:
                 return await handler(request)
-            # Before anything is read: a kept answer is the backend's only.
-            self.auth.require(request, "backend")
+            # Before anything is read: a kept answer is its token's only.
+            token = self.auth.require(request, "backend")
+            key = keys[0]
+            if len(keys) > 1:
+                raise error(400, f"one {IDEMPOTENCY_KEY} header, not {len(keys)}")
             if not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
                 raise error(
                     400,
                     f"{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY} printable ASCII "
                     "characters",
                 )
-            digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+            # The same bytes to the same path with the same token: a key
+            # another token used names another call.
+            call = f"{token.env} {request.method} {request.path}\n"
+            digest = hashlib.sha256(call.encode())
             digest.update(await request.read())
             fingerprint = digest.hexdigest()
 

@@ -262,6 +262,11 @@ class Engine:
         flow = self.flows.get(conversation.flow or "")
         if flow is None or conversation.state not in flow.spec.states:
             return None
+        if not audience.allowed(flow.spec):
+            # The number is no longer one the flow is for (unlinked through
+            # the API mid-flow): its answer went on as a driver's, and a pin
+            # read "location saved" with nothing saved. It starts afresh.
+            return None
         return flow
 
     def _turn(

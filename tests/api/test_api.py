@@ -720,3 +720,31 @@ async def test_a_message_is_followed_by_the_id_its_call_answered(api):
     for wrong in ("abc", "0", "-1", "99999999999999999999"):
         answer = await api.get(f"{PREFIX}/messages/{wrong}", headers=auth(BACKEND))
         assert answer.status == 400, wrong
+
+
+async def test_a_number_unlinked_mid_flow_is_answered_as_unlinked(api):
+    # Unlinked while UBICACION waited for its pin, the driver then read
+    # "✅ Ubicación recibida" with nothing saved.
+    from tests.support import corpus, driver_says, sent_texts
+
+    runtime = runtime_of(api)
+    phone = "56911113333"  # Pedro: linked by his RUT only, no phone on file
+    assert await driver_says(api, phone, "vincular") == 200
+    assert await driver_says(api, phone, "12.345.678-5") == 200
+    assert await driver_says(api, phone, "si") == 200
+    await settle(runtime)
+    assert await runtime.store.get_link(phone) is not None
+    assert await driver_says(api, phone, "ubicacion") == 200
+    await settle(runtime)
+    asked = len(sent_texts(runtime, phone))
+
+    removed = await api.delete(f"{PREFIX}/links/+{phone}", headers=auth(BACKEND))
+    assert (await removed.json())["unlinked"] is True
+    pin = corpus("location_pin.json").replace(b"56911120024", phone.encode())
+    response = await api.post("/webhook", data=pin, headers=signed_headers(pin))
+    assert response.status == 200
+    await settle(runtime)
+
+    [answer] = sent_texts(runtime, phone)[asked:]
+    assert "Ubicación recibida" not in answer
+    assert "vincul" in answer.lower()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.api.openapi import PREFIX
-from tests.api.test_api import BACKEND, CAMILA, auth
+from tests.api.test_api import ADMIN, BACKEND, CAMILA, auth
 from tests.api.test_api import api as api  # noqa: F401 (the fixture)
 from tests.support import runtime_of, settle
 
@@ -102,3 +102,21 @@ async def test_a_key_that_is_not_printable_ascii_is_a_400(api):
         assert response.status == 400, key
         assert "Idempotency-Key must be 1 to 255" in body["error"]
     assert await runtime_of(api).store.outbox_items() == []
+
+
+async def test_a_key_is_its_token_s_and_given_once(api):
+    # The admin's token replayed what the backend's had kept; a second
+    # header was dropped without a word.
+    await call(api, "/notify/trip_status", TRIP, "k-4")
+    response, body = await call(api, "/notify/trip_status", TRIP, "k-4", token=ADMIN)
+    assert response.status == 422
+    assert "used for another call" in body["error"]
+
+    headers = [("Authorization", f"Bearer {BACKEND}")]
+    headers += [("Idempotency-Key", "d1"), ("Idempotency-Key", "d2")]
+    path = f"{PREFIX}/notify/trip_status"
+    response = await api.post(path, json=TRIP, headers=headers)
+    assert response.status == 400
+    assert (await response.json())["error"] == "one Idempotency-Key header, not 2"
+    await settle(runtime_of(api))
+    assert sent_to_camila(api) == 1
