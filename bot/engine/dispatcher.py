@@ -70,8 +70,12 @@ class Dispatcher:
         self.text_fallback = text_fallback
         self._wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
-        # Storage errors repeat while an outage lasts: logged once a while.
+        # Storage errors repeat while an outage lasts: logged once a while,
+        # the inbox's reads and a phone's steps apart (on a full disk the
+        # reads work: one throttle said "available again" between each two
+        # failed steps, two lines a second).
         self._inbox_down = Repeated(log)
+        self._steps_down = Repeated(log)
         # So may an error nothing expected (a bug, an error no store
         # translated): logged with its traceback, and processing goes on.
         self._unexpected = Repeated(log)
@@ -155,13 +159,14 @@ class Dispatcher:
                             # A timeout saves a conversation of its own:
                             # the next message loads the stored one.
                             conversation = None
+            self._steps_down.succeeded("storage takes the steps again")
         except EventDone:
             # Two processes on one SQLite file took this phone at once: the
             # other's step counted, this one's wrote nothing. Not a failure.
             log.info("phone=%s: its event was handled by another process", mask(wa_id))
         except StorageError as exc:
             # The event stays pending; the next sweep tries again.
-            self._inbox_down.failed(
+            self._steps_down.failed(
                 "storage failed phone=%s, will retry: %s", mask(wa_id), exc
             )
             await asyncio.sleep(self.poll_seconds)
