@@ -28,9 +28,11 @@ from storage.errors import StorageError
 log = logging.getLogger("tracbot.webhook")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-# A UTF-16 surrogate in a body, escaped (`\ud83d`) or raw in its UTF-8 form;
-# the JSON decoder lets either through as a lone character (see below).
-LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
+# What no database stores, in a body: a UTF-16 surrogate, escaped
+# (`\ud83d`) or raw in its UTF-8 form, which the JSON decoder lets through
+# as a lone character, and NUL (`\u0000`), which PostgreSQL refuses in text
+# (see `_storable` below).
+UNSTORABLE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\u0000|\xed[\xa0-\xbf]")
 
 
 class RefusalStreak:
@@ -201,10 +203,10 @@ def _parse(body: bytes) -> ParseResult:
         # As json.loads(body) does, with the one decoder of the module.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
         data = _DECODER.decode(text)
-        if LONE_SURROGATE.search(body):
+        if UNSTORABLE.search(body):
             # Inside the try: nested near the decoder's own limit, the walk
             # ran out of stack, a 500 with a 1,500-line traceback.
-            data = _whole_characters(data)
+            data = _storable(data)
     except (ValueError, RecursionError):
         log.warning("webhook body is not JSON bytes=%d", len(body))
         raw = body.decode("utf-8", errors="replace")
@@ -212,21 +214,24 @@ def _parse(body: bytes) -> ParseResult:
     return parse_body(data)
 
 
-def _whole_characters(node: Any) -> Any:
-    """`node` with every unpaired UTF-16 surrogate replaced by U+FFFD.
+def _storable(node: Any) -> Any:
+    """`node` with every unpaired UTF-16 surrogate and every NUL replaced by
+    U+FFFD.
 
     JSON may escape half of an emoji (`\ud83d` alone), and Python keeps it
     as a character that no database driver can encode: the insert failed
     and the whole POST, its good messages too, got a 500 that Meta retries
-    forever. The scan of the raw bytes above keeps this walk off the common
-    path.
+    forever. A NUL in a wamid or a phone did the same on PostgreSQL (a 503
+    each time, and /readyz not ready while it was the last webhook). The
+    scan of the raw bytes above keeps this walk off the common path.
     """
     if isinstance(node, str):
-        return node.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        whole = node.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return whole.replace("\x00", "\ufffd")
     if isinstance(node, dict):
-        return {_whole_characters(k): _whole_characters(v) for k, v in node.items()}
+        return {_storable(k): _storable(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_whole_characters(item) for item in node]
+        return [_storable(item) for item in node]
     return node
 
 

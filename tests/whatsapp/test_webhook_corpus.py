@@ -201,3 +201,26 @@ async def test_half_an_emoji_loses_neither_message_of_its_post(
         texts = [json.loads(payload)["text"] for (payload,) in payloads]
     assert sorted(texts) == ["guia", "hola \ufffd"]
     assert len(sent_texts(runtime, messages[0]["from"])) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_nul_in_a_wamid_or_a_phone_is_stored_not_refused_forever(
+    aiohttp_client, tmp_path, request, backend
+):
+    # PostgreSQL refuses NUL in text: a 503 for that POST every time Meta
+    # sent it again, and /readyz not ready while it was the last webhook.
+    env = {}
+    if backend == "postgresql":
+        env["TRACBOT_STORAGE_URL"] = request.getfixturevalue("postgres_db").dsn
+    client = await aiohttp_client(create_app(demo_settings(tmp_path, **env)))
+    data = json.loads(corpus("text_simple.json"))
+    value = data["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["id"] = "wamid.nul\u0000"
+    value["messages"][0]["from"] = value["contacts"][0]["wa_id"] = "5691111\u00008888"
+    body = json.dumps(data).encode()
+    assert b"\\u0000" in body
+
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+
+    assert response.status == 200
+    assert (await client.get("/readyz")).status == 200
