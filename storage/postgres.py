@@ -29,7 +29,6 @@ import asyncpg
 
 from storage import jsontext, rows
 from storage.base import (
-    ADOPT_STATUS,
     EARLIER_UNFINISHED,
     NOT_ADOPTED,
     SENDING_LEASE,
@@ -562,12 +561,18 @@ class PostgresStore(Store):
         error_code: int | None = None,
         error_detail: str | None = None,
     ) -> bool:
-        # ADOPT_STATUS (storage.base) in asyncpg's markers.
-        sql = ADOPT_STATUS
-        for n in range(1, 7):
-            sql = sql.replace("?", f"${n}", 1)
+        # ADOPT_STATUS (storage.base), in asyncpg's markers.
         done = await self._execute(
-            sql, wamid, status, error_code, error_detail, utcnow(), item_id
+            "UPDATE outbox SET wamid = $1, status = $2, "
+            "error_code = COALESCE($3, error_code), "
+            "error_detail = COALESCE($4, error_detail), updated_at = $5 "
+            f"WHERE id = $6 AND {NOT_ADOPTED} AND status IN ('queued', 'sending')",
+            wamid,
+            status,
+            error_code,
+            error_detail,
+            utcnow(),
+            item_id,
         )
         return done == "UPDATE 1"
 

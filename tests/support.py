@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +15,20 @@ from bot.config import Settings, load_settings
 from bot.whatsapp.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class LogLines(logging.Handler):
+    """The messages of the records handed to it, each once: added to a
+    tracbot logger, it hears them whether or not that logger propagates."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 WEBHOOKS = ROOT.parent / "shared" / "webhooks"
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"

@@ -138,7 +138,7 @@ class BackendApi:
 
             kept = await self.store.kept_answer(key)
             if kept is None:
-                token = KEYED.set((key, fingerprint))
+                outer = KEYED.set((key, fingerprint))
                 try:
                     return await handler(request)
                 except KeyInUse:
@@ -147,7 +147,7 @@ class BackendApi:
                     if kept is None:
                         raise
                 finally:
-                    KEYED.reset(token)
+                    KEYED.reset(outer)
             return _replayed(kept, fingerprint)
 
         return keyed
@@ -466,8 +466,8 @@ def _replayed(kept: KeptAnswer, fingerprint: str) -> web.Response:
     if kept.fingerprint != fingerprint:
         raise error(
             422,
-            f"this {IDEMPOTENCY_KEY} was used for another call (another path "
-            "or body): a new call needs a new key",
+            f"this {IDEMPOTENCY_KEY} was used for another call (another path, "
+            "token or body): a new call needs a new key",
         )
     return web.Response(
         text=kept.response,

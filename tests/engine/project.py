@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_FLOWS = ("ayuda", "no_entendi", "cancelar")
 DEMO_BUSINESS = REPO / "demo" / "business.yaml"
+
+
+def documented(heading: str, language: str) -> str:
+    """The first `language` code block of docs/flows.md under `heading`."""
+    doc = (REPO / "docs" / "flows.md").read_text("utf-8")
+    section = doc[doc.index(heading) :]
+    found = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert found is not None, f"no {language} example under {heading!r}"
+    return found.group(1)
 
 
 def make_project(

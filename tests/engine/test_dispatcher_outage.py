@@ -15,16 +15,7 @@ from bot.engine.dispatcher import Dispatcher
 from bot.engine.engine import Engine
 from storage import NewInboxEvent
 from storage.sqlite import SqliteStore
-from tests.support import ROOT
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+from tests.support import ROOT, LogLines
 
 
 async def test_writes_refused_for_a_while_are_one_line_then_one_more(tmp_path: Path):
@@ -32,7 +23,7 @@ async def test_writes_refused_for_a_while_are_one_line_then_one_more(tmp_path: P
     engine = Engine.from_dirs(ROOT / "flows", ROOT / "message_templates")
     payload = {"kind": "message", "wamid": "w1", "wa_id": "561", "phone_number_id": "1"}
     payload |= {"timestamp": 0, "type": "text", "text": "ayuda", "raw": {}}
-    listener = Lines()
+    listener = LogLines()
     logger = logging.getLogger("tracbot.dispatcher")
     logger.addHandler(listener)
     async with SqliteStore(f"sqlite:///{path}") as store:

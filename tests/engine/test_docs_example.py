@@ -5,22 +5,12 @@ not exist, variables no step provided)."""
 
 from __future__ import annotations
 
-import re
-
 from bot.engine.check import check_project
-from tests.engine.project import REPO, make_project
-
-
-def documented_flow() -> str:
-    doc = (REPO / "docs" / "flows.md").read_text("utf-8")
-    section = doc[doc.index("## A flow file") :]
-    found = re.search(r"```yaml\n(.*?)```", section, re.S)
-    assert found is not None, "no yaml example under '## A flow file'"
-    return found.group(1)
+from tests.engine.project import documented, make_project
 
 
 def test_the_documented_flow_passes_the_checker(tmp_path):
-    flow = documented_flow()
+    flow = documented("## A flow file", "yaml")
     assert "name: vincular" in flow
     # It stands in for the shipped VINCULAR, as an author would edit it.
     make_project(tmp_path, {"vincular": flow})

@@ -4,14 +4,12 @@ registered a name Tracmin's actions already hold, which stops the start."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from bench import procs
 from bot.engine import registry
 from bot.engine.convtest import run_files
-from tests.engine.project import REPO, make_project, write_files
+from tests.engine.project import documented, make_project, write_files
 
 FLOW = """\
 name: contar
@@ -64,17 +62,10 @@ cases:
 """
 
 
-def documented_python() -> str:
-    doc = (REPO / "docs" / "flows.md").read_text("utf-8")
-    section = doc[doc.index("## Conditions and actions: the Python side") :]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
-    assert found is not None, "no python example in the Python side section"
-    return found.group(1)
-
-
 @pytest.fixture
 def documented_hooks():
-    exec(compile(documented_python(), "docs/flows.md", "exec"), {})
+    python = documented("## Conditions and actions: the Python side", "python")
+    exec(compile(python, "docs/flows.md", "exec"), {})
     yield
     registry.CONDITIONS.pop("rut_de_empresa", None)
     registry.ACTIONS.pop("contar_viajes", None)

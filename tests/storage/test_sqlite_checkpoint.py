@@ -12,6 +12,7 @@ from pathlib import Path
 from storage import NewInboxEvent
 from storage.sqlite import SqliteStore
 from storage.sqlite_checkpoint import Checkpointer
+from tests.support import LogLines
 
 PHONE_NUMBER_ID = "106540352242922"
 
@@ -40,24 +41,13 @@ async def test_the_log_is_checkpointed_in_the_background(tmp_path: Path) -> None
         assert await store.pending_count() == 200
 
 
-class Lines(logging.Handler):
-    """The messages of the records it is handed, each once."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def test_failing_checkpoints_are_one_line_now_and_then(tmp_path: Path) -> None:
     # On a full disk they failed twenty times a second, a WARNING each:
     # 365 lines in 15 s, the file's folder named in none of them.
     path = tmp_path / "t.db"
     sqlite3.connect(path).close()
     checkpointer = Checkpointer(str(path))
-    listener = Lines()
+    listener = LogLines(logging.WARNING)
     lines = listener.lines
     logger = logging.getLogger("tracbot.storage")
     logger.addHandler(listener)
