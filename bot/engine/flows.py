@@ -275,6 +275,12 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
         raise where.fail(f"{at}.to", "every transition needs a target state")
 
     pattern = body.get("match")
+    if pattern is not None and not isinstance(pattern, str):
+        # `match: 5` stopped the checker with a TypeError naming no file.
+        raise where.fail(
+            f"{at}.match",
+            f"expected a pattern in quotes, like match: '^\\d+$', not {pattern!r}",
+        )
     try:
         match = re.compile(pattern, re.IGNORECASE) if pattern else None
     except re.error as exc:
@@ -284,14 +290,33 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
         dest=dest,
         input=where.choice(body, "input", INPUT_KINDS, "any", at=at),
         match=match,
-        one_of=tuple(answer_form(w) for w in where.words(body, "one_of")),
-        ids=tuple(str(i) for i in where.words(body, "id")),
-        save=body.get("save"),
-        conditions=tuple(where.words(body, "if")),
-        unless=tuple(where.words(body, "unless")),
-        actions=tuple(where.words(body, "do")),
+        one_of=tuple(answer_form(w) for w in where.words(body, "one_of", at)),
+        ids=tuple(str(i) for i in where.words(body, "id", at)),
+        save=_slot_name(where, f"{at}.save", body.get("save")),
+        conditions=tuple(where.words(body, "if", at)),
+        unless=tuple(where.words(body, "unless", at)),
+        actions=tuple(where.words(body, "do", at)),
         reply=body.get("reply"),
     )
+
+
+def _slot_name(where: _Where, at: str, name: Any) -> str | None:
+    """The slot a transition saves the input in: a name templates can print.
+
+    `save: turno-dia` was taken, and `{{ turno-dia }}` reads as a
+    subtraction; `save: 5` or `save: [a, b]` stopped the checker with a
+    TypeError that named no file.
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.isidentifier():
+        raise where.fail(
+            at,
+            f"{name!r} cannot be a slot name: use letters, digits and _ "
+            "(not first a digit), like save: turno_dia, so that a template "
+            "can print it as {{ turno_dia }}",
+        )
+    return name
 
 
 class _Where:
@@ -324,20 +349,24 @@ class _Where:
             raise self.fail(key, "expected a mapping with at least one entry")
         return value
 
-    def words(self, data: dict[str, Any], key: str) -> list[str]:
+    def words(self, data: dict[str, Any], key: str, at: str = "") -> list[str]:
+        """A word or a list of words; `at` is the path of `data` in the file
+        (a transition's `one_of` was reported at the flow's `name:` line)."""
+        place = f"{at}.{key}" if at else key
         value = data.get(key)
         if value is None:
             return []
         if isinstance(value, str | int) and not isinstance(value, bool):
             value = [value]  # `start: 0` was no word at all
         if not isinstance(value, list):
-            raise self.fail(key, "expected a word or a list of words")
+            raise self.fail(place, "expected a word or a list of words")
         for item in value:
             # `null` and `true` became the words "None" and "True": a driver
             # typing them started the flow; 1.5 is no command word.
             if isinstance(item, bool) or not isinstance(item, str | int):
+                shown = "an empty entry (~ or null)" if item is None else repr(item)
                 raise self.fail(
-                    key, f"expected a word or a list of words; {item!r} is not a word"
+                    place, f"expected a word or a list of words; {shown} is not a word"
                 )
         return [str(v) for v in value]
 

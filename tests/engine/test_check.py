@@ -323,7 +323,7 @@ def test_a_reply_of_the_wrong_shape_is_reported(tmp_path, reply, said):
     ("written", "said", "line"),
     [
         # A driver typing "None" or "True" started the flow.
-        ("start: [pedido, null]", "None is not a word", 2),
+        ("start: [pedido, null]", "an empty entry (~ or null) is not a word", 2),
         ("start: [pedido, true]", "True is not a word", 2),
         ("start: [pedido, {a: b}]", "{'a': 'b'} is not a word", 2),
         ("start: [pedido, 1.5]", "1.5 is not a word", 2),
@@ -339,6 +339,36 @@ def test_flow_values_of_the_wrong_type_are_reported(tmp_path, written, said, lin
     bad = GOOD.replace("start: [pedido]", written)
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
     assert one(found, said)[:2] == ("pedido.yaml", line)
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        # Each stopped the checker with a TypeError that named no file.
+        ("save: 5", "5 cannot be a slot name"),
+        ("save: true", "True cannot be a slot name"),
+        ("save: [a, b]", "['a', 'b'] cannot be a slot name"),
+        ("match: 5", "match: expected a pattern in quotes"),
+        # Taken, and no template could print it: {{ turno-dia }} subtracts.
+        ("save: turno-dia", "'turno-dia' cannot be a slot name"),
+        ("save: mi turno", "'mi turno' cannot be a slot name"),
+        # Reported at the flow's `name:` line, with no path in the file.
+        ("one_of: [si, ~]", "states.preguntar.on[0].one_of: expected a word"),
+        ("do: {cargar: 1}", "states.preguntar.on[0].do: expected a word"),
+        ("if: [1.5]", "states.preguntar.on[0].if: expected a word"),
+    ],
+)
+def test_transition_values_of_the_wrong_type_are_reported_at_their_line(
+    tmp_path, written, said
+):
+    bad = GOOD.replace("save: numero", written)
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x", "ayuda": "y"})
+    assert one(found, said)[:2] == ("pedido.yaml", 8)
+
+
+def test_a_slot_name_with_an_accent_is_taken(tmp_path):
+    flow = GOOD.replace("save: numero", "save: año")
+    assert problems_of(tmp_path, {"pedido": flow}, {"eco": "{{ año }}"}) == []
 
 
 @pytest.mark.parametrize("name", ["state", "trigger", "to_x", "dirección", "paso 2"])
