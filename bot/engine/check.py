@@ -26,7 +26,9 @@ from jinja2 import meta, nodes
 
 from bot.api.notifications import OPTIONAL_VALUES, TEMPLATE_VALUES
 from bot.engine import audience, registry
-from bot.engine.engine import Engine  # also registers the conditions and actions
+
+# Also registers the conditions and actions.
+from bot.engine.engine import UNAVAILABLE, UNAVAILABLE_VALUES, Engine
 from bot.engine.flows import _FLOW_KEYS, FlowSpec, StateSpec, load_flow
 from bot.engine.guards import TooBig, WholeValueError
 from bot.engine.replies import (
@@ -112,11 +114,17 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
     flows: dict[str, FlowSpec] = {}
     # By name as a reader sees it: `Gracias` and `gracias` are one name.
     named: dict[str, FlowSpec] = {}
+    # Flows that loaded with keys they do not know: `on:` indented under
+    # `reply:` is such a key, and the paths it cut were reported as a
+    # cascade of unreachable states and missing slots.
+    misshapen: set[str] = set()
     for path in sorted(flows_dir.glob("*.yaml")):
         spec, found = _load(path)
         problems += found
         if spec is None:
             continue
+        if found:
+            misshapen.add(spec.name)
         first = named.get(spec.name.casefold())
         if first is not None:
             # Said in both files: which one is the copy, only the author knows.
@@ -136,10 +144,12 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
         )
 
     for spec in flows.values():
-        problems += FlowChecker(spec, flows, templates).run()
+        checker = FlowChecker(spec, flows, templates)
+        problems += checker.run(follow_paths=spec.name not in misshapen)
     problems += _project_rules(flows, templates_dir)
     problems += templates.sample_problems()
     problems += templates.engine_value_problems(engine_sample(flows))
+    problems += templates.engine_template_problems(engine_sample(flows))
     problems += templates.notification_problems()
     if not problems:
         # Only a clean set is compiled: the engine stops at its first error,
@@ -316,37 +326,63 @@ class Templates:
         problems = []
         for name, given in sorted(TEMPLATE_VALUES.items()):
             file = template_file(name)
-            path = str(self.dir / file)
-            if file not in self.sources:
-                if file not in self.unreadable:
-                    problems.append(
-                        Problem(
-                            path,
-                            1,
-                            "missing: the backend API's "
-                            "notifications are written with it",
-                        )
-                    )
-                continue
-            tree = self._trees.get(file)
-            if tree is None:
-                continue  # its syntax error is reported already
-            problems += self._without_optional(file, given, OPTIONAL_VALUES.get(name))
-            unknown = self.variables[file] - self.optional[file] - given
-            for var in sorted(unknown):
-                line = min(
-                    (n.lineno for n in tree.find_all(nodes.Name) if n.name == var),
-                    default=1,
+            problems += self._given_only(
+                file,
+                given,
+                "the backend API's notifications are written with it",
+                "every such notification would fail",
+                describe="this notification template (it gets "
+                f"{', '.join(sorted(given))})",
+            )
+            if file in self._trees:
+                problems += self._without_optional(
+                    file, given, OPTIONAL_VALUES.get(name)
                 )
-                problems.append(
-                    Problem(
-                        path,
-                        line,
-                        f"{var!r} is not given to this notification template "
-                        f"(it gets {', '.join(sorted(given))}); every such "
-                        "notification would fail",
-                    )
-                )
+        return problems
+
+    def engine_template_problems(self, engine: dict[str, Any]) -> list[Problem]:
+        """The template the engine itself answers with (no flow names it):
+        a command that is not for the number (a driver typing RESUMEN).
+        Deleted or misspelt, it passed, and those drivers got the apology."""
+        given = frozenset(engine) | UNAVAILABLE_VALUES | {"slots"}
+        listed = ", ".join(sorted(UNAVAILABLE_VALUES))
+        return self._given_only(
+            template_file(UNAVAILABLE),
+            given,
+            "the engine answers a command that is not for the number (a driver "
+            "typing RESUMEN, a linked number typing VINCULAR) with it",
+            "a driver typing a command that is not for them would get the apology",
+            describe=f"this template (it gets {listed} and what every "
+            "template gets, docs/flows.md)",
+        )
+
+    def _given_only(
+        self,
+        file: str,
+        given: frozenset[str],
+        used_for: str,
+        outcome: str,
+        *,
+        describe: str,
+    ) -> list[Problem]:
+        """A template that must exist and read only the names it is given."""
+        path = str(self.dir / file)
+        if file not in self.sources:
+            if file in self.unreadable:
+                return []  # reported as unreadable already
+            return [Problem(path, 1, f"missing: {used_for}")]
+        tree = self._trees.get(file)
+        if tree is None:
+            return []  # its syntax error is reported already
+        problems = []
+        unknown = self.variables[file] - self.optional[file] - given
+        for var in sorted(unknown):
+            line = min(
+                (n.lineno for n in tree.find_all(nodes.Name) if n.name == var),
+                default=1,
+            )
+            message = f"{var!r} is not given to {describe}; {outcome}"
+            problems.append(Problem(path, line, message + _did_you_mean(var, given)))
         return problems
 
     def _without_optional(
@@ -357,6 +393,12 @@ class Templates:
         if not optional:
             return []
         values: dict[str, Any] = dict.fromkeys(given, SAMPLE)
+        try:
+            render_within(self.env.get_template(file), values)
+        except Exception:  # noqa: BLE001  (not the optional values' doing)
+            # A name it is not given failed it too, and is reported as
+            # such; blaming `ubicacion` for it sent the author astray.
+            return []
         values.update(dict.fromkeys(optional, None))
         try:
             render_within(self.env.get_template(file), values)
@@ -653,7 +695,10 @@ class FlowChecker:
         self.context = context_names()
         self._start_words = StartWords(flows.values())
 
-    def run(self) -> list[Problem]:
+    def run(self, follow_paths: bool = True) -> list[Problem]:
+        """Every problem of the flow; with `follow_paths` False, none of the
+        checks that follow its paths (its shape is wrong: they would report
+        what the shape cut, not the cause)."""
         self._menu_title()
         self._literal("description", self.spec.description)
         self._literal("title", self.spec.title)
@@ -662,7 +707,7 @@ class FlowChecker:
         self._flow_templates()
         self._always_loops()
         self._silences()
-        if not self._broken_ways():
+        if follow_paths and not self._broken_ways():
             # A misspelt `to:` cuts the paths these two follow: each would
             # report a dozen states behind it, none the cause.
             self._reachability()

@@ -31,8 +31,11 @@ log = logging.getLogger("tracbot.engine")
 # One version of the flows: compiled flows, renderer, fallback flow.
 Loaded = tuple[dict[str, CompiledFlow], Renderer, CompiledFlow]
 
-# The reply to a command that exists but is not for this number.
+# The reply to a command that exists but is not for this number, and what it
+# is given besides what every template gets (`tracbot check` holds it to
+# that).
 UNAVAILABLE = "no_disponible"
+UNAVAILABLE_VALUES = frozenset({"command", "typed_command", "audience"})
 # Message types that never start or advance a conversation.
 SILENT_TYPES = frozenset({"reaction", "system"})
 # Bound on flows handing over to each other in one turn; the checker rejects

@@ -782,6 +782,45 @@ def test_a_notification_template_is_held_to_what_the_api_gives_it(tmp_path):
     one([(Path(p.path).name, p.line, p.message) for p in found], "missing: the")
 
 
+def test_a_notification_value_it_is_not_given_is_not_blamed_on_ubicacion(tmp_path):
+    # The advice was to guard `ubicacion` with {% if %}, for a template
+    # that read a name no call gives.
+    template = "🚛 {{ emoji }} {{ estado }} {{ patente }} ({{ conductor_nombre }})\n"
+    found = problems_of(tmp_path, {}, {"notificacion_viaje": template})
+    assert [p for p in found if "ubicacion" in p[2] and "guard" in p[2]] == []
+    one(found, "'conductor_nombre' is not given to this notification template")
+
+
+def test_the_engines_own_template_is_held_to_what_it_is_given(tmp_path):
+    # Misspelt or deleted, it passed; every driver typing RESUMEN (an
+    # admin's command) got the apology instead of "es solo para
+    # administradores".
+    shipped = (REPO / "message_templates" / "no_disponible.j2").read_text("utf-8")
+    bad = shipped.replace("{{ command }}", "{{ comando }}")
+    found = problems_of(tmp_path, {}, {"no_disponible": bad})
+    name, line, message = one(found, "'comando' is not given to this template")
+    assert (name, line) == ("no_disponible.j2", 6)
+    assert "(did you mean 'command'?)" in message
+
+    (tmp_path / "message_templates" / "no_disponible.j2").unlink()
+    found = check_project(tmp_path / "flows", tmp_path / "message_templates")
+    said = [(Path(p.path).name, p.message) for p in found]
+    assert [m for n, m in said if n == "no_disponible.j2"] == [
+        "missing: the engine answers a command that is not for the number (a "
+        "driver typing RESUMEN, a linked number typing VINCULAR) with it"
+    ]
+
+
+def test_a_misplaced_key_sets_off_no_cascade(tmp_path):
+    # `on:` indented under `reply:` was reported, then every state behind it
+    # as unreachable and every slot as one no step saves.
+    flow = GOOD.replace(
+        "    reply: ayuda\n    on:\n", "    reply: ayuda\n    otro:\n"
+    ).replace("    reply: eco", "    reply: eco2")
+    found = problems_of(tmp_path, {"pedido": flow}, {"eco2": "{{ numero }}"})
+    assert [p[2].split(": ")[0] for p in found] == ["states.preguntar.otro"], found
+
+
 def test_a_state_key_one_level_too_far_left_is_named_as_such(tmp_path):
     # "states.reply: a state must be a mapping": the author's `inicio:` was
     # left empty and its `reply:` taken for a state.
