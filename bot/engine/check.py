@@ -155,6 +155,9 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
         # Only a clean set is compiled: the engine stops at its first error,
         # which the checks above have already reported with its line.
         problems = _engine_rules(flows, templates)
+    # After: a flow that lost its `fallback: true` is also the engine's "no
+    # fallback", the more telling of the two.
+    problems += _never_started(flows)
     return sorted(set(problems))
 
 
@@ -239,6 +242,8 @@ def _at(spec: FlowSpec, at: str, message: str) -> Problem:
 # Templates
 
 _REFERENCES = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
+# A placeholder a brace short, as text: `{ name }}`, `{turno}`, `name }}`.
+_HALF_PLACEHOLDER = re.compile(r"\{\s*(?P<name>[^\W\d][\w.]*)\s*\}\}?|\}\}")
 SAMPLE = "muestra"
 
 
@@ -260,6 +265,8 @@ class Templates:
         self.static_length: dict[str, int] = {}
         self.referenced: set[str] = set()
         self.partials: set[str] = set()
+        # Template → (template it includes, extends or imports, line).
+        self.uses: dict[str, list[tuple[str, int]]] = {}
         for path in sorted(templates_dir.glob("*.j2")):
             self._read(path)
         # Includes resolve among these sources, so all are read first.
@@ -267,6 +274,7 @@ class Templates:
         self._trees: dict[str, nodes.Template] = {}
         for name, source in self.sources.items():
             self._parse(templates_dir / name, source)
+        self._cycles()
 
     def exists(self, name: str) -> bool:
         name = template_file(name)
@@ -487,6 +495,18 @@ class Templates:
                 )
 
     def _placeholders(self, path: Path, tree: nodes.Template) -> None:
+        # A brace short (`{ name }}`, `{turno}`) is text to Jinja: the
+        # driver got "¡De nada { name }}!".
+        for data in tree.find_all(nodes.TemplateData):
+            for found in _HALF_PLACEHOLDER.finditer(data.data):
+                line = data.lineno + data.data.count("\n", 0, found.start())
+                name = found["name"] or "name"
+                self._fail(
+                    path,
+                    line,
+                    f"{found[0]!r} reaches the driver as written: a value is "
+                    f"printed with two braces each side, {{{{ {name} }}}}",
+                )
         # `{{1}}` is a placeholder in Meta's templates; here it prints "1".
         for output in tree.find_all(nodes.Output):
             for node in output.nodes:
@@ -508,6 +528,7 @@ class Templates:
             ):
                 continue
             self.partials.add(target.value)
+            self.uses.setdefault(path.name, []).append((target.value, node.lineno))
             if target.value not in self.sources:
                 keyword = type(node).__name__.lower().replace("fromimport", "import")
                 self._fail(
@@ -516,6 +537,46 @@ class Templates:
                     f"{keyword} of unknown template {target.value!r} "
                     f"(no such file in {self.dir})",
                 )
+
+    def _cycles(self) -> None:
+        """A template that includes itself, directly or through others: it
+        passed, and its render ran out of stack (the driver got the
+        apology). Reported once, at the line of the first step."""
+        reported: set[frozenset[str]] = set()
+        for start in sorted(self.uses):
+            path = self._cycle_from(start)
+            if path is None or frozenset(path) in reported:
+                continue
+            reported.add(frozenset(path))
+            line = next(line for used, line in self.uses[start] if used == path[1])
+            chain = " → ".join(path)
+            self._fail(
+                self.dir / start,
+                line,
+                f"the template includes itself ({chain}): it would never end "
+                "rendering, and the driver would get the apology",
+            )
+
+    def _cycle_from(self, start: str) -> list[str] | None:
+        """The path back to `start` through what it uses, if there is one."""
+        trail = [start]
+        seen: set[str] = set()
+
+        def walk(name: str) -> bool:
+            for used, _line in self.uses.get(name, ()):
+                if used == start:
+                    trail.append(used)
+                    return True
+                if used in seen:
+                    continue
+                seen.add(used)
+                trail.append(used)
+                if walk(used):
+                    return True
+                trail.pop()
+            return False
+
+        return trail if walk(start) else None
 
     def _sample(self, name: str, sample: dict[str, str]) -> list[Problem]:
         path = str(self.dir / name)
@@ -1383,7 +1444,8 @@ def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Prob
                     _at(
                         spec,
                         f"start[{i}]",
-                        "this start word is only punctuation and can never match",
+                        "this start word has no letter or digit (only "
+                        "punctuation, or empty): no message can match it",
                     )
                 )
             elif word in owners and owners[word][0].name != spec.name:
@@ -1399,6 +1461,28 @@ def _project_rules(flows: dict[str, FlowSpec], templates_dir: Path) -> list[Prob
     problems += _handover_loops(flows)
     problems += _fallbacks(flows)
     return problems
+
+
+def _never_started(flows: dict[str, FlowSpec]) -> list[Problem]:
+    """A flow no message starts and no other flow hands over to: it passed,
+    and could never run."""
+    handed = {
+        state.handover
+        for spec in flows.values()
+        for state in spec.states.values()
+        if state.handover
+    }
+    return [
+        _at(
+            spec,
+            "name",
+            "nothing starts this flow: give it `start:` words, a `command:`, "
+            "`start_ids:` or `start_types:`, make it the `fallback: true`, or "
+            "hand over to it from a state of another flow (`handover:`)",
+        )
+        for spec in flows.values()
+        if not _startable(spec) and spec.name not in handed
+    ]
 
 
 def _commands(flows: dict[str, FlowSpec]) -> list[Problem]:

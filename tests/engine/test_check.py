@@ -811,6 +811,50 @@ def test_the_engines_own_template_is_held_to_what_it_is_given(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("templates", "where", "chain"),
+    [
+        ({"gracias": '¡De nada! {% include "gracias.j2" %}'}, "gracias.j2", 1),
+        (
+            {"_a": 'a\n{% include "_b.j2" %}', "_b": '{% include "_a.j2" %}'},
+            "_a.j2",
+            2,
+        ),
+    ],
+)
+def test_a_template_that_includes_itself_is_reported(tmp_path, templates, where, chain):
+    # It passed; the reply ran out of stack and the driver got the apology.
+    found = problems_of(tmp_path, {}, templates)
+    assert one(found, "the template includes itself")[:2] == (where, chain)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "line"),
+    [
+        ("¡De nada { name }}! 👍", "'{ name }}'", 1),
+        ("Hola\nTu turno: {turno}", "'{turno}'", 2),
+        ("{% if name %}\n\nHola name }}{% endif %}", "'}}'", 3),
+    ],
+)
+def test_a_placeholder_a_brace_short_is_reported(tmp_path, text, shown, line):
+    # Jinja takes it for text: the driver got "¡De nada { name }}! 👍".
+    found = problems_of(tmp_path, {}, {"gracias": text})
+    name, at, message = one(found, "reaches the driver as written")
+    assert (name, at) == ("gracias.j2", line)
+    assert message.startswith(shown)
+
+
+def test_a_flow_nothing_starts_is_reported(tmp_path):
+    # A flow with no start word, command or handover passed, and never ran.
+    lonely = "name: huerfano\nstates:\n  inicio:\n    reply: ayuda\n"
+    found = problems_of(tmp_path, {"huerfano": lonely})
+    assert one(found, "nothing starts this flow")[:2] == ("huerfano.yaml", 1)
+
+    handing = GOOD.replace("    reply: eco", "    reply: eco\n    handover: huerfano")
+    found = problems_of(tmp_path, {"huerfano": lonely, "pedido": handing}, {"eco": "x"})
+    assert [p for p in found if "nothing starts" in p[2]] == []
+
+
 def test_a_misplaced_key_sets_off_no_cascade(tmp_path):
     # `on:` indented under `reply:` was reported, then every state behind it
     # as unreachable and every slot as one no step saves.
