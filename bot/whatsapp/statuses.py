@@ -23,6 +23,9 @@ log = logging.getLogger("tracbot.sender")
 
 WINDOW_CLOSED = 131047
 
+# Statuses that say a message is on the phone: no template goes after it.
+REACHED = frozenset({"delivered", "read", "played"})
+
 # How a send names its outbox item in `biz_opaque_callback_data`.
 CALLBACK_PREFIX = "tracbot:outbox:"
 
@@ -49,6 +52,11 @@ async def record_status(store: Store, status: StatusUpdate) -> bool:
     """
     error = status.errors[0] if status.errors else {}
     detail = (error.get("error_data") or {}).get("details") or error.get("title")
+    window_closed = status.status == "failed" and status.error_code == WINDOW_CLOSED
+    # Read before the status applies: a 131047 that comes after the message
+    # reached the phone is late news, not a closed window, and its template
+    # sent the driver what they had read already.
+    reached = window_closed and await _reached(store, status.wamid)
     known = await store.apply_status(
         status.wamid, status.status, status.error_code, detail
     )
@@ -60,9 +68,20 @@ async def record_status(store: Store, status: StatusUpdate) -> bool:
         )
         return False
 
-    if status.status == "failed" and status.error_code == WINDOW_CLOSED:
+    if reached:
+        log.info(
+            "window-closed failure for a message already delivered, no "
+            "template sent wamid=…%s",
+            status.wamid[-6:],
+        )
+    elif window_closed:
         await _fallback(store, status.wamid)
     return True
+
+
+async def _reached(store: Store, wamid: str) -> bool:
+    item = await store.outbox_by_wamid(wamid)
+    return item is not None and item.status in REACHED
 
 
 async def _adopted(store: Store, status: StatusUpdate, detail: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -89,6 +90,21 @@ async def test_failed_131047_keeps_code_and_sends_template_once(store):
     assert original.error_detail.startswith("Message failed to send because more")
     assert template.fallback_of == item_id and template.status == "queued"
     assert template.body["type"] == "template"
+
+
+@pytest.mark.parametrize("reached", ["delivered", "read"])
+async def test_a_late_131047_after_delivery_sends_no_template(store, reached):
+    # The template went out: the driver got again what they had read.
+    fallback = template_body("56911120015", "mensaje_tracmin", "es", ["hola"])
+    await sent(store, "56911120015", OUT_TEXT_FRANCISCA, fallback)
+    [failed] = statuses("status_failed_131047.json")
+    before = dataclasses.replace(failed, status=reached, errors=())
+
+    assert await record_status(store, before)
+    assert await record_status(store, failed)
+
+    [original] = await store.outbox_items()
+    assert original.status == ("read" if reached == "read" else "failed")
 
 
 async def test_unknown_wamid_is_skipped_and_the_rest_applies(store):
