@@ -24,7 +24,7 @@ from bot.logs import Repeated, mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.payloads import UNANSWERABLE
 from bot.whatsapp.statuses import record_status
-from bot.whatsapp.templates import TemplateSpec
+from bot.whatsapp.templates import TemplateSpec, window_open
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.crash import crash_point
 from storage.errors import EventDone, StorageError
@@ -236,9 +236,22 @@ class Dispatcher:
         outbound: list[NewOutbound] = []
         if self.mark_read and message.opens_window:
             outbound.append(read_mark(message, self.typing_indicator))
-        outbound += text_messages(
-            message.wa_id, message.phone_number_id, replies, self.text_fallback
-        )
+        if message.opens_window:
+            outbound += text_messages(
+                message.wa_id, message.phone_number_id, replies, self.text_fallback
+            )
+        elif replies and window_open(conversation.last_inbound_at, utcnow()):
+            # Free inside a window another message opened; with no template
+            # to fall back on, since the answer to a poll or an unknown type
+            # is worth no paid template.
+            outbound += text_messages(message.wa_id, message.phone_number_id, replies)
+        elif replies:
+            log.info(
+                "reply to a message of type %s not sent: it opens no 24-hour "
+                "window and none is open phone=%s",
+                message.type,
+                mask(message.wa_id),
+            )
 
         crash_point("after_engine")
         await self.store.commit_step(event.id, conversation, outbound)

@@ -23,6 +23,7 @@ from tests.support import (
     WEBHOOKS,
     corpus,
     demo_settings,
+    driver_says,
     runtime_of,
     sent_texts,
     settle,
@@ -37,13 +38,19 @@ SILENT_TYPES = {"reaction", "system"}
 
 
 def expected_replies(name: str) -> int:
-    """One reply per user message sent to our number; nothing else."""
+    """One reply per user message sent to our number; nothing else.
+
+    Each body meets a fresh bot: a message that opens no 24-hour window (a
+    poll, an unknown type) finds none open, and its reply would be a paid
+    template, so it gets none.
+    """
     events = parse_body(json.loads(corpus(name))).events
     return sum(
         1
         for e in events
         if isinstance(e, InboundMessage)
         and e.type not in SILENT_TYPES
+        and e.opens_window
         and e.phone_number_id == OUR_NUMBER
     )
 
@@ -84,8 +91,6 @@ async def test_corpus_body(name, aiohttp_client, tmp_path, caplog):
     ]
     assert await runtime.store.add_events(again) == 0
 
-    # A reply to a phone whose window is closed (an unsupported message
-    # does not open it) goes as the text template: the driver reads that.
     texts = sent_texts(runtime) + template_texts(runtime)
     assert len(texts) == expected_replies(name)
     for text in texts:
@@ -96,6 +101,26 @@ async def test_corpus_body(name, aiohttp_client, tmp_path, caplog):
 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == []
+
+
+async def test_a_poll_is_answered_free_in_an_open_window_and_never_as_a_template(
+    aiohttp_client, tmp_path
+):
+    # With no window open, the answer to a poll went out as a paid template.
+    client = await aiohttp_client(create_app(demo_settings(tmp_path)))
+    runtime = runtime_of(client)
+    body = corpus("unsupported_type.json")
+    await client.post("/webhook", data=body, headers=signed_headers(body))
+    await settle(runtime)
+    assert sent_texts(runtime) == template_texts(runtime) == []
+
+    # Once the driver has written, the window is open: the answer is free.
+    assert await driver_says(client, "56911120026", "hola") == 200
+    again = body.replace(b"wamid.HBgLNTY5", b"wamid.HBgLNTZ5")
+    await client.post("/webhook", data=again, headers=signed_headers(again))
+    await settle(runtime)
+    assert len(sent_texts(runtime, "56911120026")) == 2
+    assert template_texts(runtime) == []
 
 
 async def test_very_long_text_is_stored_whole_and_not_echoed(aiohttp_client, tmp_path):
