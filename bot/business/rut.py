@@ -27,6 +27,9 @@ _MARKUP = re.compile(r"[*_~`]+")
 _DASHES = re.compile("[\u2010-\u2015\u2212\ufe63\uff0d]")
 # A comma used as a thousands separator (10,000,013-K).
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# What parts words: spaces, and the marks a label ends with ("RUT:12.345.678-5"
+# was one word, refused as a RUT, and a driver lost an attempt to it).
+_WORD_BREAKS = re.compile(r"[\s:;=]+")
 # Punctuation a sentence leaves around a word: "es 10.000.013-K."
 _TOKEN_EDGES = re.compile(r"^[^\w]+|[^\w]+$")
 # Written with digits only, no guion and no K: maybe the body alone.
@@ -136,7 +139,7 @@ def candidate(text: str | None) -> str:
 
     found = [
         word
-        for word in (_TOKEN_EDGES.sub("", w) for w in value.split())
+        for word in (_TOKEN_EDGES.sub("", w) for w in _WORD_BREAKS.split(value))
         if _RUT_CHARS.match(word) and len(_DIGITS.findall(word)) >= 5
     ]
     return found[0] if len(found) == 1 else value
