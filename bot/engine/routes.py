@@ -54,7 +54,24 @@ class StartWords:
             ) or frozenset(
                 name for name, spec in self.specs.items() if starts(spec, typed, first)
             )
+            found = self._command_after_small_talk(typed, found)
             _remember(self._said, typed, typed, found)
+        return found
+
+    def _command_after_small_talk(
+        self, typed: str, found: frozenset[str]
+    ) -> frozenset[str]:
+        """A command after an OK or a thanks is what the text asks for: "ok,
+        estado" got "¡De nada!" and no status."""
+        if not found or any(
+            self.specs[name].command is not None or typed in self.specs[name].start
+            for name in found
+        ):
+            return found
+        rest = " ".join(words(typed)[1:])
+        then = self.said(rest) if rest else frozenset()
+        if any(self.specs[name].command is not None for name in then):
+            return then
         return found
 
     def named(self, typed: str, exclude: str | None = None) -> str | None:

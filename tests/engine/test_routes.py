@@ -90,3 +90,18 @@ def test_small_talk_starts_only_a_short_text_and_cancel_takes_no_typo():
     assert said("salir ya") == {"cancelar"}
     # Commands keep their first word and its typos in any sentence.
     assert said("estdo de mi viaje por favor ahora") == {"estado"}
+
+
+def test_a_command_after_an_ok_or_a_thanks_is_what_the_text_asks_for():
+    # "ok, estado" got "¡De nada!" and no status.
+    specs = load_flows(REPO / "flows")
+    words = StartWords(specs.values())
+
+    def said(text: str) -> frozenset[str]:
+        return words.said(command_form(text))
+
+    assert said("ok, estado") == {"estado"}
+    assert said("vale guia") == {"guia"}
+    assert said("gracias, ubicacion") == {"ubicacion"}
+    assert said("ok gracias") == {"gracias"}
+    assert said("ok, dale") == {"gracias"}
