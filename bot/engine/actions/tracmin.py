@@ -103,6 +103,11 @@ async def record_invalid_rut(turn: Turn) -> None:
         await _record(turn, _text(turn)[:32], links.INVALID)
 
 
+# Why a RUT cannot link this number (slot `rut_ocupado`).
+TAKEN_BY_LINK = "vinculado"
+TAKEN_BY_PHONE = "otro_telefono"
+
+
 @action(
     "buscar_conductor",
     provides=("rut", "conductor", "rut_ocupado"),
@@ -130,9 +135,14 @@ async def find_driver(turn: Turn) -> None:
     wa_id = turn.context["wa_id"]
     current = await services.store.link_of_driver(str(driver["id"]))
     on_file = str(driver.get("phone") or "")
-    taken = (current is not None and current.wa_id != wa_id) or (
-        bool(on_file) and on_file != wa_id
-    )
+    # Why, in the words the `vincular_rut_ocupado` template switches on: a
+    # driver whose new phone is not on file yet was told their RUT was
+    # linked to another WhatsApp number, which it was not.
+    taken: str | bool = False
+    if current is not None and current.wa_id != wa_id:
+        taken = TAKEN_BY_LINK
+    elif on_file and on_file != wa_id:
+        taken = TAKEN_BY_PHONE
     turn.slots["rut_ocupado"] = taken
     await _record(turn, found.canonical, links.TAKEN if taken else links.FOUND)
 
