@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -77,6 +78,33 @@ def test_conversation_tests_print_their_report_not_the_info_log(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "cases passed" in result.stdout
     assert "INFO" not in result.stderr
+
+
+def test_a_template_failing_at_run_is_one_log_line_with_its_place(tmp_path):
+    # 80 lines of traceback through the state machine, and a line of the
+    # `transitions` library's own without the place, for each message.
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("flows", "message_templates", "demo"):
+        shutil.copytree(ROOT / name, project / name)
+    shutil.copy(ROOT / "config.yaml", project / "config.yaml")
+    template = project / "message_templates" / "estado_viajes.j2"
+    template.write_text(template.read_text("utf-8").replace("v.patente", "v.patnete"))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(project / "config.yaml")]
+        + ["chat", "+56911112222"],
+        input="estado\n",
+        env={**os.environ, **demo_env(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Lo siento" in result.stdout
+    [line] = result.stderr.splitlines()
+    assert "ERROR tracbot.dispatcher reply failed" in line
+    assert "estado_viajes.j2:6: 'dict object' has no attribute 'patnete'" in line
 
 
 def test_chat_rejects_something_that_is_not_a_number(tmp_path):

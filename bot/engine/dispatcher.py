@@ -20,6 +20,7 @@ from bot.engine import timeouts
 from bot.engine.engine import Engine
 from bot.engine.outbound import read_mark, text_messages
 from bot.engine.replies import APOLOGY
+from bot.errors import RenderError
 from bot.logs import Repeated, mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.payloads import UNANSWERABLE
@@ -276,10 +277,15 @@ class Dispatcher:
             replies = (await self.engine.handle(message, conversation)).replies
         except StorageError:
             raise
-        except Exception:
+        except Exception as exc:
             # A bug in a flow's action must not stop this phone's queue or
             # show the driver a traceback: apologise, keep the old state.
-            log.exception("engine failed wamid=…%s", message.wamid[-6:])
+            if isinstance(exc, RenderError):
+                # The template's file, line and error say it all: its
+                # traceback through the state machine was 80 lines a message.
+                log.error("reply failed wamid=…%s error=%s", message.wamid[-6:], exc)
+            else:
+                log.exception("engine failed wamid=…%s", message.wamid[-6:])
             conversation.flow, conversation.state, conversation.slots = before
             # /readyz and /metrics show it: a business database gone bad
             # gave every driver the apology while readiness said "ready".

@@ -216,8 +216,15 @@ async def test_a_template_failing_at_run_gets_the_apology_and_a_line(
         pin = {"location": {"latitude": -23.5, "longitude": -70.4}}
         with caplog.at_level(logging.ERROR, "tracbot.engine"):
             assert texts(await harness.send(PHONE, pin)) == [APOLOGY]
-        # Where, for the operator and for `tracbot test`'s reader.
-        assert f"eco_repetir.j2:2: {said}" in caplog.text
+        # Where, for the operator and for `tracbot test`'s reader, in one
+        # line: its traceback through the state machine was 80 lines.
+        [error] = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.ERROR and r.name.startswith("tracbot")
+        ]
+        assert f"eco_repetir.j2:2: {said}" in error.getMessage()
+        assert error.exc_info is None
     finally:
         await harness.__aexit__(None, None, None)
 
