@@ -1297,6 +1297,7 @@ class FlowChecker:
         self, at: str, reply: Any, slots: set[str], state: str, why: str = ""
     ) -> None:
         if isinstance(reply, dict):
+            self._rows_value(at, reply, slots, state)
             reply = reply.get("template")
         if not isinstance(reply, str):
             return
@@ -1316,6 +1317,22 @@ class FlowChecker:
                 problem += _did_you_mean(name, self.context | slots)
             where = self.templates.where_used(file, name)
             self.fail(at, f"template {reply!r} uses {name!r} ({where}), {problem}")
+
+    def _rows_value(
+        self, at: str, reply: dict[str, Any], slots: set[str], state: str
+    ) -> None:
+        # `rows: comandos` for `rows: commands` read nothing: the list was
+        # dropped without a word and the menu went as plain text.
+        listing = reply.get("list")
+        rows = listing.get("rows") if isinstance(listing, dict) else None
+        if not isinstance(rows, str) or rows in self.context | slots:
+            return
+        self.fail(
+            f"{at}.list.rows",
+            f"{rows!r} is no value state {state!r} has (the menu of commands is "
+            "`commands`; other rows come from a slot an earlier step saves): "
+            "the list would be left out" + _did_you_mean(rows, self.context | slots),
+        )
 
 
 class TooSlow(Exception):

@@ -855,6 +855,24 @@ def test_a_flow_nothing_starts_is_reported(tmp_path):
     assert [p for p in found if "nothing starts" in p[2]] == []
 
 
+def test_list_rows_read_from_a_value_nothing_gives_are_reported(tmp_path):
+    # `rows: comandos` passed; the menu went out as plain text, no list.
+    menu = (REPO / "flows" / "opciones.yaml").read_text("utf-8")
+    found = problems_of(
+        tmp_path, {"opciones": menu.replace("rows: commands", "rows: comandos")}
+    )
+    name, line, message = one(found, "'comandos' is no value state 'lista' has")
+    assert (name, line) == ("opciones.yaml", 14)
+    assert message.endswith("(did you mean 'commands'?)")
+
+    # A slot an earlier step saves is a value the state has.
+    flow = GOOD.replace(
+        "    reply: eco", "    reply: {template: eco, list: {rows: numero}}"
+    )
+    other = tmp_path / "other"
+    assert problems_of(other, {"pedido": flow}, {"eco": "x", "ayuda": "y"}) == []
+
+
 def test_a_misplaced_key_sets_off_no_cascade(tmp_path):
     # `on:` indented under `reply:` was reported, then every state behind it
     # as unreachable and every slot as one no step saves.
