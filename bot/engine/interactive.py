@@ -123,20 +123,29 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def message_body(wa_id: str, reply: str) -> dict[str, Any] | None:
-    """The Graph API body of an interactive reply; None to send it as text.
+def message_body(wa_id: str, reply: str) -> tuple[str, dict[str, Any] | None]:
+    """The text to send before an interactive reply, and the Graph API body
+    of the reply; ("", None) when it is plain text.
 
-    A text longer than an interactive body may be goes as plain text: it
-    carries its own fallback, so nothing the driver needs is lost.
+    A text longer than an interactive body may be is split: what does not
+    fit goes first as text, and its last part carries the buttons or the
+    list. Sent whole as text, it lost them, and a state that takes only a
+    button or a list row could not be answered at all.
     """
     interactive = getattr(reply, "interactive", None)
     if not interactive:
-        return None
-    if len(reply) > limits.MAX_INTERACTIVE_BODY:
-        log.warning("interactive reply too long (%d chars), sent as text", len(reply))
-        return None
-    return {
+        return "", None
+    text = str(reply)
+    cut = limits.last_part_start(text, limits.MAX_INTERACTIVE_BODY)
+    if cut:
+        log.info(
+            "interactive reply of %d characters: its first %d go ahead as text",
+            len(text),
+            cut,
+        )
+    body = {
         "to": wa_id,
         "type": "interactive",
-        "interactive": {**interactive, "body": {"text": str(reply)}},
+        "interactive": {**interactive, "body": {"text": text[cut:].strip()}},
     }
+    return text[:cut].strip(), body

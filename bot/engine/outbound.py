@@ -22,24 +22,26 @@ def text_messages(
     """One outbox item per text part; long replies are split, never cut off.
 
     A reply with buttons, a list or a location request goes as one
-    interactive message instead (see `bot.engine.interactive`). With a
+    interactive message instead, after its start as text when it is too long
+    for one (see `bot.engine.interactive`). With a
     `fallback` template of one parameter (config.yaml `templates.text`),
     each item whose text fits in it carries it, for a closed window.
     """
     items = []
     for text in texts:
-        interactive = message_body(wa_id, text)
-        if interactive is not None:
-            said = interactive["interactive"]["body"]["text"]
-            items.append(_item(wa_id, phone_number_id, interactive, said, fallback))
-            continue
-        for part in split_text(text):
+        # An interactive reply longer than its body may be sends what does
+        # not fit ahead of it, as text.
+        ahead, interactive = message_body(wa_id, text)
+        for part in split_text(ahead if interactive is not None else text):
             body = {
                 "to": wa_id,
                 "type": "text",
                 "text": {"preview_url": preview_url, "body": part},
             }
             items.append(_item(wa_id, phone_number_id, body, part, fallback))
+        if interactive is not None:
+            said = interactive["interactive"]["body"]["text"]
+            items.append(_item(wa_id, phone_number_id, interactive, said, fallback))
     return items
 
 

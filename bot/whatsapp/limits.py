@@ -55,6 +55,26 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
+def last_part_start(text: str, limit: int) -> int:
+    """Where the last part of `text`, at most `limit` characters, begins.
+
+    At a paragraph break, a line break or a space in the first half of that
+    part where there is one, never inside what the reader sees as one
+    character; 0 when the whole text fits.
+    """
+    start = len(text) - limit
+    if start <= 0:
+        return 0
+    window = text[start:]
+    for separator in ("\n\n", "\n", " "):
+        at = window.find(separator)
+        if 0 <= at <= limit // 2:
+            return start + at + len(separator)
+    while start < len(text) and between_characters(text, start) != start:
+        start += 1
+    return start
+
+
 def clean_parameter(text: str) -> str:
     """`text` as Meta takes a template parameter: one line, single spaces."""
     # str.split() breaks on the characters `\s` matches, five times faster.

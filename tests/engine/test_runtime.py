@@ -286,6 +286,41 @@ async def test_buttons_written_as_words_go_out_as_buttons(tmp_path):
         await harness.__aexit__(None, None, None)
 
 
+async def test_a_reply_too_long_for_its_buttons_keeps_them_on_its_last_part(
+    tmp_path,
+):
+    # Sent whole as text, it lost its buttons, and a state that takes only
+    # a button could not be answered: every message repeated the question.
+    flow = ECO.replace(
+        "    reply: eco_repetir",
+        "    reply: {template: eco_repetir, buttons: [Sí, 'No']}\n"
+        "    on:\n"
+        "      - {input: button, id: Sí, to: fin}\n"
+        "  fin:\n"
+        "    reply: eco_pedir",
+    )
+    templates = {**TEMPLATES, "eco_repetir": "Dijiste:\n\n{{ dicho }}\n\n¿Es así?"}
+    harness = await start(make_project(tmp_path, {"eco": flow}, templates))
+    try:
+        await harness.send(PHONE, "eco")
+        said = " ".join(["palabra"] * 200)  # 1,599 characters
+        ahead, asked = await harness.send(PHONE, said)
+
+        # Nothing lost, nothing cut inside a word, the question with them.
+        assert ahead["type"] == "text" and asked["type"] == "interactive"
+        first, body = ahead["text"]["body"], asked["interactive"]["body"]["text"]
+        assert f"{first} {body}".split() == f"Dijiste: {said} ¿Es así?".split()
+        assert len(body) <= 1024 and body.endswith("palabra\n\n¿Es así?")
+        assert body.startswith("palabra")
+        buttons = asked["interactive"]["action"]["buttons"]
+        assert [b["reply"]["id"] for b in buttons] == ["Sí", "No"]
+
+        # The question is answered with its button.
+        assert texts(await harness.send(PHONE, {"button": "Sí"})) == ["¿Qué repito?"]
+    finally:
+        await harness.__aexit__(None, None, None)
+
+
 async def test_buttons_sharing_a_title_go_out_as_the_text(tmp_path):
     # Meta refuses the whole message, so the driver got nothing at all.
     flow = ECO.replace(

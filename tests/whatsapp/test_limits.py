@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.whatsapp import limits
 from bot.whatsapp.limits import MAX_PARAMETER, MAX_TEXT, split_text
 
 FAMILY = "👨\u200d👩\u200d👧"
@@ -58,3 +59,14 @@ def test_a_template_parameter_too_long_is_cut_between_characters():
     [component] = body["template"]["components"]
     value = component["parameters"][0]["text"]
     assert value == "a" * (MAX_PARAMETER - 2) + "…"
+
+
+def test_the_last_part_of_a_text_starts_at_a_break_or_between_characters():
+    assert limits.last_part_start("corto", 10) == 0
+    # A paragraph break in the first half of the last part is where it starts.
+    text = "a" * 50 + "\n\n" + "b" * 8
+    assert text[limits.last_part_start(text, 20) :] == "b" * 8
+    # No break at all: never inside a flag (two regional indicators).
+    text = "x" * 9 + "🇨🇱" * 10
+    start = limits.last_part_start(text, 9)
+    assert text[start:] == "🇨🇱" * 4
