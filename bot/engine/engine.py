@@ -408,8 +408,10 @@ class Engine:
         context = {
             **self._context(message),
             "command": flow.spec.command or flow.spec.name.upper(),
-            # A flow started only by a button has no command one could type.
-            "typed_command": flow.spec.command is not None,
+            # Whether the driver typed the command: a pin shared or a button
+            # tapped was answered "Para usar *UBICACION*…", a word never
+            # typed (a flow started only by a button has none).
+            "typed_command": flow.spec.command is not None and message.type == "text",
             "audience": flow.spec.audience,
         }
         text = self.renderer.render_or_apologise(UNAVAILABLE, context)
