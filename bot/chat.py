@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +33,19 @@ from storage.sqlite import copy_if_in_use
 
 PROMPT = "tú> "
 WAIT_SECONDS = 15.0
+# A pin typed as 📍 and its latitude and longitude.
+_PIN = re.compile(
+    r"📍\s*(?P<latitude>-?\d+(?:\.\d+)?)\s*[,\s]\s*(?P<longitude>-?\d+(?:\.\d+)?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A button or a list row a reply offered: how a tap on it is sent."""
+
+    kind: str  # button_reply or list_reply
+    id: str
+    title: str
 
 
 async def chat(settings: Settings, phone: str) -> int:
@@ -60,10 +76,16 @@ def _beside_server(settings: Settings, scratch: Path) -> Settings:
 
 async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
     replies: asyncio.Queue[str] = asyncio.Queue()
+    # The buttons or list rows of the last reply that had them: a line
+    # written as one is shown (`[Sí, soy yo]`) is a tap on it.
+    offered: list[Choice] = []
 
     def on_sent(item: OutboxItem, result: SendResult | None) -> None:
         if item.kind == "message" and item.wa_id == wa_id:
             replies.put_nowait(describe(item.body))
+            choices = choices_of(item.body)
+            if choices is not None:
+                offered[:] = choices
 
     app = create_app(settings, on_sent=on_sent)
     runner = web.AppRunner(app)
@@ -78,12 +100,16 @@ async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
     try:
         print(
             "Chat de prueba: responde el simulador local, nada se envía a "
-            f"WhatsApp.\nEscribe como el conductor {phone} (Ctrl-D para salir).",
+            f"WhatsApp.\nEscribe como el conductor {phone} (Ctrl-D para salir). "
+            "Toca un botón o una fila escribiéndolo como se muestra, entre "
+            "corchetes ([Sí, soy yo]); comparte una ubicación con 📍 y sus "
+            "coordenadas (📍 -23.65, -70.40).",
             flush=True,
         )
         async with aiohttp.ClientSession() as session:
             while (line := await _read_line()) is not None:
-                await _post(session, url, settings, wa_id, line)
+                message = typed_message(line, offered)
+                await _post(session, url, settings, wa_id, message)
                 await _print_replies(app, wa_id, replies)
     finally:
         await runner.cleanup()
@@ -122,9 +148,9 @@ async def _post(
     url: str,
     settings: Settings,
     wa_id: str,
-    text: str,
+    message: dict[str, Any],
 ) -> None:
-    body = json.dumps(_webhook(settings, wa_id, text)).encode()
+    body = json.dumps(_webhook(settings, wa_id, message)).encode()
     headers = {
         "Content-Type": "application/json",
         "X-Hub-Signature-256": sign(settings.whatsapp.app_secret, body),
@@ -134,7 +160,55 @@ async def _post(
             print(f"(webhook answered {response.status})", flush=True)
 
 
-def _webhook(settings: Settings, wa_id: str, text: str) -> dict:
+def choices_of(body: dict[str, Any]) -> list[Choice] | None:
+    """The buttons or list rows a message offers; None if it is not one that
+    offers a choice (a text leaves the last choices standing)."""
+    if body.get("type") != "interactive":
+        return None
+    interactive = body.get("interactive") or {}
+    action = interactive.get("action") or {}
+    if interactive.get("type") == "button":
+        return [
+            Choice("button_reply", str(b["reply"]["id"]), str(b["reply"]["title"]))
+            for b in action.get("buttons", [])
+        ]
+    if interactive.get("type") == "list":
+        return [
+            Choice("list_reply", str(row["id"]), str(row["title"]))
+            for section in action.get("sections", [])
+            for row in section.get("rows", [])
+        ]
+    return []
+
+
+def typed_message(line: str, offered: list[Choice]) -> dict[str, Any]:
+    """The message a chat line stands for: a tap on a choice written as it
+    is shown (`[Sí, soy yo]`), a pin (`📍 -23.65, -70.40`), or a text."""
+    written = line.strip()
+    if written.startswith("[") and written.endswith("]"):
+        title = written[1:-1].strip().casefold()
+        for choice in offered:
+            if choice.title.casefold() == title:
+                reply = {"id": choice.id, "title": choice.title}
+                return {
+                    "type": "interactive",
+                    "interactive": {"type": choice.kind, choice.kind: reply},
+                }
+    pin = _PIN.fullmatch(written)
+    if pin:
+        return {
+            "type": "location",
+            "location": {
+                "latitude": float(pin["latitude"]),
+                "longitude": float(pin["longitude"]),
+            },
+        }
+    return {"type": "text", "text": {"body": line}}
+
+
+def _webhook(settings: Settings, wa_id: str, message: dict[str, Any] | str) -> dict:
+    if isinstance(message, str):
+        message = {"type": "text", "text": {"body": message}}
     now = time.time()
     return {
         "object": "whatsapp_business_account",
@@ -156,8 +230,7 @@ def _webhook(settings: Settings, wa_id: str, text: str) -> dict:
                                     "from": wa_id,
                                     "id": f"wamid.chat.{wa_id}.{now:.6f}",
                                     "timestamp": str(int(now)),
-                                    "type": "text",
-                                    "text": {"body": text},
+                                    **message,
                                 }
                             ],
                         },
