@@ -1056,6 +1056,29 @@ class FlowChecker:
             self.fail(
                 at, f"{len(buttons)} buttons; WhatsApp allows {limits.MAX_BUTTONS}"
             )
+        # One message has buttons or a list: the list was dropped unsaid.
+        given = [
+            key for key in ("buttons", "list", "location_request") if reply.get(key)
+        ]
+        if len(given) > 1:
+            self.fail(
+                at,
+                f"{' and '.join(given)} in one reply: a message has one of them "
+                f"(only its {given[0]} would go out)",
+            )
+        # Cut with "…" to WhatsApp's limits as they went out, unsaid.
+        if isinstance(listing, dict):
+            self._longest(
+                at, "list title", listing.get("title"), limits.MAX_SECTION_TITLE
+            )
+            for row in _rows(reply):
+                if isinstance(row, dict):
+                    self._longest(
+                        at,
+                        "row description",
+                        row.get("description"),
+                        limits.MAX_ROW_DESCRIPTION,
+                    )
         # `titel:` for `title:` made the button's title its id, silently.
         for i, button in enumerate(buttons):
             self._keys(f"{at}.buttons[{i}]", button, BUTTON_KEYS)
@@ -1131,6 +1154,14 @@ class FlowChecker:
                     f"row title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_ROW_TITLE}",
                 )
+
+    def _longest(self, at: str, what: str, text: Any, limit: int) -> None:
+        if isinstance(text, str) and len(text) > limit:
+            self.fail(
+                at,
+                f"{what} {text!r} is {len(text)} characters; WhatsApp allows "
+                f"{limit} (it would be cut short with …)",
+            )
 
     def _menu_rows(self, at: str) -> None:
         # A list shows 10 rows: the commands past them silently vanished

@@ -873,6 +873,30 @@ def test_list_rows_read_from_a_value_nothing_gives_are_reported(tmp_path):
     assert problems_of(other, {"pedido": flow}, {"eco": "x", "ayuda": "y"}) == []
 
 
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        # Each went out cut short with "…", or without its list, unsaid.
+        (
+            "{template: eco, list: {title: Faenas de la región norte, rows: [a]}}",
+            "list title 'Faenas de la región norte' is 25 characters",
+        ),
+        (
+            "{template: eco, list: {rows: [{id: a, description: " + "x" * 73 + "}]}}",
+            "row description 'xxx",
+        ),
+        (
+            "{template: eco, buttons: [Sí], list: {rows: [a]}}",
+            "buttons and list in one reply",
+        ),
+    ],
+)
+def test_list_texts_past_their_limits_and_two_kinds_are_reported(tmp_path, reply, said):
+    flow = GOOD.replace("    reply: eco", f"    reply: {reply}")
+    found = problems_of(tmp_path, {"pedido": flow}, {"eco": "x", "ayuda": "y"})
+    assert one(found, said)[:2] == ("pedido.yaml", 11)
+
+
 def test_a_misplaced_key_sets_off_no_cascade(tmp_path):
     # `on:` indented under `reply:` was reported, then every state behind it
     # as unreachable and every slot as one no step saves.
