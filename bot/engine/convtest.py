@@ -14,6 +14,7 @@ running `Runtime`, the key's value and the case's phone).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 import tempfile
@@ -26,7 +27,13 @@ from bot.app import Runtime
 from bot.engine import machine
 from bot.engine.engine import Engine
 from bot.engine.flows import FlowSpec
-from bot.engine.harness import Harness, demo_settings
+from bot.engine.harness import (
+    SEND_EXTRAS,
+    SEND_KINDS,
+    Harness,
+    build_message,
+    demo_settings,
+)
 from bot.engine.source import load_yaml, read_text
 from bot.errors import FlowError
 
@@ -163,12 +170,16 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
     steps = []
     for i, step in enumerate(raw["steps"]):
         step_at = f"{at}.steps[{i}]"
+        # Unknown keys first: `sned:` was "a step needs send:", naming
+        # nothing.
+        if isinstance(step, dict):
+            _known(path, lines, step_at, step, STEP_KEYS)
         if not isinstance(step, dict) or ("send" in step) == bool(step.get("expire")):
             raise FlowError(
                 f"{path}:{lines.get(step_at, line)}: a step needs `send:` "
                 "(or `expire: true`)"
             )
-        _known(path, lines, step_at, step, STEP_KEYS)
+        _sendable(path, lines, step_at, step)
         _replies_known(path, lines, step_at, step)
         expect = {k: v for k, v in step.items() if k not in ("send", "expire")}
         steps.append(
@@ -213,6 +224,30 @@ def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:
         line = lines.get(f"{at}.{unknown[0]}", lines.get(at, 1))
         allowed = ", ".join(sorted(keys))
         raise FlowError(f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})")
+
+
+def _sendable(path: Path, lines: dict, at: str, step: dict) -> None:
+    # `send: {buton: dia}` failed only when its case ran, as "error:
+    # ValueError: send needs exactly one of …".
+    what = step.get("send")
+    if not isinstance(what, dict):
+        return
+    line = lines.get(f"{at}.send", lines.get(at, 1))
+    known = set(SEND_KINDS) | SEND_EXTRAS
+    unknown = sorted(set(map(str, what)) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known))
+        message = f"send: unknown key {unknown[0]!r} ({allowed})"
+        raise FlowError(f"{path}:{line}: {message}" + _close(unknown[0], known))
+    try:
+        build_message("0", what, "wamid.check")
+    except ValueError as exc:
+        raise FlowError(f"{path}:{line}: send: {exc}") from None
+
+
+def _close(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
@@ -308,8 +343,12 @@ def _unknown_names(case: Case, engine: Engine) -> list[str]:
         for key, known in (("flow", set(engine.flows)), ("state", states)):
             want = step.expect.get(key, None)
             if key in step.expect and want not in NONE_WORDS and want not in known:
+                what = f"there is no flow {want!r}"
+                if key == "state":
+                    what = f"no flow has a state {want!r}"
                 failures.append(
-                    f"step {number} (line {step.line}): no flow has the {key} {want!r}"
+                    f"step {number} (line {step.line}): {what}"
+                    + _close(str(want), known)
                 )
     return failures
 

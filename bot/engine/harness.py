@@ -37,6 +37,8 @@ WAIT_SECONDS = 10.0
 _ISOLATE = ("WHATSAPP_API_TOKEN", "WHATSAPP_API_BASE_URL", "TRACBOT_STORAGE_URL")
 MEDIA_TYPES = ("image", "audio", "voice", "video", "document", "sticker")
 SEND_KINDS = ("text", "location", "button", "list", "quick_reply", "media")
+# What a `send` mapping may carry beside its kind.
+SEND_EXTRAS = frozenset({"title", "caption"})
 
 
 def demo_settings(config: str | Path, workdir: Path) -> Settings:

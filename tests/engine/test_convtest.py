@@ -79,8 +79,8 @@ async def test_a_flow_or_state_no_flow_has_is_named_as_the_tests_slip(tmp_path):
     report = await run_files([cases], config)
     [result] = report.results
     assert result.failures == [
-        "step 1 (line 4): no flow has the flow 'sinno'",
-        "step 1 (line 4): no flow has the state 'preguntr'",
+        "step 1 (line 4): there is no flow 'sinno' (did you mean 'sino'?)",
+        "step 1 (line 4): no flow has a state 'preguntr' (did you mean 'preguntar'?)",
     ]
 
 
@@ -202,24 +202,30 @@ def test_a_case_without_steps_or_with_a_broken_regex_names_the_line(tmp_path):
         load_cases(tmp_path / "h.yaml")
 
 
-async def test_a_step_that_cannot_be_sent_fails_its_case_not_the_run(tmp_path):
-    config, cases = project(
-        tmp_path,
-        """
-        cases:
-          - name: envío raro
-            steps:
-              - send: {foo: 1}
-          - name: sigue
-            steps:
-              - send: pregunta
-                reply: ¿Sí o no?
-        """,
-    )
-    report = await run_files([cases], config)
-    first, second = report.results
-    assert len(first.failures) == 1 and second.passed
-    assert first.failures[0].startswith("step 1 (line 4): error: ValueError: send")
+@pytest.mark.parametrize(
+    ("step", "said"),
+    [
+        # It failed only when the case ran: "error: ValueError: send needs
+        # exactly one of …", naming neither the key nor the line.
+        ("send: {buton: dia}", "4: send: unknown key 'buton' ("),
+        ("send: {foo: 1}", "4: send: unknown key 'foo' ("),
+        ("send: {media: gif}", "4: send: media must be one of"),
+        (
+            "send: {text: a, location: {latitude: 1, longitude: 2}}",
+            "4: send: send needs",
+        ),
+        # "a step needs send:", naming nothing.
+        ("sned: hola", "4: unknown key 'sned' ("),
+    ],
+)
+def test_a_step_that_cannot_be_sent_is_refused_with_its_line(tmp_path, step, said):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cases:\n  - name: raro\n    steps:\n      - {step}\n")
+    with pytest.raises(FlowError) as refused:
+        load_cases(path)
+    assert str(refused.value).startswith(f"{path}:{said}")
+    if "buton" in step:
+        assert str(refused.value).endswith("(did you mean 'button'?)")
 
 
 async def test_a_given_hook_that_raises_names_the_case(tmp_path):
