@@ -372,6 +372,13 @@ def _anchor_sqlite(url: str, base: Path) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text("utf-8")
+    except FileNotFoundError:
+        # "[Errno 2] No such file or directory: 'config.yaml'", run from
+        # flows/: the path is relative to where tracbot runs.
+        raise ConfigError(
+            f"{path.absolute()}: no such config file: run tracbot from the "
+            "project's folder, or name the file with --config"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
     try:

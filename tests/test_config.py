@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -290,3 +291,13 @@ def test_a_time_of_zero_is_refused(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="timeout_seconds: expected a number above 0"):
         load_settings(path, env={})
+
+
+def test_a_missing_config_file_says_where_to_run_from(tmp_path, monkeypatch):
+    # Run from flows/: "[Errno 2] No such file or directory: 'config.yaml'".
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Path("config.yaml"), env={})
+    said = str(refused.value)
+    assert said.startswith(f"{tmp_path / 'config.yaml'}: no such config file")
+    assert "--config" in said

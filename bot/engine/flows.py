@@ -272,7 +272,10 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
         raise where.fail(at, "a transition must be a mapping")
     dest = body.get("to")
     if not isinstance(dest, str) or not dest:
-        raise where.fail(f"{at}.to", "every transition needs a target state")
+        shown = "" if dest is None else f", not {dest!r}"
+        raise where.fail(
+            f"{at}.to", f"every transition needs `to:` and the name of a state{shown}"
+        )
 
     pattern = body.get("match")
     if pattern is not None and not isinstance(pattern, str):

@@ -30,9 +30,15 @@ def read_text(path: Path) -> str:
     """A file written by hand (flow, template, test), as text.
 
     Raises:
-        FlowError: the file is not UTF-8, at the line where it stops being.
+        FlowError: the file is not UTF-8, at the line where it stops being,
+            or it is a folder.
     """
-    return decode(path.read_bytes(), path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        # "[Errno 21] Is a directory" was all a flow author read.
+        raise FlowError(f"{path}:1: a folder, not a file: rename it") from None
+    return decode(data, path)
 
 
 def decode(data: bytes, path: Path | str) -> str:

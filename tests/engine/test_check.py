@@ -1192,7 +1192,19 @@ def test_an_unknown_key_is_said_when_it_keeps_the_flow_from_loading(tmp_path):
     bad = GOOD.replace("        to: listo", "        next: listo")
     found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
     assert one(found, "unknown key 'next'")[:2] == ("pedido.yaml", 9)
-    assert one(found, "every transition needs a target state")
+    assert one(found, "every transition needs `to:` and the name of a state")
+
+
+def test_a_target_state_in_a_list_and_a_folder_named_like_a_flow(tmp_path):
+    # "every transition needs a target state" for `to: [listo]`, and
+    # "[Errno 21] Is a directory" for a folder named x.yaml.
+    bad = GOOD.replace("        to: listo", "        to: [listo]")
+    found = problems_of(tmp_path, {"pedido": bad}, {"eco": "x"})
+    assert one(found, "needs `to:` and the name of a state, not ['listo']")
+
+    (tmp_path / "other" / "flows" / "x.yaml").mkdir(parents=True)
+    found = problems_of(tmp_path / "other", {}, {})
+    assert one(found, "a folder, not a file")[:2] == ("x.yaml", 1)
 
 
 @pytest.mark.parametrize(
