@@ -73,6 +73,16 @@ def write_all(flows: dict[str, FlowSpec], folder: Path) -> list[Path]:
 
 def _state_label(name: str, reply: Any, handover: str | None) -> str:
     label = name
+    if isinstance(reply, dict):
+        # A reply with buttons, a list or a location request was left out.
+        shown = [
+            key for key in ("buttons", "list", "location_request") if reply.get(key)
+        ]
+        reply = (
+            f"{reply.get('template', '')} [{', '.join(shown)}]"
+            if shown
+            else reply.get("template")
+        )
     if isinstance(reply, str):
         label += f" 💬 {reply}"
     if handover:

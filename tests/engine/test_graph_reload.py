@@ -18,7 +18,7 @@ from bot.engine.harness import Harness, demo_settings
 from bot.engine.reload import Reloader
 from bot.errors import FlowError
 from bot.serve import serve
-from tests.engine.project import make_project, write_files
+from tests.engine.project import REPO, make_project, write_files
 
 FLOW = """
 name: ruta
@@ -350,3 +350,13 @@ async def test_readyz_warns_while_the_files_on_disk_are_refused(tmp_path):
         assert runtime.reloader.reload() is True
         async with session.get(readyz) as answer:
             assert "warnings" not in await answer.json()
+
+
+def test_mermaid_shows_a_reply_with_buttons_a_list_or_a_location_request(tmp_path):
+    # Such states showed no reply at all: ubicacion.pedir, vincular.confirmar.
+    text = mermaid(load_flow(REPO / "flows" / "vincular.yaml"))
+    assert 'state "confirmar 💬 vincular_confirmar [buttons]" as s4' in [
+        line.strip() for line in text.splitlines()
+    ]
+    text = mermaid(load_flow(REPO / "flows" / "ubicacion.yaml"))
+    assert "ubicacion_pedir [location_request]" in text
