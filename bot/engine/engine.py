@@ -18,6 +18,7 @@ from typing import Any
 import bot.engine.actions  # noqa: F401  (registers the hooks flows name)
 from bot.engine import audience, timeouts
 from bot.engine.flows import FlowSpec, load_flows
+from bot.engine.interactive import Reply
 from bot.engine.machine import CompiledFlow, Turn, compile_flow
 from bot.engine.replies import Renderer
 from bot.engine.routes import StartWords
@@ -165,7 +166,7 @@ class Engine:
             early = timeouts.expire(self, conversation)
         early += self._update_version(conversation, message)
         outcome = await self._route(message, conversation)
-        outcome.replies[:0] = early
+        outcome.replies = _said_first(early, outcome.replies)
         return outcome
 
     async def _route(
@@ -486,3 +487,15 @@ def _interrupts(spec: FlowSpec, message: InboundMessage) -> bool:
     the menu word) never ends a question left open, which is asked again.
     """
     return spec.command is not None or audience.started_by(spec, message)
+
+
+def _said_first(notes: list[str], replies: list[str]) -> list[str]:
+    """`notes` (a timeout's reply, a restart notice) at the top of the first
+    reply: one message in answer to one message (DESIGN.md), where the
+    notice and the answer went as two."""
+    if not notes or not replies:
+        return notes + replies
+    first = replies[0]
+    text = "\n\n".join([*notes, str(first)])
+    interactive = getattr(first, "interactive", None)
+    return [Reply.of(text, interactive) if interactive else text, *replies[1:]]

@@ -279,9 +279,9 @@ async def test_deleted_flow_is_a_warning_and_its_drivers_start_over(tmp_path, ca
             "flow removed flow=ruta; drivers in it start over"
         ]
 
-        replies = [b["text"]["body"] for b in await harness.send(PHONE, "hola")]
-        assert replies[0].startswith("Actualizamos esta conversación")
-        assert "No entendí tu mensaje" in replies[1]
+        [reply] = [b["text"]["body"] for b in await harness.send(PHONE, "hola")]
+        assert reply.startswith("Actualizamos esta conversación")
+        assert "No entendí tu mensaje" in reply
         assert (await harness.conversation(PHONE)).flow is None
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine.engine import Engine
+from bot.engine.engine import Engine, _said_first
 from bot.engine.harness import Harness, demo_settings
+from bot.engine.interactive import Reply
 from bot.engine.reload import Reloader
 from bot.engine.replies import APOLOGY
 from storage.base import Link, utcnow
@@ -364,9 +365,10 @@ async def test_flow_edits_under_a_conversation(project):
         await harness.send(PHONE, "eco")
         write_files(flows_dir, {"eco.yaml": ECO.replace("pedir:", "otro:")})
         assert reloader.reload()
-        replies = texts(await harness.send(PHONE, "tres"))
-        assert replies[0].startswith("Actualizamos esta conversación")
-        assert "No entendí tu mensaje" in replies[1]
+        # One message: the notice and the answer went as two.
+        [reply] = texts(await harness.send(PHONE, "tres"))
+        assert reply.startswith("Actualizamos esta conversación")
+        assert "No entendí tu mensaje" in reply
         assert (await harness.conversation(PHONE)).flow is None
     finally:
         await harness.__aexit__(None, None, None)
@@ -505,3 +507,13 @@ async def test_a_reply_that_fails_keeps_the_driver_at_the_question(tmp_path):
         assert "dicho" not in conversation.slots
     finally:
         await harness.__aexit__(None, None, None)
+
+
+def test_a_notice_before_buttons_keeps_them():
+    # A restart notice ahead of a reply with buttons: one message, its
+    # buttons kept.
+    asked = Reply.of("¿Eres tú?", {"type": "button", "action": {"buttons": []}})
+    [reply] = _said_first(["Actualizamos."], [asked, "después"])[:1]
+    assert str(reply) == "Actualizamos.\n\n¿Eres tú?"
+    assert reply.interactive == asked.interactive
+    assert _said_first(["Se acabó."], []) == ["Se acabó."]

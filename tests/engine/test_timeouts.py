@@ -49,9 +49,10 @@ async def test_message_after_the_deadline_before_the_sweep(tmp_path):
         # The sweeper ran at start and sleeps 5 s: only the stored deadline
         # tells the engine this conversation expired.
         await asyncio.sleep(1.1)
-        replies = texts(await harness.send(PHONE, "hola"))
-        assert replies[0] == "Se acabó el tiempo, conductor."
-        assert "No entendí tu mensaje" in replies[1]
+        # In one message with the answer: they went as two.
+        [reply] = texts(await harness.send(PHONE, "hola"))
+        assert reply.startswith("Se acabó el tiempo, conductor.\n\n")
+        assert "No entendí tu mensaje" in reply
         assert (await harness.conversation(PHONE)).flow is None
 
 
@@ -92,5 +93,5 @@ async def test_a_restart_notice_has_the_values_of_any_reply(tmp_path):
         pending = await store.next_event(PHONE)
         await store.commit_step(pending.id, conversation, [])
 
-        replies = texts(await harness.send(PHONE, "hola"))
-        assert replies[0] == "Conductor, empezamos de nuevo."
+        [reply] = texts(await harness.send(PHONE, "hola"))
+        assert reply.startswith("Conductor, empezamos de nuevo.\n\n")
