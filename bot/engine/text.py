@@ -95,8 +95,9 @@ def words(text: str) -> list[str]:
 def close_enough(typed: str, word: str) -> bool:
     """Whether `typed` is `word` with at most one typo (for words of 5+).
 
-    A typo is a letter missing, one too many, two swapped, or one struck
-    for a neighbour on the keyboard (`estadp`). Another letter in its place
+    A typo is a letter missing, one too many, two swapped, one struck for a
+    neighbour on the keyboard (`estadp`) or written for one that sounds the
+    same (`ubicasion`). Another letter in its place
     is no slip of the finger but, often, another word: `listo` is not a
     typo of `lista`, nor `salio` of `salir`.
     """
@@ -152,5 +153,10 @@ _NEIGHBOURS = {
 }
 
 
+# Letters Chilean Spanish says alike, so one is written for the other by
+# ear, not by a slip of the finger: `ubicasion`, `ubicazion`, `bolver`.
+_SOUND_ALIKE = {frozenset(pair) for pair in ("sc", "sz", "cz", "bv", "yi", "kc", "kq")}
+
+
 def _neighbours(a: str, b: str) -> bool:
-    return b in _NEIGHBOURS.get(a, ())
+    return b in _NEIGHBOURS.get(a, ()) or frozenset((a, b)) in _SOUND_ALIKE

@@ -49,6 +49,9 @@ def test_empty_and_none():
         ("guia", "guia", True),
         ("hola", "guia", False),
         ("cancelsr", "cancelar", True),
+        # Written by ear: "ubicasion" got the fallback.
+        ("ubicasion", "ubicacion", True),
+        ("ubicazion", "ubicacion", True),
         # Another letter, not a neighbour's: another word, not a typo.
         ("listo", "lista", False),
         ("salio", "salir", False),
