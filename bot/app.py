@@ -163,7 +163,9 @@ def _graph(
             if settings.demo:
                 runtime.simulator = graph_simulator.Simulator(token=DEMO_TOKEN)
                 base_url = await stack.enter_async_context(
-                    graph_simulator.serve(runtime.simulator, "127.0.0.1", 0)
+                    graph_simulator.serve(
+                        runtime.simulator, "127.0.0.1", settings.server.simulator_port
+                    )
                 )
                 token = DEMO_TOKEN
                 log.info("demo mode: Graph API simulator at %s", base_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the webhook and the bot")
     serve.add_argument("--host", help="interface to bind (default: from config)")
     serve.add_argument("--port", type=_port, help="port (default: from config)")
+    serve.add_argument(
+        "--simulator-port",
+        type=_port,
+        help="demo mode: the port of the built-in Graph API simulator on "
+        "127.0.0.1 (default: any free one, printed in the log)",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = sub.add_parser(
@@ -150,6 +157,20 @@ def _serve(args: argparse.Namespace) -> int:
     from storage.errors import StorageError
 
     settings = _settings(args, serving=True)
+    if args.simulator_port is not None:
+        if not settings.demo:
+            # Chat and tests have one; a server with a token talks to Meta.
+            print(
+                "tracbot: --simulator-port is for demo mode (WHATSAPP_API_TOKEN "
+                "unset); point WHATSAPP_API_BASE_URL at `tracbot simulator` "
+                "instead",
+                file=sys.stderr,
+            )
+            return 2
+        server = dataclasses.replace(
+            settings.server, simulator_port=args.simulator_port
+        )
+        settings = dataclasses.replace(settings, server=server)
     try:
         loops.run(
             serve(settings, host=args.host, port=args.port),

@@ -66,6 +66,9 @@ class ServerSettings:
     # thread: the dispatcher and sender on a thread of their own
     # (bot/worker.py); inline: on the webhook's loop.
     processing: str = "thread"
+    # The port of demo mode's Graph API simulator on loopback; 0, any free
+    # one (`tracbot serve --simulator-port`).
+    simulator_port: int = 0
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")

@@ -15,7 +15,9 @@ import urllib.request
 
 import pytest
 
-from tests.support import ROOT
+from bot.chat import _webhook
+from bot.config import load_settings
+from tests.support import ROOT, signed_headers
 
 
 def run_bot(*args: str, stdin: str = "", env: dict[str, str] | None = None):
@@ -240,3 +242,49 @@ def test_a_shell_holding_only_the_token_still_chats_checks_and_tests(tmp_path):
     serve = run_bot("serve", "--port", str(port), env=env)
     assert serve.returncode == 2
     assert "WHATSAPP_APP_SECRET" in serve.stderr
+
+
+def test_the_demo_simulator_listens_where_it_is_told(tmp_path):
+    # It took any free port: an operator could not keep it in a range, and
+    # found it only in a log line.
+    port, simulator_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(ROOT / "config.yaml")]
+        + ["serve", "--port", str(port), "--simulator-port", str(simulator_port)],
+        env={**os.environ, **demo_env(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        settings = load_settings(ROOT / "config.yaml", env={})
+        body = json.dumps(_webhook(settings, "56911112222", "ayuda")).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhook",
+            data=body,
+            headers=signed_headers(body, settings.whatsapp.app_secret),
+        )
+        with _retry(lambda: urllib.request.urlopen(request, timeout=5)) as answer:
+            assert answer.status == 200
+
+        def replied() -> list:
+            url = f"http://127.0.0.1:{simulator_port}/_sim/messages"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                sent = [r["body"].get("to") for r in json.load(response)]
+            if "56911112222" not in sent:
+                raise OSError("no reply yet")
+            return sent
+
+        _retry(replied)
+    finally:
+        server.terminate()
+        console = server.communicate(timeout=30)[0]
+    assert f"simulator at http://127.0.0.1:{simulator_port}" in console
+
+
+def test_a_simulator_port_with_a_token_is_refused(tmp_path):
+    env = {**demo_env(tmp_path), "WHATSAPP_API_TOKEN": "t", "WHATSAPP_APP_SECRET": "s"}
+    env |= {"WHATSAPP_WEBHOOK_VERIFY_TOKEN": "v", "WHATSAPP_PHONE_NUMBER_ID": "1"}
+    result = run_bot("serve", "--simulator-port", str(free_port()), env=env)
+    assert result.returncode == 2
+    assert "--simulator-port is for demo mode" in result.stderr
