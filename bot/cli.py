@@ -9,6 +9,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,6 +18,9 @@ from bot.config import Settings, load_settings
 from bot.errors import FlowError, TracbotError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Meta sends a webhook again for up to 7 days (CLOUD_API.md §3): inbox rows
+# must outlive that, with a day to spare, to recognise one already handled.
+MIN_PRUNE_DAYS = 8
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +94,24 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="create or upgrade the storage database schema"
     )
     migrate.set_defaults(run=_migrate)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete handled messages and logs older than some days",
+        description="Delete what is finished and older than DAYS days: handled "
+        "inbox events, sent or failed messages with their attempts, linking "
+        "attempts and kept Idempotency-Key answers. Never a pending message, "
+        "a queued one, a conversation or a link. History and metrics lose "
+        "what is deleted. Safe beside a running server.",
+    )
+    prune.add_argument(
+        "--days",
+        type=_days,
+        required=True,
+        help=f"keep the last DAYS days (at least {MIN_PRUNE_DAYS}: Meta sends a "
+        "webhook again for 7 days, and a handled one is recognised by its row)",
+    )
+    prune.set_defaults(run=_prune)
 
     chat = sub.add_parser(
         "chat",
@@ -201,6 +223,54 @@ def _migrate(args: argparse.Namespace) -> int:
     else:
         print(f"{backend}: schema up to date")
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from storage import create_store
+    from storage.base import utcnow
+    from storage.errors import StorageError
+    from storage.sqlite import path_of
+
+    settings = _settings(args)
+    before = utcnow() - timedelta(days=args.days)
+    if settings.storage_url.startswith("sqlite:"):
+        path = Path(path_of(settings.storage_url))
+        if not path.is_file():
+            # Opening it would create an empty database, and report nothing
+            # deleted from a file the server never used.
+            print(f"tracbot prune: no database at {path}", file=sys.stderr)
+            return 1
+
+    async def prune() -> dict[str, int]:
+        async with create_store(
+            settings.storage_url, **settings.storage.options()
+        ) as store:
+            return await store.prune(before)
+
+    try:
+        deleted = asyncio.run(prune())
+    except StorageError as exc:
+        print(f"tracbot prune: {exc}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{table} {count:,}" for table, count in deleted.items())
+    print(f"deleted rows older than {before:%Y-%m-%d %H:%M} UTC: {counts}")
+    if settings.storage_url.startswith("sqlite:") and any(deleted.values()):
+        # Freed pages are reused by new rows; the file itself keeps its size.
+        print("the SQLite file reuses the freed space; it does not shrink")
+    return 0
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if days < MIN_PRUNE_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"keep at least {MIN_PRUNE_DAYS} days: Meta sends a webhook again for "
+            "7 days, and a handled one is recognised by its row"
+        )
+    return days
 
 
 def _chat(args: argparse.Namespace) -> int:

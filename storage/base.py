@@ -50,6 +50,31 @@ SENDING_LEASE = timedelta(minutes=2)
 # callback data, comes within seconds if so (bot/whatsapp/statuses.py).
 RESEND_WAIT = timedelta(seconds=30)
 
+# Outbox statuses nothing changes any more but a late status webhook: what
+# `prune` may delete once old enough.
+FINISHED = ("accepted", "sent", "delivered", "read", "played", "failed", "replaced")
+# Rows `prune` deletes in one transaction: a writer of its own, it holds the
+# server's writes back (a SQLite file) for a batch at most.
+PRUNE_BATCH = 2000
+# What `prune` deletes: (table, its key, which rows may go, their time
+# column). An outbox item's attempts go with it.
+PRUNED = (
+    ("outbox", "id", "status IN ({finished})", "updated_at"),
+    ("inbox", "id", "done_at IS NOT NULL", "received_at"),
+    ("link_attempts", "id", "1 = 1", "at"),
+    ("api_requests", "idem_key", "1 = 1", "created_at"),
+)
+
+
+def pruned_tables() -> list[tuple[str, str, str, str]]:
+    """`PRUNED`, with the finished statuses written into the SQL."""
+    finished = ", ".join(f"'{status}'" for status in FINISHED)
+    return [
+        (table, key, condition.format(finished=finished), column)
+        for table, key, condition, column in PRUNED
+    ]
+
+
 # The per-phone order of `due_outbox`, as SQL every backend speaks, on an
 # outbox row `o`: an item waits while an older item of its phone is
 # unfinished, so a phone's messages leave in order whatever their retries;
@@ -564,6 +589,17 @@ class Store(abc.ABC):
     async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
         """Move a link to a phone's new number; False if it had none."""
         raise NotImplementedError(f"{type(self).__name__}: move_link")
+
+    async def prune(self, before: datetime) -> dict[str, int]:
+        """Delete what is finished and older than `before`: handled inbox
+        events, outbox items no sender will touch again (with their
+        attempts), linking attempts and kept API answers. Never a pending
+        event, a queued or sending message, a conversation or a link.
+
+        Runs in batches of `PRUNE_BATCH` rows, each its own transaction.
+        Returns the rows deleted per table.
+        """
+        raise NotImplementedError(f"{type(self).__name__}: prune")
 
     async def remove_link(self, wa_id: str) -> bool:
         """Unlink a phone from its driver account; False if it had none."""

@@ -31,6 +31,7 @@ from storage import jsontext, rows
 from storage.base import (
     EARLIER_UNFINISHED,
     NOT_ADOPTED,
+    PRUNE_BATCH,
     SENDING_LEASE,
     Conversation,
     DeliveryCounts,
@@ -45,6 +46,7 @@ from storage.base import (
     QueueStats,
     Store,
     Turns,
+    pruned_tables,
     utcnow,
 )
 from storage.crash import crash_point
@@ -608,6 +610,40 @@ class PostgresStore(Store):
             return True
 
         return await self._run(work, transaction=True)
+
+    async def prune(self, before: datetime) -> dict[str, int]:
+        deleted = {}
+        for table, key, condition, column in pruned_tables():
+            # Names from storage.base.PRUNED, never user input.
+            select = (
+                f"SELECT {key} FROM {table} WHERE {condition} AND {column} < $1 "
+                "LIMIT $2"
+            )
+
+            async def work(
+                conn: asyncpg.Connection,
+                table: str = table,
+                key: str = key,
+                select: str = select,
+            ) -> int:
+                keys = [
+                    row[0]
+                    for row in await conn.fetch(select, _utc(before), PRUNE_BATCH)
+                ]
+                if table == "outbox":
+                    await conn.execute(
+                        "DELETE FROM attempts WHERE outbox_id = ANY($1)", keys
+                    )
+                await conn.execute(f"DELETE FROM {table} WHERE {key} = ANY($1)", keys)
+                return len(keys)
+
+            deleted[table] = 0
+            while True:
+                done = await self._run(work, transaction=True)
+                deleted[table] += done
+                if done < PRUNE_BATCH:
+                    break
+        return deleted
 
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
         rows = await self._fetch(

@@ -34,6 +34,7 @@ from storage.base import (
     ADOPT_STATUS,
     EARLIER_UNFINISHED,
     NOT_ADOPTED,
+    PRUNE_BATCH,
     RESEND_WAIT,
     SENDING_LEASE,
     Conversation,
@@ -48,6 +49,7 @@ from storage.base import (
     QueueStats,
     Store,
     Turns,
+    pruned_tables,
     utcnow,
 )
 from storage.errors import EventDone, KeyInUse, StorageError, StorageUnavailable
@@ -94,7 +96,8 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def _path_of(url: str) -> str:
+def path_of(url: str) -> str:
+    """The file of a `sqlite://` URL (`:memory:` for none)."""
     if not url.startswith("sqlite://"):
         raise ValueError(f"not a sqlite url: {url!r}")
     # sqlite:///var/x.db is relative, sqlite:////srv/x.db absolute.
@@ -115,7 +118,7 @@ class SqliteStore(LinksMixin, Store):
         self.migrate = check_migrate_mode(migrate)
         # Names of the migrations the last `open()` applied.
         self.applied: list[str] = []
-        self.path = _path_of(url)
+        self.path = path_of(url)
         self.shared = self.path != ":memory:"
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -710,6 +713,37 @@ class SqliteStore(LinksMixin, Store):
                 )
             return True
 
+    async def prune(self, before: datetime) -> dict[str, int]:
+        deleted = {}
+        for table, key, condition, column in pruned_tables():
+            deleted[table] = 0
+            while True:
+                done = await self._run(
+                    self._prune_batch, table, key, condition, column, before
+                )
+                deleted[table] += done
+                if done < PRUNE_BATCH:
+                    break
+        return deleted
+
+    def _prune_batch(
+        self, table: str, key: str, condition: str, column: str, before: datetime
+    ) -> int:
+        # Names from storage.base.PRUNED, never user input.
+        with transaction(self.db):
+            keys = [
+                (row[0],)
+                for row in self.db.execute(
+                    f"SELECT {key} FROM {table} WHERE {condition} AND {column} < ? "
+                    "LIMIT ?",
+                    (_ts(before), PRUNE_BATCH),
+                )
+            ]
+            if table == "outbox":
+                self.db.executemany("DELETE FROM attempts WHERE outbox_id = ?", keys)
+            self.db.executemany(f"DELETE FROM {table} WHERE {key} = ?", keys)
+            return len(keys)
+
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
         return await self._read(self._outbox_items, wa_id)
 
@@ -988,7 +1022,7 @@ def copy_if_in_use(url: str, folder: Path) -> str | None:
     printed on the demo's console instead. The copy keeps what the file
     held (links, conversations) without sharing the queues.
     """
-    path = _path_of(url)
+    path = path_of(url)
     if path == ":memory:" or not os.path.exists(path):
         return None
     owner = _own(path)

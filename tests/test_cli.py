@@ -288,3 +288,34 @@ def test_a_simulator_port_with_a_token_is_refused(tmp_path):
     result = run_bot("serve", "--simulator-port", str(free_port()), env=env)
     assert result.returncode == 2
     assert "--simulator-port is for demo mode" in result.stderr
+
+
+def test_prune_deletes_old_handled_rows_and_keeps_the_rest(tmp_path):
+    env = demo_env(tmp_path)
+    chat = run_bot("chat", "+56911112222", stdin="ayuda\nestado\n", env=env)
+    assert chat.returncode == 0, chat.stderr
+    database = tmp_path / "chat.db"
+    # The first exchange happened long ago; the second today.
+    with sqlite3.connect(database) as db:
+        old = "2020-01-01T00:00:00+00:00"
+        first_in = db.execute("SELECT MIN(id) FROM inbox").fetchone()[0]
+        db.execute("UPDATE inbox SET received_at = ? WHERE id = ?", (old, first_in))
+        aged = db.execute(
+            "UPDATE outbox SET updated_at = ? WHERE inbox_id = ?", (old, first_in)
+        ).rowcount
+        outbox = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert aged >= 1
+
+    result = run_bot("prune", "--days", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    said = f"outbox {aged}, inbox 1, link_attempts 0, api_requests 0"
+    assert said in result.stdout
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*) FROM inbox").fetchone() == (1,)
+        left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert left == outbox - aged > 0
+
+    # Fewer days than Meta's redelivery would forget handled webhooks.
+    refused = run_bot("prune", "--days", "7", env=env)
+    assert refused.returncode == 2
+    assert "keep at least 8 days" in refused.stderr

@@ -510,3 +510,45 @@ async def test_a_status_adopts_an_item_whose_answer_was_lost(store: Store) -> No
     # Only once, and only for an item of ours still to go.
     assert not await store.adopt_status(item_id, "wamid.C", "sent")
     assert not await store.adopt_status(item_id + 1000, "wamid.D", "sent")
+
+
+# Pruning
+
+
+async def test_prune_deletes_what_is_finished_and_old_and_nothing_else(
+    store: Store,
+) -> None:
+    # No retention at all: every row since the first day stayed, and a full
+    # disk was the operator's only notice.
+    await store.add_events([event("done", "561"), event("pending", "562")])
+    handled = await store.next_event("561")
+    await store.commit_step(handled.id, None, [reply("561", "enviada")])
+    [sent_id] = [item.id for item in await store.outbox_items("561")]
+    [queued_id] = await store.enqueue([reply("563", "en cola")])
+    await store.due_outbox()
+    await store.mark_sent(sent_id, "wamid.prune.1", "accepted")
+    await store.record_attempt(sent_id, 1, "accepted", 30)
+    await store.mark_retry(queued_id, datetime.now(UTC), "later")
+    await store.add_link_attempt("564", "12345678-5", "unknown")
+    await store.enqueue(
+        [reply("565", "con llave")], Keyed("k-prune", "f" * 64, lambda ids: "{}")
+    )
+    linked = datetime.now(UTC) - timedelta(days=1)
+    await store.save_link(Link("566", "C1", "1-9", "Ana", "driver", "rut", linked))
+
+    # Nothing is older than a time in the past.
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    assert set((await store.prune(long_ago)).values()) == {0}
+
+    deleted = await store.prune(datetime.now(UTC) + timedelta(seconds=5))
+
+    # The sent reply (and its attempt), the handled event, the linking
+    # attempt and the kept answer went; the "con llave" message is queued.
+    assert deleted == {"outbox": 1, "inbox": 1, "link_attempts": 1, "api_requests": 1}
+    left = {item.id: item.status for item in await store.outbox_items()}
+    assert sent_id not in left and left[queued_id] == "queued"
+    assert await store.attempts_of(sent_id) == []
+    assert await store.pending_count() == 1
+    assert await store.kept_answer("k-prune") is None
+    assert await store.failed_link_attempts("564", long_ago) == 0
+    assert await store.get_link("566") is not None
