@@ -30,6 +30,11 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # What parts words: spaces, and the marks a label ends with ("RUT:12.345.678-5"
 # was one word, refused as a RUT, and a driver lost an attempt to it).
 _WORD_BREAKS = re.compile(r"[\s:;=]+")
+# A RUT written as one inside other text: with its dots or its guion.
+_GLUED = re.compile(
+    r"(?<!\d)(\d{1,2}\.\d{3}\.\d{3}\s*-?\s*[0-9k]|\d{7,8}\s*-\s*[0-9k])(?!\w)",
+    re.IGNORECASE | re.ASCII,
+)
 # Punctuation a sentence leaves around a word: "es 10.000.013-K."
 _TOKEN_EDGES = re.compile(r"^[^\w]+|[^\w]+$")
 # Written with digits only, no guion and no K: maybe the body alone.
@@ -142,7 +147,13 @@ def candidate(text: str | None) -> str:
         for word in (_TOKEN_EDGES.sub("", w) for w in _WORD_BREAKS.split(value))
         if _RUT_CHARS.match(word) and len(_DIGITS.findall(word)) >= 5
     ]
-    return found[0] if len(found) == 1 else value
+    if len(found) == 1:
+        return found[0]
+    # Glued to a label or a word by any other mark (RUT-12.345.678-5,
+    # rut(12.345.678-5), RUT:12.345.678-5,gracias): one run written as a
+    # RUT, with its dots or its guion, is the RUT.
+    written = _GLUED.findall(value)
+    return written[0] if len(written) == 1 else value
 
 
 def _body_alone(value: str) -> bool:

@@ -1155,6 +1155,17 @@ class FlowChecker:
                     f"WhatsApp allows {limits.MAX_ROW_TITLE}",
                 )
 
+    def _saved_only(self) -> set[str]:
+        """Slots only `save:` fills (a text, a pin, an id), never an action."""
+        saved, provided = set(), set()
+        for state in self.spec.states.values():
+            for item in (*state.on, *state.always):
+                if item.save:
+                    saved.add(item.save)
+                for name in item.actions:
+                    provided |= set(registry.PROVIDES.get(name, ()))
+        return saved - provided
+
     def _longest(self, at: str, what: str, text: Any, limit: int) -> None:
         if isinstance(text, str) and len(text) > limit:
             self.fail(
@@ -1356,6 +1367,13 @@ class FlowChecker:
         # dropped without a word and the menu went as plain text.
         listing = reply.get("list")
         rows = listing.get("rows") if isinstance(listing, dict) else None
+        if isinstance(rows, str) and rows in self._saved_only():
+            self.fail(
+                f"{at}.list.rows",
+                f"{rows!r} holds what the driver sent (`save: {rows}`), not a "
+                "list of rows: the list would be left out",
+            )
+            return
         if not isinstance(rows, str) or rows in self.context | slots:
             return
         self.fail(

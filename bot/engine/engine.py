@@ -414,6 +414,8 @@ class Engine:
             # typed (a flow started only by a button has none).
             "typed_command": flow.spec.command is not None and message.type == "text",
             "audience": flow.spec.audience,
+            # What every template may read: `{{ slots.x }}` failed here.
+            "slots": {},
         }
         text = self.renderer.render_or_apologise(UNAVAILABLE, context)
         log.info("flow not available flow=%s role=%s", flow.spec.name, audience.role())

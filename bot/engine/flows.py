@@ -19,6 +19,14 @@ from bot.errors import FlowError
 
 INPUT_KINDS = ("any", "text", "location", "button", "list", "quick_reply", "media")
 AUDIENCES = ("anyone", "unlinked", "driver", "admin")
+# Inputs that carry an id (`id:` on a transition).
+ID_INPUTS = ("button", "list", "quick_reply")
+
+# Words a template reads as Jinja's own, never as a slot's name.
+JINJA_WORDS = frozenset(
+    {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in"}
+    | {"is", "if", "else", "elif", "for", "recursive", "with", "loop", "self"}
+)
 
 # What a flow may be called: it names files and menu ids.
 FLOW_NAME = re.compile(r"\w[\w-]*")
@@ -289,12 +297,30 @@ def _transition(where: _Where, at: str, body: Any) -> TransitionSpec:
     except re.error as exc:
         raise where.fail(f"{at}.match", f"invalid pattern: {exc}") from exc
 
+    kind = where.choice(body, "input", INPUT_KINDS, "any", at=at)
+    one_of = tuple(answer_form(w) for w in where.words(body, "one_of", at))
+    if "one_of" in body and (not one_of or "" in one_of):
+        # `one_of: []` took every text; `one_of: ['']` none.
+        raise where.fail(
+            f"{at}.one_of",
+            "an empty list or word: list the words the driver may answer, or "
+            "leave one_of out to take any text",
+        )
+    ids = tuple(str(i) for i in where.words(body, "id", at))
+    if ids and kind not in ID_INPUTS:
+        # A text has no id: the transition took every text, unsaid.
+        raise where.fail(
+            f"{at}.id",
+            f"an id is what a tap sends: it needs input: {' or '.join(ID_INPUTS)}, "
+            f"not {kind} (a typed answer is matched with one_of)",
+        )
+
     return TransitionSpec(
         dest=dest,
-        input=where.choice(body, "input", INPUT_KINDS, "any", at=at),
+        input=kind,
         match=match,
-        one_of=tuple(answer_form(w) for w in where.words(body, "one_of", at)),
-        ids=tuple(str(i) for i in where.words(body, "id", at)),
+        one_of=one_of,
+        ids=ids,
         save=_slot_name(where, f"{at}.save", body.get("save")),
         conditions=tuple(where.words(body, "if", at)),
         unless=tuple(where.words(body, "unless", at)),
@@ -312,6 +338,13 @@ def _slot_name(where: _Where, at: str, name: Any) -> str | None:
     """
     if name is None:
         return None
+    if isinstance(name, str) and name in JINJA_WORDS:
+        # `{{ none }}` is Jinja's None, `{{ not }}` a syntax error.
+        raise where.fail(
+            at,
+            f"{name!r} cannot be a slot name: templates read it as Jinja's own "
+            "word; pick another",
+        )
     if not isinstance(name, str) or not name.isidentifier():
         raise where.fail(
             at,

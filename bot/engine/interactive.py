@@ -97,7 +97,12 @@ def _list(raw: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Any] | N
     rows = raw.get("rows") or []
     if isinstance(rows, str):
         # `rows: commands` reads the rows from the template context.
-        rows = context.get(rows) or []
+        name, rows = rows, context.get(rows) or []
+        if not isinstance(rows, list | tuple):
+            # A slot of what the driver wrote: its letters became rows,
+            # Meta refused the message and the driver got nothing.
+            log.warning("list rows %r are not a list, sent as text", name)
+            return None
     rows = [r if isinstance(r, Mapping) else {"id": r} for r in rows]
     rows = [
         {

@@ -354,6 +354,13 @@ def test_flow_values_of_the_wrong_type_are_reported(tmp_path, written, said, lin
         ("save: mi turno", "'mi turno' cannot be a slot name"),
         # Reported at the flow's `name:` line, with no path in the file.
         ("one_of: [si, ~]", "states.preguntar.on[0].one_of: expected a word"),
+        # `{{ none }}` printed Jinja's None: the driver got the apology.
+        ("save: none", "'none' cannot be a slot name: templates read it as"),
+        ("save: not", "'not' cannot be a slot name"),
+        # Took every text, or none, unsaid.
+        ("one_of: []", "one_of: an empty list or word"),
+        ("one_of: [si, '']", "one_of: an empty list or word"),
+        ("id: si", "on[0].id: an id is what a tap sends: it needs input: button"),
         ("do: {cargar: 1}", "states.preguntar.on[0].do: expected a word"),
         ("if: [1.5]", "states.preguntar.on[0].if: expected a word"),
     ],
@@ -865,12 +872,21 @@ def test_list_rows_read_from_a_value_nothing_gives_are_reported(tmp_path):
     assert (name, line) == ("opciones.yaml", 14)
     assert message.endswith("(did you mean 'commands'?)")
 
-    # A slot an earlier step saves is a value the state has.
-    flow = GOOD.replace(
-        "    reply: eco", "    reply: {template: eco, list: {rows: numero}}"
+    # A list an earlier step's action gives is a value the state has.
+    flow = GOOD.replace("save: numero", "do: cargar_viajes").replace(
+        "    reply: eco", "    reply: {template: eco, list: {rows: viajes}}"
     )
     other = tmp_path / "other"
     assert problems_of(other, {"pedido": flow}, {"eco": "x", "ayuda": "y"}) == []
+
+    # What the driver wrote is no list: its letters went as rows, Meta
+    # refused the message and the driver got nothing at all.
+    flow = GOOD.replace(
+        "    reply: eco", "    reply: {template: eco, list: {rows: numero}}"
+    )
+    third = tmp_path / "third"
+    found = problems_of(third, {"pedido": flow}, {"eco": "x", "ayuda": "y"})
+    assert one(found, "'numero' holds what the driver sent")[:2] == ("pedido.yaml", 11)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 from bot.engine.engine import Engine, _said_first
 from bot.engine.harness import Harness, demo_settings
-from bot.engine.interactive import Reply
+from bot.engine.interactive import Reply, render_reply
 from bot.engine.reload import Reloader
 from bot.engine.replies import APOLOGY
 from storage.base import Link, utcnow
@@ -517,3 +517,24 @@ def test_a_notice_before_buttons_keeps_them():
     assert str(reply) == "Actualizamos.\n\n¿Eres tú?"
     assert reply.interactive == asked.interactive
     assert _said_first(["Se acabó."], []) == ["Se acabó."]
+
+
+def test_list_rows_that_are_not_a_list_send_the_text_alone():
+    # A text slot's letters went as rows: Meta refused the message and the
+    # driver got nothing, at every message after.
+    spec = {"template": "eco", "list": {"rows": "numero"}}
+    reply = render_reply(spec, lambda name, values: "Elige:", {"numero": "a, b"})
+    assert str(reply) == "Elige:" and reply.interactive is None
+
+
+async def test_the_engines_own_template_may_read_slots_like_any_other(tmp_path):
+    # `{{ slots.rut }}` passed `tracbot check` and sent the apology.
+    admins = "name: solo\nstart: [solo]\ncommand: SOLO\naudience: admin\n"
+    admins += "states:\n  a:\n    reply: eco_pedir\n"
+    templates = {**TEMPLATES, "no_disponible": "Solo admins ({{ slots | length }})."}
+    project = make_project(tmp_path, {"eco": ECO, "solo": admins}, templates)
+    harness = await start(project)
+    try:
+        assert texts(await harness.send(PHONE, "solo")) == ["Solo admins (0)."]
+    finally:
+        await harness.__aexit__(None, None, None)
