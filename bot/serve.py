@@ -49,13 +49,23 @@ async def serve(
         log.warning("demo mode binds to %s only (asked for %s)", LOOPBACK, host)
         host = LOOPBACK
 
+    simulator_port = settings.server.simulator_port
+    if settings.demo and simulator_port and simulator_port == port:
+        raise ConfigError(f"--simulator-port {port} is the server's port too")
+
     on_sent = _print_message if settings.demo else None
     app = create_app(settings, on_sent=on_sent)
     # No access log: tracbot logs what a webhook did itself, and aiohttp's
     # check of whether its own logger wants a line cost each request ~1 %
     # of the webhook thread's CPU for lines nobody configured.
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except OSError as exc:
+        # Only demo mode's simulator listens while the app sets up.
+        await runner.cleanup()
+        problem = _bind_problem(exc, LOOPBACK, simulator_port, "--simulator-port")
+        raise ConfigError(problem) from None
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
@@ -112,9 +122,11 @@ def _settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_AFTER, middle, FULL_COLLECTION_AFTER)
 
 
-def _bind_problem(exc: OSError, host: str, port: int) -> str:
+def _bind_problem(
+    exc: OSError, host: str, port: int, option: str = "--port or server.port"
+) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is already in use (--port or server.port)"
+        return f"port {port} on {host} is already in use ({option})"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {host}: no such address here (--host)"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"

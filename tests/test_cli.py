@@ -319,3 +319,32 @@ def test_prune_deletes_old_handled_rows_and_keeps_the_rest(tmp_path):
     refused = run_bot("prune", "--days", "7", env=env)
     assert refused.returncode == 2
     assert "keep at least 8 days" in refused.stderr
+
+
+def test_a_simulator_port_in_use_is_one_line(tmp_path):
+    # A traceback through uvloop; and the same port twice blamed --port.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = run_bot(
+            "serve",
+            "--port",
+            str(free_port()),
+            "--simulator-port",
+            str(busy),
+            env=demo_env(tmp_path),
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"tracbot: port {busy} on 127.0.0.1 is already in use (--simulator-port)"
+    )
+    assert "Traceback" not in result.stderr
+
+    port = str(free_port())
+    twice = run_bot(
+        "serve", "--port", port, "--simulator-port", port, env=demo_env(tmp_path)
+    )
+    assert twice.stderr.splitlines()[-1] == (
+        f"tracbot: --simulator-port {port} is the server's port too"
+    )

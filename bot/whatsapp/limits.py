@@ -58,9 +58,10 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
 def last_part_start(text: str, limit: int) -> int:
     """Where the last part of `text`, at most `limit` characters, begins.
 
-    At a paragraph break, a line break or a space in the first half of that
-    part where there is one, never inside what the reader sees as one
-    character; 0 when the whole text fits.
+    After the first paragraph break of that part where there is one (a
+    notice and the answer after it part there: a cut at a space split the
+    notice mid-sentence), else a line break, else a space; never inside
+    what the reader sees as one character; 0 when the whole text fits.
     """
     start = len(text) - limit
     if start <= 0:
@@ -68,7 +69,7 @@ def last_part_start(text: str, limit: int) -> int:
     window = text[start:]
     for separator in ("\n\n", "\n", " "):
         at = window.find(separator)
-        if 0 <= at <= limit // 2:
+        if at >= 0:
             return start + at + len(separator)
     while start < len(text) and between_characters(text, start) != start:
         start += 1

@@ -63,9 +63,13 @@ def test_a_template_parameter_too_long_is_cut_between_characters():
 
 def test_the_last_part_of_a_text_starts_at_a_break_or_between_characters():
     assert limits.last_part_start("corto", 10) == 0
-    # A paragraph break in the first half of the last part is where it starts.
-    text = "a" * 50 + "\n\n" + "b" * 8
+    # After the first paragraph break it holds, else a line break, a space.
+    text = "a " * 25 + "\n\n" + "b" * 8
     assert text[limits.last_part_start(text, 20) :] == "b" * 8
+    text = "aviso " * 10 + "\n\n" + "¿Eres tú?"
+    assert text[limits.last_part_start(text, 30) :] == "¿Eres tú?"
+    text = "x" * 40 + "\nlinea uno\nlinea dos"
+    assert text[limits.last_part_start(text, 25) :] == "linea uno\nlinea dos"
     # No break at all: never inside a flag (two regional indicators).
     text = "x" * 9 + "🇨🇱" * 10
     start = limits.last_part_start(text, 9)
