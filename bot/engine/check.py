@@ -123,7 +123,7 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
         problems += found
         if spec is None:
             continue
-        if found:
+        if found or _odd_replies(spec):
             misshapen.add(spec.name)
         first = named.get(spec.name.casefold())
         if first is not None:
@@ -192,6 +192,16 @@ def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
     except RecursionError:
         # It stopped the whole check, naming the folder, not the file.
         return None, [Problem(str(path), 1, TOO_DEEP)]
+
+
+def _odd_replies(spec: FlowSpec) -> bool:
+    """Whether a reply mapping holds a key it does not know (`on:` indented
+    under `reply: {template: …}`): its paths are cut like a state's."""
+    return any(
+        isinstance(reply, dict) and not set(map(str, reply)) <= REPLY_KEYS
+        for state in spec.states.values()
+        for reply in (state.reply, state.otherwise)
+    )
 
 
 def _from_error(path: Path, exc: Exception) -> Problem:
@@ -902,10 +912,14 @@ class FlowChecker:
                         f"unknown state {item.dest!r}"
                         + _did_you_mean(item.dest, self.spec.states),
                     )
-                for name in (*item.conditions, *item.unless):
-                    if name not in registry.CONDITIONS:
+                said = [("if", n) for n in item.conditions]
+                said += [("unless", n) for n in item.unless]
+                for key, name in said:
+                    if not name:
+                        self.fail(f"{where}.{key}", "an empty condition name")
+                    elif name not in registry.CONDITIONS:
                         self.fail(
-                            where,
+                            f"{where}.{key}",
                             f"unknown condition {name!r}"
                             + (
                                 _did_you_mean(name, registry.CONDITIONS)

@@ -125,7 +125,9 @@ def test_unknown_state_condition_action_and_template(tmp_path):
     ).replace("reply: eco", "reply: no_existe")
     found = problems_of(tmp_path, {"pedido": bad})
     assert one(found, "unknown state 'fin'")[1] == 11
-    assert one(found, "unknown condition 'existe_no'")[1] == 7
+    # At its `if:` line: it was the transition's first line.
+    assert one(found, "unknown condition 'existe_no'")[1] == 9
+    assert one(found, "on[0].if: unknown condition")
     assert one(found, "unknown action 'hace_nada'")[1] == 10
     assert one(found, "unknown template 'no_existe'")[1] == 13
 
@@ -921,6 +923,16 @@ def test_a_misplaced_key_sets_off_no_cascade(tmp_path):
     ).replace("    reply: eco", "    reply: eco2")
     found = problems_of(tmp_path, {"pedido": flow}, {"eco2": "{{ numero }}"})
     assert [p[2].split(": ")[0] for p in found] == ["states.preguntar.otro"], found
+
+    # The same under a reply mapping.
+    flow = GOOD.replace(
+        "    reply: ayuda\n    on:\n", "    reply:\n      template: ayuda\n      on:\n"
+    ).replace(
+        "      - input: text\n        save: numero\n        to: listo\n",
+        "        - input: text\n          save: numero\n          to: listo\n",
+    )
+    found = problems_of(tmp_path / "other", {"pedido": flow}, {"eco": "{{ numero }}"})
+    assert [p[2].split(": ")[0] for p in found] == ["states.preguntar.reply.on"], found
 
 
 def test_a_state_key_one_level_too_far_left_is_named_as_such(tmp_path):
