@@ -174,6 +174,11 @@ def _case(path: Path, lines: dict[str, int], at: str, raw: Any) -> Case:
         # nothing.
         if isinstance(step, dict):
             _known(path, lines, step_at, step, STEP_KEYS)
+        if isinstance(step, dict) and "send" in step and step.get("expire"):
+            raise FlowError(
+                f"{path}:{lines.get(step_at, line)}: a step has `send:` or "
+                "`expire: true`, not both"
+            )
         if not isinstance(step, dict) or ("send" in step) == bool(step.get("expire")):
             raise FlowError(
                 f"{path}:{lines.get(step_at, line)}: a step needs `send:` "
@@ -223,16 +228,27 @@ def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:
     if unknown:
         line = lines.get(f"{at}.{unknown[0]}", lines.get(at, 1))
         allowed = ", ".join(sorted(keys))
-        raise FlowError(f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})")
+        raise FlowError(
+            f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})"
+            + _close(unknown[0], keys)
+        )
 
 
 def _sendable(path: Path, lines: dict, at: str, step: dict) -> None:
     # `send: {buton: dia}` failed only when its case ran, as "error:
     # ValueError: send needs exactly one of …".
-    what = step.get("send")
-    if not isinstance(what, dict):
-        return
+    if "send" not in step:
+        return  # an `expire: true` step
+    what = step["send"]
     line = lines.get(f"{at}.send", lines.get(at, 1))
+    if not isinstance(what, dict):
+        if isinstance(what, str | int | float) and not isinstance(what, bool):
+            return
+        # `send: [hola]` failed when its case ran: "cannot send ['hola']".
+        raise FlowError(
+            f"{path}:{line}: send: a text, or a mapping such as "
+            f"{{button: si}}; not {what!r}"
+        )
     known = set(SEND_KINDS) | SEND_EXTRAS
     unknown = sorted(set(map(str, what)) - known)
     if unknown:
@@ -242,7 +258,7 @@ def _sendable(path: Path, lines: dict, at: str, step: dict) -> None:
     try:
         build_message("0", what, "wamid.check")
     except ValueError as exc:
-        raise FlowError(f"{path}:{line}: send: {exc}") from None
+        raise FlowError(f"{path}:{line}: {exc}") from None
 
 
 def _close(word: str, known: Iterable[str]) -> str:

@@ -209,11 +209,12 @@ def test_a_case_without_steps_or_with_a_broken_regex_names_the_line(tmp_path):
         # exactly one of …", naming neither the key nor the line.
         ("send: {buton: dia}", "4: send: unknown key 'buton' ("),
         ("send: {foo: 1}", "4: send: unknown key 'foo' ("),
-        ("send: {media: gif}", "4: send: media must be one of"),
-        (
-            "send: {text: a, location: {latitude: 1, longitude: 2}}",
-            "4: send: send needs",
-        ),
+        ("send: {media: gif}", "4: media must be one of"),
+        ("send: {text: a, location: {latitude: 1, longitude: 2}}", "4: send needs"),
+        # "error: ValueError: cannot send ['hola']" when the case ran.
+        ("send: [hola]", "4: send: a text, or a mapping such as {button: si}"),
+        # "a step needs send:" for a step that has it.
+        ("{send: hola, expire: true}", "4: a step has `send:` or `expire: true`"),
         # "a step needs send:", naming nothing.
         ("sned: hola", "4: unknown key 'sned' ("),
     ],
@@ -226,6 +227,8 @@ def test_a_step_that_cannot_be_sent_is_refused_with_its_line(tmp_path, step, sai
     assert str(refused.value).startswith(f"{path}:{said}")
     if "buton" in step:
         assert str(refused.value).endswith("(did you mean 'button'?)")
+    if "sned" in step:
+        assert str(refused.value).endswith("(did you mean 'send'?)")
 
 
 async def test_a_given_hook_that_raises_names_the_case(tmp_path):
