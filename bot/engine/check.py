@@ -151,6 +151,7 @@ def _check(flows_dir: Path, templates: Templates) -> list[Problem]:
     problems += templates.engine_value_problems(engine_sample(flows))
     problems += templates.engine_template_problems(engine_sample(flows))
     problems += templates.notification_problems()
+    problems += templates.single_brace_problems(_printable_names(flows, templates))
     if not problems:
         # Only a clean set is compiled: the engine stops at its first error,
         # which the checks above have already reported with its line.
@@ -192,6 +193,19 @@ def _load(path: Path) -> tuple[FlowSpec | None, list[Problem]]:
     except RecursionError:
         # It stopped the whole check, naming the folder, not the file.
         return None, [Problem(str(path), 1, TOO_DEEP)]
+
+
+def _printable_names(flows: dict[str, FlowSpec], templates: Templates) -> set[str]:
+    """Every name some template may print: the engine's values, what any
+    template reads, and every slot a flow saves or an action provides."""
+    names = context_names() | set().union(*templates.variables.values())
+    for spec in flows.values():
+        for state in spec.states.values():
+            for item in (*state.on, *state.always):
+                names |= {item.save} if item.save else set()
+                for action in item.actions:
+                    names |= set(registry.PROVIDES.get(action, ()))
+    return names
 
 
 def _odd_replies(spec: FlowSpec) -> bool:
@@ -252,8 +266,13 @@ def _at(spec: FlowSpec, at: str, message: str) -> Problem:
 # Templates
 
 _REFERENCES = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
-# A placeholder a brace short, as text: `{ name }}`, `{turno}`, `name }}`.
-_HALF_PLACEHOLDER = re.compile(r"\{\s*(?P<name>[^\W\d][\w.]*)\s*\}\}?|\}\}")
+# A placeholder a brace short, as text: `{ name }}`, `name }}`, and `{turno}`
+# (single: maybe meant, see `Templates._braces`).
+_HALF_PLACEHOLDER = re.compile(
+    r"\{\s*(?P<name>[^\W\d][\w.]*)\s*\}\}"
+    r"|(?<![\w{])(?P<bare>[^\W\d][\w.]*)\s*\}\}"
+    r"|(?P<single>\{\s*(?P<one>[^\W\d][\w.]*)\s*\})"
+)
 SAMPLE = "muestra"
 
 
@@ -277,6 +296,8 @@ class Templates:
         self.partials: set[str] = set()
         # Template → (template it includes, extends or imports, line).
         self.uses: dict[str, list[tuple[str, int]]] = {}
+        # `{name}` in a template's text: (file, line, text, name).
+        self.single_braces: list[tuple[Path, int, str, str]] = []
         for path in sorted(templates_dir.glob("*.j2")):
             self._read(path)
         # Includes resolve among these sources, so all are read first.
@@ -458,6 +479,7 @@ class Templates:
             return
 
         self._trees[path.name] = tree
+        self._braces(path, source)
         self._unknown_names(path, tree)
         self._internals(path, tree)
         self._placeholders(path, tree)
@@ -504,19 +526,53 @@ class Templates:
                     "are Python internals, blocked by the sandbox",
                 )
 
-    def _placeholders(self, path: Path, tree: nodes.Template) -> None:
-        # A brace short (`{ name }}`, `{turno}`) is text to Jinja: the
-        # driver got "¡De nada { name }}!".
-        for data in tree.find_all(nodes.TemplateData):
-            for found in _HALF_PLACEHOLDER.finditer(data.data):
-                line = data.lineno + data.data.count("\n", 0, found.start())
-                name = found["name"] or "name"
+    def _braces(self, path: Path, source: str) -> None:
+        """Placeholders a brace short or long, which Jinja takes for text:
+        the driver got "¡De nada { name }}!". `{name}` alone may be meant
+        (`{así}`): it is kept for the project's check, which knows the names
+        a template may print. Text inside `{% raw %}` is meant as written."""
+        raw = after_value = False
+        for line, kind, value in self.env.lex(source, path.name):
+            if kind in ("raw_begin", "raw_end"):
+                raw = kind == "raw_begin"
+            if kind != "data" or raw:
+                after_value = kind == "variable_end"
+                continue
+            if after_value and value.startswith("}"):
                 self._fail(
                     path,
                     line,
-                    f"{found[0]!r} reaches the driver as written: a value is "
-                    f"printed with two braces each side, {{{{ {name} }}}}",
+                    "'}}}' reaches the driver as written: a brace too many "
+                    "after a value",
                 )
+            for found in _HALF_PLACEHOLDER.finditer(value):
+                at = line + value.count("\n", 0, found.start())
+                if found["single"]:
+                    self.single_braces.append((path, at, found[0], found["one"]))
+                    continue
+                name = found["name"] or found["bare"]
+                self._fail(
+                    path,
+                    at,
+                    f"{found[0].strip()!r} reaches the driver as written: a value "
+                    f"is printed with two braces each side, {{{{ {name} }}}}",
+                )
+            after_value = False
+
+    def single_brace_problems(self, names: set[str]) -> list[Problem]:
+        """`{turno}` where `turno` is a name a template may print."""
+        return [
+            Problem(
+                str(path),
+                line,
+                f"{text!r} reaches the driver as written: a value is printed "
+                f"with two braces each side, {{{{ {name} }}}}",
+            )
+            for path, line, text, name in self.single_braces
+            if name.split(".")[0] in names
+        ]
+
+    def _placeholders(self, path: Path, tree: nodes.Template) -> None:
         # `{{1}}` is a placeholder in Meta's templates; here it prints "1".
         for output in tree.find_all(nodes.Output):
             for node in output.nodes:

@@ -841,8 +841,10 @@ def test_a_template_that_includes_itself_is_reported(tmp_path, templates, where,
     ("text", "shown", "line"),
     [
         ("¡De nada { name }}! 👍", "'{ name }}'", 1),
-        ("Hola\nTu turno: {turno}", "'{turno}'", 2),
-        ("{% if name %}\n\nHola name }}{% endif %}", "'}}'", 3),
+        # A single brace around a name a template may print.
+        ("Hola\nTu nombre: {driver_name}", "'{driver_name}'", 2),
+        ("{% if name %}\n\nHola name }}{% endif %}", "'name }}'", 3),
+        ("Hola {{ name }}}", "'}}}'", 1),
     ],
 )
 def test_a_placeholder_a_brace_short_is_reported(tmp_path, text, shown, line):
@@ -851,6 +853,27 @@ def test_a_placeholder_a_brace_short_is_reported(tmp_path, text, shown, line):
     name, at, message = one(found, "reaches the driver as written")
     assert (name, at) == ("gracias.j2", line)
     assert message.startswith(shown)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% raw %}Usa {turno} o {{ x }}{% endraw %}",
+        'Ejemplo: {"viaje": {"id": 1}}',
+        "Usa llaves {así}",
+        "Hola {{ name }}",
+    ],
+)
+def test_braces_meant_as_text_are_not_reported(tmp_path, text):
+    # Refused by check, serve and hot reload: text that meant its braces.
+    found = problems_of(tmp_path, {}, {"gracias": text})
+    assert [p for p in found if p[0] == "gracias.j2"] == []
+
+
+def test_a_single_brace_around_a_slot_is_reported(tmp_path):
+    # `{numero}`: numero is a slot the flow saves.
+    found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "Dijiste {numero}"})
+    assert one(found, "'{numero}' reaches the driver")[:2] == ("eco.j2", 1)
 
 
 def test_a_flow_nothing_starts_is_reported(tmp_path):
