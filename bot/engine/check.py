@@ -1174,18 +1174,22 @@ class FlowChecker:
                     f"button title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_BUTTON_TITLE}",
                 )
-        # Meta refuses a message whose buttons share an id or a title.
-        for part, values in (
-            ("id", [_id(b) for b in buttons]),
-            ("title", [_title(b) or _id(b) for b in buttons]),
-        ):
-            twice = sorted({v for v in values if values.count(v) > 1})
-            if twice:
-                self.fail(
-                    f"{at}.buttons",
-                    f"two buttons have the {part} {twice[0]!r}; WhatsApp refuses "
-                    "the message (the driver would get only its text)",
-                )
+        # Meta refuses a message whose buttons or rows share an id or a
+        # title; a tap on one of two alike could not be told apart.
+        rows = [r for r in _rows(reply) if _item_shape(r)]
+        for what, items in (("buttons", buttons), ("list.rows", rows)):
+            for part, values in (
+                ("id", [_id(b) for b in items]),
+                ("title", [_title(b) or _id(b) for b in items]),
+            ):
+                twice = sorted({v for v in values if values.count(v) > 1})
+                if twice:
+                    self.fail(
+                        f"{at}.{what}",
+                        f"two {what.removeprefix('list.')} have the {part} "
+                        f"{twice[0]!r}; WhatsApp refuses the message (the driver "
+                        "would get only its text)",
+                    )
         if isinstance(listing, dict) and isinstance(listing.get("button"), str):
             button = listing["button"]
             if len(button) > limits.MAX_BUTTON_TITLE:

@@ -155,7 +155,9 @@ _NEIGHBOURS = {
 
 # Letters Chilean Spanish says alike, so one is written for the other by
 # ear, not by a slip of the finger: `ubicasion`, `ubicazion`, `bolver`.
-_SOUND_ALIKE = {frozenset(pair) for pair in ("sc", "sz", "cz", "bv", "yi", "kc", "kq")}
+_SOUND_ALIKE = {
+    frozenset(pair) for pair in ("sc", "sz", "cz", "bv", "yi", "kc", "kq", "cq")
+}
 
 
 def _neighbours(a: str, b: str) -> bool:

@@ -930,6 +930,12 @@ def test_list_rows_read_from_a_value_nothing_gives_are_reported(tmp_path):
             "{template: eco, buttons: [Sí], list: {rows: [a]}}",
             "buttons and list in one reply",
         ),
+        # Meta refuses it; chat and the engine took the first of the two.
+        (
+            "{template: eco, list: {rows: [{id: a, title: Uno}, {id: a, title: Dos}]}}",
+            "two rows have the id 'a'",
+        ),
+        ("{template: eco, list: {rows: [Tres, Tres]}}", "two rows have the id 'Tres'"),
     ],
 )
 def test_list_texts_past_their_limits_and_two_kinds_are_reported(tmp_path, reply, said):

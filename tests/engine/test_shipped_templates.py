@@ -15,7 +15,7 @@ def renderer() -> Renderer:
     return Renderer(REPO / "message_templates")
 
 
-@pytest.mark.parametrize("link", ["", None])
+@pytest.mark.parametrize("link", ["", None, "   "])
 def test_a_guide_without_a_link_shows_no_link_line(renderer, link):
     # A guide row with link='' ended in a bare "Link:".
     text = renderer.render("guia", {"guia": {**GUIDE, "link": link}})

@@ -52,6 +52,7 @@ def test_empty_and_none():
         # Written by ear: "ubicasion" got the fallback.
         ("ubicasion", "ubicacion", True),
         ("ubicazion", "ubicacion", True),
+        ("ubiqacion", "ubicacion", True),
         # Another letter, not a neighbour's: another word, not a typo.
         ("listo", "lista", False),
         ("salio", "salir", False),
