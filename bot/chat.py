@@ -33,6 +33,10 @@ from storage.sqlite import copy_if_in_use
 
 PROMPT = "tú> "
 WAIT_SECONDS = 15.0
+PIN_HINT = (
+    "(para compartir una ubicación escribe 📍 y sus coordenadas con punto "
+    "decimal, por ejemplo: 📍 -23.65, -70.40)"
+)
 # A pin typed as 📍 and its latitude and longitude.
 _PIN = re.compile(
     r"📍\s*(?P<latitude>-?\d+(?:\.\d+)?)\s*[,\s]\s*(?P<longitude>-?\d+(?:\.\d+)?)"
@@ -109,6 +113,11 @@ async def _chat(settings: Settings, phone: str, wa_id: str) -> int:
         async with aiohttp.ClientSession() as session:
             while (line := await _read_line()) is not None:
                 message = typed_message(line, offered)
+                if message is None:
+                    # Meant as a pin, not written as one: sent as text it
+                    # got "No entendí", and the pin was never tried.
+                    print(PIN_HINT, flush=True)
+                    continue
                 await _post(session, url, settings, wa_id, message)
                 await _print_replies(app, wa_id, replies)
     finally:
@@ -181,9 +190,10 @@ def choices_of(body: dict[str, Any]) -> list[Choice] | None:
     return []
 
 
-def typed_message(line: str, offered: list[Choice]) -> dict[str, Any]:
+def typed_message(line: str, offered: list[Choice]) -> dict[str, Any] | None:
     """The message a chat line stands for: a tap on a choice written as it
-    is shown (`[Sí, soy yo]`), a pin (`📍 -23.65, -70.40`), or a text."""
+    is shown (`[Sí, soy yo]`), a pin (`📍 -23.65, -70.40`), or a text; None
+    for a line meant as a pin that is not one (`[📍 Enviar ubicación]`)."""
     written = line.strip()
     if written.startswith("[") and written.endswith("]"):
         title = written[1:-1].strip().casefold()
@@ -203,6 +213,8 @@ def typed_message(line: str, offered: list[Choice]) -> dict[str, Any]:
                 "longitude": float(pin["longitude"]),
             },
         }
+    if written.startswith(("📍", "[📍")):
+        return None
     return {"type": "text", "text": {"body": line}}
 
 

@@ -80,7 +80,9 @@ def test_a_pin_is_typed_as_its_coordinates():
         "type": "location",
         "location": {"latitude": -23.65, "longitude": -70.4},
     }
-    assert typed_message("📍 cerca", [])["type"] == "text"
+    # Meant as a pin, not written as one: chat says how, sends nothing.
+    for line in ("📍 cerca", "📍 -23,65, -70,40", "[📍 Enviar ubicación]"):
+        assert typed_message(line, []) is None
 
 
 def test_chat_taps_a_button_only_state_through_the_whole_bot(tmp_path):
