@@ -62,7 +62,10 @@ async def serve(
     try:
         await runner.setup()
     except OSError as exc:
-        # Only demo mode's simulator listens while the app sets up.
+        # Demo mode's simulator listens while the app sets up; any other
+        # error there (a storage folder that cannot be made) is its own.
+        if not (settings.demo and exc.errno in BIND_ERRORS):
+            raise
         await runner.cleanup()
         problem = _bind_problem(exc, LOOPBACK, simulator_port, "--simulator-port")
         raise ConfigError(problem) from None
@@ -120,6 +123,10 @@ def _settle_heap() -> None:
     gc.freeze()
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_AFTER, middle, FULL_COLLECTION_AFTER)
+
+
+# What a listening socket fails with when its address is taken or not ours.
+BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
 
 
 def _bind_problem(

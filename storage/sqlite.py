@@ -133,7 +133,15 @@ class SqliteStore(LinksMixin, Store):
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                # A file where the folder goes, a folder it may not write:
+                # a traceback ending in "[Errno 17] File exists" was all.
+                raise StorageError(
+                    f"cannot make the database's folder {folder}: {exc.strerror or exc}"
+                ) from None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracbot-sqlite")
         self._batches = GroupCommit(lambda: self.db)
         try:

@@ -348,3 +348,19 @@ def test_a_simulator_port_in_use_is_one_line(tmp_path):
     assert twice.stderr.splitlines()[-1] == (
         f"tracbot: --simulator-port {port} is the server's port too"
     )
+
+
+def test_a_storage_folder_that_cannot_be_made_is_one_line(tmp_path):
+    # A file where the database's folder goes: a traceback ending in
+    # "[Errno 17] File exists", once even "cannot listen on 127.0.0.1:0".
+    (tmp_path / "afile").write_text("")
+    env = {
+        **demo_env(tmp_path),
+        "TRACBOT_STORAGE_URL": f"sqlite:///{tmp_path}/afile/x.db",
+    }
+    result = run_bot("serve", "--port", str(free_port()), env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"tracbot: storage: cannot make the database's folder {tmp_path}/afile: "
+        "File exists"
+    )

@@ -30,6 +30,8 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # What parts words: spaces, and the marks a label ends with ("RUT:12.345.678-5"
 # was one word, refused as a RUT, and a driver lost an attempt to it).
 _WORD_BREAKS = re.compile(r"[\s:;=]+")
+# Runs of five digits or more, dots and spaces between them allowed.
+_NUMBERS = re.compile(r"\d[\d.\s]{3,}\d", re.ASCII)
 # A RUT written as one inside other text: with its dots or its guion.
 _GLUED = re.compile(
     r"(?<!\d)(\d{1,2}\.\d{3}\.\d{3}\s*-?\s*[0-9k]|\d{7,8}\s*-\s*[0-9k])(?!\w)",
@@ -149,11 +151,15 @@ def candidate(text: str | None) -> str:
     ]
     if len(found) == 1:
         return found[0]
+    if found:
+        return value  # two numbers: which one is the RUT, only they know
     # Glued to a label or a word by any other mark (RUT-12.345.678-5,
-    # rut(12.345.678-5), RUT:12.345.678-5,gracias): one run written as a
-    # RUT, with its dots or its guion, is the RUT.
+    # rut(12.345.678-5), RUT:12.345.678-5,gracias): the one run written as
+    # a RUT, with its dots or its guion, and no other number, is the RUT.
     written = _GLUED.findall(value)
-    return written[0] if len(written) == 1 else value
+    if len(written) == 1 and len(_NUMBERS.findall(value)) == 1:
+        return written[0]
+    return value
 
 
 def _body_alone(value: str) -> bool:

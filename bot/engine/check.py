@@ -528,45 +528,55 @@ class Templates:
 
     def _braces(self, path: Path, source: str) -> None:
         """Placeholders a brace short or long, which Jinja takes for text:
-        the driver got "¡De nada { name }}!". `{name}` alone may be meant
-        (`{así}`): it is kept for the project's check, which knows the names
-        a template may print. Text inside `{% raw %}` is meant as written."""
+        the driver got "¡De nada { name }}!". `{name}` and `name }}` alone
+        may be meant (`{así}`, JSON's `true}}`): they are kept for the
+        project's check, which knows the names a template may print. Text
+        inside `{% raw %}` is meant as written."""
         raw = after_value = False
+        opened = closed = 0
+        extra: list[int] = []
         for line, kind, value in self.env.lex(source, path.name):
             if kind in ("raw_begin", "raw_end"):
                 raw = kind == "raw_begin"
             if kind != "data" or raw:
                 after_value = kind == "variable_end"
                 continue
+            opened, closed = opened + value.count("{"), closed + value.count("}")
             if after_value and value.startswith("}"):
-                self._fail(
-                    path,
-                    line,
-                    "'}}}' reaches the driver as written: a brace too many "
-                    "after a value",
-                )
+                extra.append(line)
             for found in _HALF_PLACEHOLDER.finditer(value):
                 at = line + value.count("\n", 0, found.start())
-                if found["single"]:
-                    self.single_braces.append((path, at, found[0], found["one"]))
-                    continue
-                name = found["name"] or found["bare"]
-                self._fail(
-                    path,
-                    at,
-                    f"{found[0].strip()!r} reaches the driver as written: a value "
-                    f"is printed with two braces each side, {{{{ {name} }}}}",
-                )
+                if found["name"]:
+                    self._fail(
+                        path,
+                        at,
+                        f"{found[0].strip()!r} reaches the driver as written: a "
+                        "value is printed with two braces each side, "
+                        f"{{{{ {found['name']} }}}}",
+                    )
+                else:
+                    name = found["bare"] or found["one"]
+                    self.single_braces.append((path, at, found[0].strip(), name))
             after_value = False
+        # `{{ name }}}`, unless the text's own braces need it (JSON around a
+        # value: `{"id": {{ wa_id }}}`).
+        if extra and closed > opened:
+            self._fail(
+                path,
+                extra[0],
+                "'}}}' reaches the driver as written: a brace too many after a value",
+            )
 
     def single_brace_problems(self, names: set[str]) -> list[Problem]:
-        """`{turno}` where `turno` is a name a template may print."""
+        """`{turno}` or `turno }}` where `turno` is a name a template may
+        print."""
         return [
             Problem(
                 str(path),
                 line,
                 f"{text!r} reaches the driver as written: a value is printed "
-                f"with two braces each side, {{{{ {name} }}}}",
+                f"with two braces each side, {{{{ {name} }}}}; to show the "
+                f"braces, write {{% raw %}}{text}{{% endraw %}}",
             )
             for path, line, text, name in self.single_braces
             if name.split(".")[0] in names
@@ -624,25 +634,27 @@ class Templates:
             )
 
     def _cycle_from(self, start: str) -> list[str] | None:
-        """The path back to `start` through what it uses, if there is one."""
+        """The path back to `start` through what it uses, if there is one.
+
+        A walk with a stack of its own: a chain of a thousand includes ran
+        Python's out.
+        """
         trail = [start]
+        stack = [iter(self.uses.get(start, ()))]
         seen: set[str] = set()
-
-        def walk(name: str) -> bool:
-            for used, _line in self.uses.get(name, ()):
+        while stack:
+            for used, _line in stack[-1]:
                 if used == start:
+                    return [*trail, used]
+                if used not in seen:
+                    seen.add(used)
                     trail.append(used)
-                    return True
-                if used in seen:
-                    continue
-                seen.add(used)
-                trail.append(used)
-                if walk(used):
-                    return True
+                    stack.append(iter(self.uses.get(used, ())))
+                    break
+            else:
+                stack.pop()
                 trail.pop()
-            return False
-
-        return trail if walk(start) else None
+        return None
 
     def _sample(self, name: str, sample: dict[str, str]) -> list[Problem]:
         path = str(self.dir / name)
@@ -1200,12 +1212,14 @@ class FlowChecker:
                 )
         name = reply.get("template")
         length = self.templates.static_length.get(template_file(str(name)), 0)
-        if (buttons or listing) and length > limits.MAX_INTERACTIVE_BODY:
+        # A list's text may be four times a button message's.
+        most = limits.MAX_LIST_BODY if listing else limits.MAX_INTERACTIVE_BODY
+        if (buttons or listing) and length > most:
             self.fail(
                 at,
-                f"template {name!r} has {length} characters of fixed "
-                f"text; a message with buttons or a list holds "
-                f"{limits.MAX_INTERACTIVE_BODY}",
+                f"template {name!r} has {length} characters of fixed text; a "
+                f"message with {'a list' if listing else 'buttons'} holds {most} "
+                "(the rest would go ahead as a message of its own)",
             )
         if isinstance(listing, dict) and listing.get("rows") == "commands":
             self._menu_rows(at)

@@ -132,8 +132,9 @@ def message_body(wa_id: str, reply: str) -> tuple[str, dict[str, Any] | None]:
     """The text to send before an interactive reply, and the Graph API body
     of the reply; ("", None) when it is plain text.
 
-    A text longer than an interactive body may be is split: what does not
-    fit goes first as text, and its last part carries the buttons or the
+    A text longer than the body of its kind may be (1,024 characters beside
+    buttons or a location request, 4,096 beside a list) is split: what does
+    not fit goes first as text, and its last part carries the buttons or the
     list. Sent whole as text, it lost them, and a state that takes only a
     button or a list row could not be answered at all.
     """
@@ -141,7 +142,12 @@ def message_body(wa_id: str, reply: str) -> tuple[str, dict[str, Any] | None]:
     if not interactive:
         return "", None
     text = str(reply)
-    cut = limits.last_part_start(text, limits.MAX_INTERACTIVE_BODY)
+    most = (
+        limits.MAX_LIST_BODY
+        if interactive.get("type") == "list"
+        else limits.MAX_INTERACTIVE_BODY
+    )
+    cut = limits.last_part_start(text, most)
     if cut:
         log.info(
             "interactive reply of %d characters: its first %d go ahead as text",

@@ -22,10 +22,10 @@ def text_messages(
     """One outbox item per text part; long replies are split, never cut off.
 
     A reply with buttons, a list or a location request goes as one
-    interactive message instead, after its start as text when it is too long
-    for one (see `bot.engine.interactive`). With a
-    `fallback` template of one parameter (config.yaml `templates.text`),
-    each item whose text fits in it carries it, for a closed window.
+    interactive message instead, after its start as text when it is too
+    long for one (see `bot.engine.interactive`). With a `fallback` template
+    of one parameter (config.yaml `templates.text`), each item whose text
+    fits in it carries it, for a closed window.
     """
     items = []
     for text in texts:

@@ -66,10 +66,11 @@ def last_part_start(text: str, limit: int) -> int:
     start = len(text) - limit
     if start <= 0:
         return 0
-    window = text[start:]
+    window = text[start:].rstrip()
     for separator in ("\n\n", "\n", " "):
         at = window.find(separator)
         if at >= 0:
+            # Stripped first: a text ending in a break left an empty part.
             return start + at + len(separator)
     while start < len(text) and between_characters(text, start) != start:
         start += 1

@@ -62,6 +62,11 @@ INVALID = [
     ("12345678-X", rut.CHARACTERS),
     ("12345678/5", rut.CHARACTERS),
     ("12.345.678-5 o 10.000.013-K", rut.CHARACTERS),
+    # Two numbers, one written as a RUT: which one is theirs is not ours to
+    # guess (the other was read as the RUT).
+    ("mi rut 123456785, el de mi compañero 11.111.111-1", rut.CHARACTERS),
+    ("rut 123456785 folio 7654321-6", rut.CHARACTERS),
+    ("RUT:12.345.678-5 folio 884540", rut.CHARACTERS),
     # The body alone: the check digit was forgotten, not wrong.
     ("10000013", rut.MISSING_DIGIT),
     ("10.000.013", rut.MISSING_DIGIT),

@@ -860,6 +860,9 @@ def test_a_placeholder_a_brace_short_is_reported(tmp_path, text, shown, line):
     [
         "{% raw %}Usa {turno} o {{ x }}{% endraw %}",
         'Ejemplo: {"viaje": {"id": 1}}',
+        # Refused: JSON's `true}}` and the braces of JSON around a value.
+        'Ejemplo: {"viaje": {"activo": true}}',
+        'Ejemplo: {"viaje": {"id": {{ wa_id }}}}',
         "Usa llaves {así}",
         "Hola {{ name }}",
     ],
@@ -873,7 +876,14 @@ def test_braces_meant_as_text_are_not_reported(tmp_path, text):
 def test_a_single_brace_around_a_slot_is_reported(tmp_path):
     # `{numero}`: numero is a slot the flow saves.
     found = problems_of(tmp_path, {"pedido": GOOD}, {"eco": "Dijiste {numero}"})
-    assert one(found, "'{numero}' reaches the driver")[:2] == ("eco.j2", 1)
+    name, line, message = one(found, "'{numero}' reaches the driver")
+    assert (name, line) == ("eco.j2", 1)
+    # Meant as written (a placeholder for the driver to fill in): the way.
+    assert message.endswith("write {% raw %}{numero}{% endraw %}")
+    found = problems_of(
+        tmp_path / "raw", {"pedido": GOOD}, {"eco": "{% raw %}{numero}{% endraw %}"}
+    )
+    assert found == []
 
 
 def test_a_flow_nothing_starts_is_reported(tmp_path):
@@ -1432,3 +1442,11 @@ def test_check_of_a_file_serve_never_reads_says_so(tmp_path, capsys):
 
     named = str(tmp_path / "flows" / "pedido.yaml")
     assert main(["--config", str(config), "check", named]) == 0
+
+
+def test_a_long_chain_of_includes_is_checked_without_running_out_of_stack(tmp_path):
+    # The walk for include loops recursed once a level: hot reload raised.
+    chain = {f"_t{n}": f'{{% include "_t{n + 1}.j2" %}}' for n in range(1500)}
+    chain["_t1500"] = "fin"
+    found = problems_of(tmp_path, {}, chain)
+    assert found == []

@@ -16,6 +16,7 @@ import pytest
 from bot.engine.engine import Engine, _said_first
 from bot.engine.harness import Harness, demo_settings
 from bot.engine.interactive import Reply, render_reply
+from bot.engine.outbound import text_messages
 from bot.engine.reload import Reloader
 from bot.engine.replies import APOLOGY
 from storage.base import Link, utcnow
@@ -537,3 +538,15 @@ async def test_the_engines_own_template_may_read_slots_like_any_other(tmp_path):
         assert texts(await harness.send(PHONE, "solo")) == ["Solo admins (0)."]
     finally:
         await harness.__aexit__(None, None, None)
+
+
+def test_a_list_reply_is_split_only_past_what_a_list_holds():
+    # Split at 1,024 like buttons: a list's text may be 4,096, and a 1,621
+    # character menu went as two messages.
+    rows = {"type": "list", "action": {"button": "Ver", "sections": []}}
+    text = "\n\n".join([("línea " * 30).strip()] * 9)
+    assert 1024 < len(text) < 4096
+    [item] = text_messages("56911120011", "1", [Reply.of(text, rows)])
+    assert item.body["interactive"]["body"]["text"] == text
+    buttons = {"type": "button", "action": {"buttons": []}}
+    assert len(text_messages("56911120011", "1", [Reply.of(text, buttons)])) == 2

@@ -74,3 +74,10 @@ def test_the_last_part_of_a_text_starts_at_a_break_or_between_characters():
     text = "x" * 9 + "🇨🇱" * 10
     start = limits.last_part_start(text, 9)
     assert text[start:] == "🇨🇱" * 4
+
+
+def test_a_last_part_is_never_empty_when_the_text_ends_in_a_break():
+    for text in ("a" * 1100 + "\n\n", "a " * 600 + "\n", "a " * 600 + " "):
+        start = limits.last_part_start(text, 1024)
+        assert text[start:].strip()
+        assert len(text) - start <= 1024
