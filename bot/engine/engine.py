@@ -288,7 +288,19 @@ class Engine:
             render=self.renderer.render,
             services=self.services,
             state=conversation.state or "",
+            takes_over=lambda: self._takes_over(flow, message),
         )
+
+    def _takes_over(self, flow: CompiledFlow, message: InboundMessage) -> bool:
+        """Whether the message, if `flow` did not take it, would start a
+        flow in its place (`_route`): `es_comando` asks the same question, or
+        a misspelt CANCELAR, which starts nothing, was let through and asked
+        again forever."""
+        typed = "" if message.media is not None else command_form(message.text)
+        if flow.spec.name in self._words.said(typed):
+            return True
+        other = self._starting(typed, exclude=flow, message=message)
+        return other is not None and _interrupts(other.spec, message)
 
     async def expire(self, conversation: Conversation) -> list[str]:
         """Reset a conversation whose deadline passed while the driver was

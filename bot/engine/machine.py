@@ -62,6 +62,9 @@ class Turn:
     state: str = ""
     replies: list[str] = field(default_factory=list)
     ended: bool = False
+    # Whether the message would start another flow if this one did not take
+    # it (the engine's own routing; `es_comando`).
+    takes_over: Callable[[], bool] | None = None
 
     def template_context(self) -> dict[str, Any]:
         """The values a reply template can read."""

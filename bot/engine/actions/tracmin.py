@@ -309,9 +309,12 @@ async def save_location(turn: Turn) -> None:
 
 @condition("es_comando")
 def is_command(turn: Turn) -> bool:
-    """Whether the text is a command this number may use (first, or named
-    in a short sentence), so that a state waiting for something else lets
-    it through."""
+    """Whether the text is a command (first, or named in a short sentence),
+    so that a state waiting for something else lets it through: the
+    engine's own routing when it runs the flow, which is what then starts
+    the command (a misspelt CANCELAR starts nothing, so it is no command)."""
+    if turn.takes_over is not None:
+        return turn.takes_over()
     typed = normalize(_text(turn))
     commands = {normalize(c["command"]) for c in turn.context.get("commands", [])}
     first = words(typed)[:1]
