@@ -599,6 +599,22 @@ class Store(abc.ABC):
         Runs in batches of `PRUNE_BATCH` rows, each its own transaction.
         Returns the rows deleted per table.
         """
+        deleted = {}
+        for table, key, condition, column in pruned_tables():
+            deleted[table] = 0
+            while True:
+                done = await self._prune_batch(table, key, condition, column, before)
+                deleted[table] += done
+                if done < PRUNE_BATCH:
+                    break
+        return deleted
+
+    async def _prune_batch(
+        self, table: str, key: str, condition: str, column: str, before: datetime
+    ) -> int:
+        """Delete up to `PRUNE_BATCH` rows of `table` (and an outbox item's
+        attempts) in one transaction; how many went. The names come from
+        `PRUNED`, never from user input."""
         raise NotImplementedError(f"{type(self).__name__}: prune")
 
     async def remove_link(self, wa_id: str) -> bool:

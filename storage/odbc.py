@@ -44,7 +44,6 @@ from storage.base import (
     OutboxItem,
     QueueStats,
     Store,
-    pruned_tables,
     utcnow,
 )
 from storage.dialects import Dialect, Statement, dialect_for_dbms, dialect_named
@@ -619,41 +618,27 @@ class OdbcStore(Store):
 
         return await self._run(work)
 
-    async def prune(self, before: datetime) -> dict[str, int]:
-        deleted = {}
-        for table, key, condition, column in pruned_tables():
-            # Names from storage.base.PRUNED, never user input.
-            select = self.dialect.first_rows(
-                f"{key} FROM {table} WHERE {condition} AND {column} < ?",
-                (_naive(before),),
-                PRUNE_BATCH,
-            )
+    async def _prune_batch(
+        self, table: str, key: str, condition: str, column: str, before: datetime
+    ) -> int:
+        select = self.dialect.first_rows(
+            f"{key} FROM {table} WHERE {condition} AND {column} < ?",
+            (_naive(before),),
+            PRUNE_BATCH,
+        )
 
-            async def work(
-                cursor: Cursor,
-                table: str = table,
-                key: str = key,
-                select: Statement = select,
-            ) -> int:
-                await cursor.execute(select.sql, *select.params)
-                keys = [(row[0],) for row in await cursor.fetchall()]
-                if keys and table == "outbox":
-                    await cursor.executemany(
-                        "DELETE FROM attempts WHERE outbox_id = ?", keys
-                    )
-                if keys:
-                    await cursor.executemany(
-                        f"DELETE FROM {table} WHERE {key} = ?", keys
-                    )
-                return len(keys)
+        async def work(cursor: Cursor) -> int:
+            await cursor.execute(select.sql, *select.params)
+            keys = [(row[0],) for row in await cursor.fetchall()]
+            if keys and table == "outbox":
+                await cursor.executemany(
+                    "DELETE FROM attempts WHERE outbox_id = ?", keys
+                )
+            if keys:
+                await cursor.executemany(f"DELETE FROM {table} WHERE {key} = ?", keys)
+            return len(keys)
 
-            deleted[table] = 0
-            while True:
-                done = await self._run(work)
-                deleted[table] += done
-                if done < PRUNE_BATCH:
-                    break
-        return deleted
+        return await self._run(work)
 
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
         if wa_id is None:

@@ -46,7 +46,6 @@ from storage.base import (
     QueueStats,
     Store,
     Turns,
-    pruned_tables,
     utcnow,
 )
 from storage.crash import crash_point
@@ -611,39 +610,25 @@ class PostgresStore(Store):
 
         return await self._run(work, transaction=True)
 
-    async def prune(self, before: datetime) -> dict[str, int]:
-        deleted = {}
-        for table, key, condition, column in pruned_tables():
-            # Names from storage.base.PRUNED, never user input.
-            select = (
-                f"SELECT {key} FROM {table} WHERE {condition} AND {column} < $1 "
-                "LIMIT $2"
-            )
+    async def _prune_batch(
+        self, table: str, key: str, condition: str, column: str, before: datetime
+    ) -> int:
+        select = (
+            f"SELECT {key} FROM {table} WHERE {condition} AND {column} < $1 LIMIT $2"
+        )
 
-            async def work(
-                conn: asyncpg.Connection,
-                table: str = table,
-                key: str = key,
-                select: str = select,
-            ) -> int:
-                keys = [
-                    row[0]
-                    for row in await conn.fetch(select, _utc(before), PRUNE_BATCH)
-                ]
-                if table == "outbox":
-                    await conn.execute(
-                        "DELETE FROM attempts WHERE outbox_id = ANY($1)", keys
-                    )
-                await conn.execute(f"DELETE FROM {table} WHERE {key} = ANY($1)", keys)
-                return len(keys)
+        async def work(conn: asyncpg.Connection) -> int:
+            keys = [
+                row[0] for row in await conn.fetch(select, _utc(before), PRUNE_BATCH)
+            ]
+            if table == "outbox":
+                await conn.execute(
+                    "DELETE FROM attempts WHERE outbox_id = ANY($1)", keys
+                )
+            await conn.execute(f"DELETE FROM {table} WHERE {key} = ANY($1)", keys)
+            return len(keys)
 
-            deleted[table] = 0
-            while True:
-                done = await self._run(work, transaction=True)
-                deleted[table] += done
-                if done < PRUNE_BATCH:
-                    break
-        return deleted
+        return await self._run(work, transaction=True)
 
     async def outbox_items(self, wa_id: str | None = None) -> list[OutboxItem]:
         rows = await self._fetch(

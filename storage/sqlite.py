@@ -49,7 +49,6 @@ from storage.base import (
     QueueStats,
     Store,
     Turns,
-    pruned_tables,
     utcnow,
 )
 from storage.errors import EventDone, KeyInUse, StorageError, StorageUnavailable
@@ -721,23 +720,14 @@ class SqliteStore(LinksMixin, Store):
                 )
             return True
 
-    async def prune(self, before: datetime) -> dict[str, int]:
-        deleted = {}
-        for table, key, condition, column in pruned_tables():
-            deleted[table] = 0
-            while True:
-                done = await self._run(
-                    self._prune_batch, table, key, condition, column, before
-                )
-                deleted[table] += done
-                if done < PRUNE_BATCH:
-                    break
-        return deleted
-
-    def _prune_batch(
+    async def _prune_batch(
         self, table: str, key: str, condition: str, column: str, before: datetime
     ) -> int:
-        # Names from storage.base.PRUNED, never user input.
+        return await self._run(self._prune_rows, table, key, condition, column, before)
+
+    def _prune_rows(
+        self, table: str, key: str, condition: str, column: str, before: datetime
+    ) -> int:
         with transaction(self.db):
             keys = [
                 (row[0],)
