@@ -10,7 +10,6 @@ variables a state cannot provide, and replies over WhatsApp's limits.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 import sys
@@ -39,7 +38,7 @@ from bot.engine.replies import (
 )
 from bot.engine.routes import StartWords
 from bot.engine.source import line_of, load_yaml, read_text
-from bot.engine.text import command_form
+from bot.engine.text import command_form, did_you_mean
 from bot.errors import FlowError
 from bot.whatsapp import limits
 
@@ -200,12 +199,22 @@ def _printable_names(flows: dict[str, FlowSpec], templates: Templates) -> set[st
     template reads, and every slot a flow saves or an action provides."""
     names = context_names() | set().union(*templates.variables.values())
     for spec in flows.values():
-        for state in spec.states.values():
-            for item in (*state.on, *state.always):
-                names |= {item.save} if item.save else set()
-                for action in item.actions:
-                    names |= set(registry.PROVIDES.get(action, ()))
+        saved, provided = _slots_of(spec)
+        names |= saved | provided
     return names
+
+
+def _slots_of(spec: FlowSpec) -> tuple[set[str], set[str]]:
+    """The slots a flow's transitions `save:`, and those its actions provide."""
+    saved: set[str] = set()
+    provided: set[str] = set()
+    for state in spec.states.values():
+        for item in (*state.on, *state.always):
+            if item.save:
+                saved.add(item.save)
+            for action in item.actions:
+                provided |= set(registry.PROVIDES.get(action, ()))
+    return saved, provided
 
 
 def _odd_replies(spec: FlowSpec) -> bool:
@@ -421,7 +430,7 @@ class Templates:
                 default=1,
             )
             message = f"{var!r} is not given to {describe}; {outcome}"
-            problems.append(Problem(path, line, message + _did_you_mean(var, given)))
+            problems.append(Problem(path, line, message + did_you_mean(var, given)))
         return problems
 
     def _without_optional(
@@ -833,6 +842,9 @@ class FlowChecker:
         self.problems: list[Problem] = []
         self.context = context_names()
         self._start_words = StartWords(flows.values())
+        # Slots only `save:` fills (a text, a pin, an id), never an action.
+        saved, provided = _slots_of(spec)
+        self._saved_only = saved - provided
 
     def run(self, follow_paths: bool = True) -> list[Problem]:
         """Every problem of the flow; with `follow_paths` False, none of the
@@ -860,7 +872,7 @@ class FlowChecker:
             self.fail(
                 f"{at}.{key}",
                 f"unknown key {key!r} (known: {', '.join(sorted(known))})"
-                + _did_you_mean(key, known),
+                + did_you_mean(key, known),
             )
 
     def _literal(self, at: str, text: Any) -> None:
@@ -954,7 +966,7 @@ class FlowChecker:
                 self.fail(
                     f"{at}.handover",
                     f"unknown flow {state.handover!r}"
-                    + _did_you_mean(state.handover, self.flows),
+                    + did_you_mean(state.handover, self.flows),
                 )
             if not state.final:
                 self.fail(
@@ -978,7 +990,7 @@ class FlowChecker:
                     self.fail(
                         f"{where}.to",
                         f"unknown state {item.dest!r}"
-                        + _did_you_mean(item.dest, self.spec.states),
+                        + did_you_mean(item.dest, self.spec.states),
                     )
                 said = [("if", n) for n in item.conditions]
                 said += [("unless", n) for n in item.unless]
@@ -990,7 +1002,7 @@ class FlowChecker:
                             f"{where}.{key}",
                             f"unknown condition {name!r}"
                             + (
-                                _did_you_mean(name, registry.CONDITIONS)
+                                did_you_mean(name, registry.CONDITIONS)
                                 or LISTED_IN_DOCS
                             ),
                         )
@@ -999,7 +1011,7 @@ class FlowChecker:
                         self.fail(
                             f"{where}.do",
                             f"unknown action {name!r}"
-                            + (_did_you_mean(name, registry.ACTIONS) or LISTED_IN_DOCS),
+                            + (did_you_mean(name, registry.ACTIONS) or LISTED_IN_DOCS),
                         )
                     self._guarded(f"{where}.do", name, item.conditions)
                 self._template(f"{where}.reply", item.reply)
@@ -1041,7 +1053,7 @@ class FlowChecker:
             if new not in self.spec.states:
                 self.fail(
                     f"migrate.{old}",
-                    f"unknown state {new!r}" + _did_you_mean(new, self.spec.states),
+                    f"unknown state {new!r}" + did_you_mean(new, self.spec.states),
                 )
             elif old in self.spec.states:
                 self.fail(
@@ -1213,7 +1225,7 @@ class FlowChecker:
         name = reply.get("template")
         length = self.templates.static_length.get(template_file(str(name)), 0)
         # A list's text may be four times a button message's.
-        most = limits.MAX_LIST_BODY if listing else limits.MAX_INTERACTIVE_BODY
+        most = limits.body_limit("list" if listing else "button")
         if (buttons or listing) and length > most:
             self.fail(
                 at,
@@ -1242,17 +1254,6 @@ class FlowChecker:
                     f"row title {title!r} is {len(title)} characters; "
                     f"WhatsApp allows {limits.MAX_ROW_TITLE}",
                 )
-
-    def _saved_only(self) -> set[str]:
-        """Slots only `save:` fills (a text, a pin, an id), never an action."""
-        saved, provided = set(), set()
-        for state in self.spec.states.values():
-            for item in (*state.on, *state.always):
-                if item.save:
-                    saved.add(item.save)
-                for name in item.actions:
-                    provided |= set(registry.PROVIDES.get(name, ()))
-        return saved - provided
 
     def _longest(self, at: str, what: str, text: Any, limit: int) -> None:
         if isinstance(text, str) and len(text) > limit:
@@ -1444,7 +1445,7 @@ class FlowChecker:
                 problem = f"which state {state!r} cannot provide (no earlier step "
                 problem += "saves it; every reply has "
                 problem += ", ".join(sorted(self.context - {"slots"})) + ")"
-                problem += _did_you_mean(name, self.context | slots)
+                problem += did_you_mean(name, self.context | slots)
             where = self.templates.where_used(file, name)
             self.fail(at, f"template {reply!r} uses {name!r} ({where}), {problem}")
 
@@ -1455,7 +1456,7 @@ class FlowChecker:
         # dropped without a word and the menu went as plain text.
         listing = reply.get("list")
         rows = listing.get("rows") if isinstance(listing, dict) else None
-        if isinstance(rows, str) and rows in self._saved_only():
+        if isinstance(rows, str) and rows in self._saved_only:
             self.fail(
                 f"{at}.list.rows",
                 f"{rows!r} holds what the driver sent (`save: {rows}`), not a "
@@ -1468,7 +1469,7 @@ class FlowChecker:
             f"{at}.list.rows",
             f"{rows!r} is no value state {state!r} has (the menu of commands is "
             "`commands`; other rows come from a slot an earlier step saves): "
-            "the list would be left out" + _did_you_mean(rows, self.context | slots),
+            "the list would be left out" + did_you_mean(rows, self.context | slots),
         )
 
 
@@ -1516,12 +1517,6 @@ def _within(expr: nodes.Node, kind: Any) -> Iterator[Any]:
     if isinstance(expr, kind):
         yield expr
     yield from expr.find_all(kind)
-
-
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`(did you mean 'revisar'?)` when a known name is close to `name`."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _guarded_names(tree: nodes.Template) -> set[str]:

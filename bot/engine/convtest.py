@@ -14,7 +14,6 @@ running `Runtime`, the key's value and the case's phone).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import tempfile
@@ -35,6 +34,7 @@ from bot.engine.harness import (
     demo_settings,
 )
 from bot.engine.source import load_yaml, read_text
+from bot.engine.text import did_you_mean
 from bot.errors import FlowError
 
 DEFAULT_PHONE = "56911112222"
@@ -230,7 +230,7 @@ def _known(path: Path, lines: dict, at: str, raw: dict, keys: set[str]) -> None:
         allowed = ", ".join(sorted(keys))
         raise FlowError(
             f"{path}:{line}: unknown key {unknown[0]!r} ({allowed})"
-            + _close(unknown[0], keys)
+            + did_you_mean(unknown[0], keys)
         )
 
 
@@ -254,16 +254,11 @@ def _sendable(path: Path, lines: dict, at: str, step: dict) -> None:
     if unknown:
         allowed = ", ".join(sorted(known))
         message = f"send: unknown key {unknown[0]!r} ({allowed})"
-        raise FlowError(f"{path}:{line}: {message}" + _close(unknown[0], known))
+        raise FlowError(f"{path}:{line}: {message}" + did_you_mean(unknown[0], known))
     try:
         build_message("0", what, "wamid.check")
     except ValueError as exc:
         raise FlowError(f"{path}:{line}: {exc}") from None
-
-
-def _close(word: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _replies_known(path: Path, lines: dict, at: str, step: dict) -> None:
@@ -364,7 +359,7 @@ def _unknown_names(case: Case, engine: Engine) -> list[str]:
                     what = f"no flow has a state {want!r}"
                 failures.append(
                     f"step {number} (line {step.line}): {what}"
-                    + _close(str(want), known)
+                    + did_you_mean(str(want), known)
                 )
     return failures
 

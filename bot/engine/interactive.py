@@ -142,12 +142,7 @@ def message_body(wa_id: str, reply: str) -> tuple[str, dict[str, Any] | None]:
     if not interactive:
         return "", None
     text = str(reply)
-    most = (
-        limits.MAX_LIST_BODY
-        if interactive.get("type") == "list"
-        else limits.MAX_INTERACTIVE_BODY
-    )
-    cut = limits.last_part_start(text, most)
+    cut = limits.last_part_start(text, limits.body_limit(interactive.get("type")))
     if cut:
         log.info(
             "interactive reply of %d characters: its first %d go ahead as text",

@@ -7,8 +7,10 @@ elsewhere; this form is only for matching.
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
+from collections.abc import Iterable
 
 # WhatsApp markup: *bold*, _italic_, ~strike~, ```mono```.
 _MARKUP = re.compile(r"[*_~`]+")
@@ -162,3 +164,10 @@ _SOUND_ALIKE = {
 
 def _neighbours(a: str, b: str) -> bool:
     return b in _NEIGHBOURS.get(a, ()) or frozenset((a, b)) in _SOUND_ALIKE
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'revisar'?)` when a known name is close to `name`, for
+    the messages of `tracbot check` and `tracbot test`."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

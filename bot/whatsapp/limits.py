@@ -55,6 +55,12 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
+def body_limit(interactive_type: str | None) -> int:
+    """The characters of text an interactive message of that type holds: a
+    list four times what buttons or a location request do."""
+    return MAX_LIST_BODY if interactive_type == "list" else MAX_INTERACTIVE_BODY
+
+
 def last_part_start(text: str, limit: int) -> int:
     """Where the last part of `text`, at most `limit` characters, begins.
 
