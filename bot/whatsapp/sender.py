@@ -24,8 +24,9 @@ the send's outbox id, comes first (statuses.py). After a
 few failures in a row without an answer the queue waits, one probe at a
 time asking whether the Graph API answers again.
 
-Items go out each on its own, up to `max_in_flight` at once, a free slot
-filled as soon as it frees. Read marks are best effort: one attempt, never
+Items go out each on its own, up to `max_in_flight` requests at once, a
+free slot filled as soon as the Graph API answers (the record of the answer
+goes on outside the slot). Read marks are best effort: one attempt, never
 retried; a slow one never holds a reply (the store does not make a phone's
 messages wait behind them either).
 
@@ -230,6 +231,23 @@ class SendMetrics:
         )
 
 
+class _Slot:
+    """One of the sender's `max_in_flight` places, held by one taken item
+    until the Graph API accepts it (or its delivery ends); freed once."""
+
+    __slots__ = ("_sender",)
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender: Sender | None = sender
+        sender._on_wire += 1
+
+    def free(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender._on_wire -= 1
+            sender._wake.set()
+
+
 class Sender:
     """Delivers outbox items; see the module docstring."""
 
@@ -266,6 +284,8 @@ class Sender:
         self.network_failures = 0
         self.network_reason = ""
         self._probe_at = 0.0
+        # Items taken and not yet answered by the Graph API (see `_free`).
+        self._on_wire = 0
         self._wake = asyncio.Event()
         self._outbox_down = Repeated(log)
         # Store writes an outage kept from landing, by item id: the record
@@ -301,13 +321,15 @@ class Sender:
                     except Exception:
                         # The sender must outlive any one bad item or query.
                         log.exception("send round failed")
-                if taken < free or free <= 0:
+                if free > 0 and taken < free:
                     # Fewer than asked for: nothing else is due now. New
                     # items, or a finished one (its phone's next item may
                     # go now and a slot is free), wake us.
                     await wait_event(self._wake, self.poll_seconds)
                     await gather(self.settings.gather_seconds)
-                    self._wake.clear()
+                else:
+                    await self._slots_back(flying)
+                self._wake.clear()
         finally:
             # Items on the wire finish and are recorded (_attempt); the
             # rest go back to the queue.
@@ -324,8 +346,34 @@ class Sender:
                     sorted(self._owed)[:20],
                 )
 
+    async def _slots_back(self, flying: set[asyncio.Task[None]]) -> None:
+        """After a take that filled every free slot (more may be due): wait
+        until a quarter of the slots is free again, or for the gather after
+        the first one frees. A fixed gather here left the loop idle while
+        replies waited, once the load stopped (bench/README.md, thirteenth
+        pass); taking at every freed slot made a take a reply."""
+        target = max(1, (self._free(flying) + self._on_wire) // 4)
+        if self._free(flying) >= target:
+            return
+        await wait_event(self._wake, self.poll_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.gather_seconds
+        while self._free(flying) < target:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            await wait_event(self._wake, left)
+
     def _free(self, flying: set[asyncio.Task[None]]) -> int:
         """How many items to take now.
+
+        A slot is held from the take until the Graph API answers, not until
+        the answer is recorded: under load a record waits for its group
+        commit behind the loop's other work, and slots held that long kept
+        the sender at a third of what the engine produced, the rest sent
+        after the load, in rounds with the loop idle between them
+        (bench/README.md, thirteenth pass).
 
         No more than can leave within TAKE_AHEAD_SECONDS at the pace now: a
         taken item is `sending`, and one that waited for its slot past the
@@ -338,14 +386,15 @@ class Sender:
             # The items on their way count, those on the wire too: at a pace
             # that slow, few are.
             most = min(most, capacity)
-        return most - len(flying)
+        return most - self._on_wire
 
     def _launch(
         self, taken: list[tuple[OutboxItem, bool]], flying: set[asyncio.Task[None]]
     ) -> int:
         now = time.monotonic()
         for item, window_closed in taken:
-            task = asyncio.create_task(self._deliver(item, window_closed, now))
+            slot = _Slot(self)
+            task = asyncio.create_task(self._deliver(item, window_closed, now, slot))
             flying.add(task)
             task.add_done_callback(self._landed(flying))
         return len(taken)
@@ -439,7 +488,11 @@ class Sender:
                 await self.store.give_back(item.id, item.attempts, "not sent")
 
     async def _deliver(
-        self, item: OutboxItem, window_closed: bool, taken_at: float
+        self,
+        item: OutboxItem,
+        window_closed: bool,
+        taken_at: float,
+        slot: _Slot | None = None,
     ) -> None:
         try:
             if item.kind == "message" and not await self._within_limits(item):
@@ -448,7 +501,7 @@ class Sender:
                 replacement = await self._template_instead(item, "window closed")
                 if replacement is not None:
                     item, taken_at = replacement, time.monotonic()
-            await self._attempt(item, taken_at)
+            await self._attempt(item, taken_at, slot)
         except StorageError as exc:
             # Not sent (a send Meta accepted owes its record instead, see
             # _record_sent): back to the queue once the store answers, not
@@ -465,6 +518,9 @@ class Sender:
                 item.id,
                 exc,
             )
+        finally:
+            if slot is not None:
+                slot.free()
 
     async def _within_limits(self, item: OutboxItem) -> bool:
         try:
@@ -488,7 +544,9 @@ class Sender:
             )
         return replacement
 
-    async def _attempt(self, item: OutboxItem, taken_at: float) -> None:
+    async def _attempt(
+        self, item: OutboxItem, taken_at: float, slot: _Slot | None = None
+    ) -> None:
         try:
             await self.limiter.wait(item.phone_number_id)
             if not await self._still_taken(item, taken_at):
@@ -511,6 +569,8 @@ class Sender:
         except asyncio.CancelledError:
             await self._finish_on_stop(item, request, started)
             raise
+        if slot is not None:
+            slot.free()
         await self._succeeded(item, result, started)
 
     async def _still_taken(self, item: OutboxItem, taken_at: float) -> bool:
