@@ -11,7 +11,8 @@ as it always did: an integer past 64 bits, a key that is not a string, and
 the values orjson would quietly turn into text where the standard library
 fails (dates, dataclasses). Reading, orjson turns an integer past 64 bits
 into an inexact float: only message bodies, which the engine composes of
-text, go through it; anything else is read by the standard library.
+text, and the Graph API's answers to a send, whose numbers are never read,
+go through it; anything else is read by the standard library.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def _item(
 ) -> NewOutbound:
     fallback = None
     # A part too long for one parameter gets none rather than a cut text.
-    fits = len(clean_parameter(text)) <= MAX_PARAMETER
+    # Cleaning only shortens a text: most fit before it.
+    fits = len(text) <= MAX_PARAMETER or len(clean_parameter(text)) <= MAX_PARAMETER
     if spec is not None and len(spec.parameters) == 1 and fits:
         fallback = spec.body(wa_id, {spec.parameters[0]: text})
     return NewOutbound(wa_id, phone_number_id, "message", body, fallback=fallback)

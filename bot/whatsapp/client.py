@@ -9,7 +9,6 @@ sends (http.py); `close` closes them.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,10 @@ from bot.whatsapp.http import ConnectError, HttpError, HttpPool, InvalidUrl
 from storage import jsontext
 
 log = logging.getLogger("tracbot.graph")
+
+# Request paths kept, one a phone number id; a webhook can name any number,
+# so the memory is bounded.
+MAX_PATHS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class GraphClient:
             "User-Agent": "tracbot",
         }
         self._pool = HttpPool(self._base_url, headers, timeout=timeout)
+        # Each number's request path, escaped once (see `_path`).
+        self._paths: dict[str, str] = {}
 
     async def __aenter__(self) -> GraphClient:
         return self
@@ -181,10 +186,19 @@ class GraphClient:
             raise GraphError("Mark read answered 2xx without success", action=RETRY)
         log.debug("marked read wamid=%s typing=%s", wamid, typing)
 
+    def _path(self, phone_number_id: str) -> str:
+        path = self._paths.get(phone_number_id)
+        if path is None:
+            # The number comes from webhooks too: escaped, it stays one segment.
+            version = quote(self._version, safe="")
+            path = f"/{version}/{quote(phone_number_id, safe='')}/messages"
+            if len(self._paths) >= MAX_PATHS:
+                self._paths.clear()
+            self._paths[phone_number_id] = path
+        return path
+
     async def _post(self, phone_number_id: str, payload: dict) -> dict[str, Any]:
-        # The number comes from webhooks too: escaped, it stays one segment.
-        path = f"/{quote(self._version, safe='')}/{quote(phone_number_id, safe='')}"
-        path += "/messages"
+        path = self._path(phone_number_id)
         body = jsontext.dumps_bytes(payload)
 
         # Network failures and timeouts are retried by the sender; whether
@@ -214,9 +228,11 @@ class GraphClient:
 
 
 def _json_object(raw: bytes, status: int) -> dict[str, Any]:
-    # A 2xx that is not JSON comes from something between us and Meta.
+    # A 2xx that is not JSON comes from something between us and Meta. Its
+    # numbers are never read, so orjson's reading of huge ones does not
+    # matter (storage/jsontext.py).
     try:
-        data = json.loads(raw)
+        data = jsontext.loads_message(raw)
     except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
