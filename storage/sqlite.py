@@ -126,6 +126,8 @@ class SqliteStore(LinksMixin, Store):
         self._reader: sqlite3.Connection | None = None
         # Whether a webhook insert committed at once in this turn of the loop.
         self._inserted_this_turn = False
+        # Links read with a phone's next events (storage/sqlite_links.py).
+        self._links_read = {}
         # The lock that says this process is the file's only tracbot.
         self._owner: IO[bytes] | None = None
         self._checkpointer: Checkpointer | None = None
@@ -451,6 +453,8 @@ class SqliteStore(LinksMixin, Store):
         conversation = None
         if events and wa_id:
             conversation = self._load_conversation(wa_id) or Conversation(wa_id)
+            # Each of the messages asks who is writing (get_link).
+            self._read_link(wa_id)
         return Turns(events, conversation, drained=len(events) < limit)
 
     async def pending_count(self) -> int:
