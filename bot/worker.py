@@ -258,8 +258,9 @@ def processing(
     )
     sender = Sender(store, client, settings.sender, on_sent)
     # A committed step wakes the sender, so a reply leaves at once instead
-    # of at the next poll.
+    # of at the next poll, and tells it when the phone last wrote.
     dispatcher.on_step = sender.wake
+    dispatcher.window_starts = sender.starts
     return dispatcher, sender
 
 

@@ -21,6 +21,7 @@ from bot.engine.engine import Engine
 from bot.engine.harness import Harness, demo_settings
 from bot.errors import ConfigError
 from bot.worker import Worker
+from storage.base import utcnow
 from storage.errors import StorageError
 from tests import support
 from tests.engine.project import make_project
@@ -80,6 +81,20 @@ async def test_messages_are_handled_on_the_worker_thread(settings):
     # Stopped with the app: each part finished, the thread is gone.
     assert not thread.is_alive()
     assert harness.runtime.worker is None
+
+
+async def test_the_sender_learns_when_a_phone_wrote_from_its_committed_step(
+    settings,
+):
+    # It asks the store about a window only for phones it knows nothing
+    # recent of (bot/whatsapp/templates.py, WindowStarts).
+    async with Harness(settings) as harness:
+        assert texts(await harness.send(PHONE, "eco")) == ["¿Qué repito?"]
+        worker = harness.runtime.worker
+        assert worker is not None and worker.parts is not None
+        starts = worker.parts.sender.starts
+        assert starts.open(PHONE, utcnow())
+        assert not starts.open("56911130002", utcnow())
 
 
 async def test_inline_processing_runs_on_the_webhook_loop(settings):

@@ -25,7 +25,7 @@ from bot.logs import Repeated, mask
 from bot.whatsapp.events import InboundMessage, Notice, StatusUpdate, from_json
 from bot.whatsapp.payloads import UNANSWERABLE
 from bot.whatsapp.statuses import record_status
-from bot.whatsapp.templates import TemplateSpec, window_open
+from bot.whatsapp.templates import TemplateSpec, WindowStarts, window_open
 from storage.base import Conversation, InboxEvent, NewOutbound, Store, utcnow
 from storage.crash import crash_point
 from storage.errors import EventDone, StorageError
@@ -69,6 +69,8 @@ class Dispatcher:
         self.on_step = on_step
         # Carries a reply when the window turns out closed (templates.text).
         self.text_fallback = text_fallback
+        # Where a committed window start goes (the sender's, bot/worker.py).
+        self.window_starts: WindowStarts | None = None
         self._wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Storage errors repeat while an outage lasts: logged once a while,
@@ -257,6 +259,8 @@ class Dispatcher:
         crash_point("after_engine")
         await self.store.commit_step(event.id, conversation, outbound)
         crash_point("after_commit")
+        if self.window_starts is not None and conversation.last_inbound_at:
+            self.window_starts.learn(message.wa_id, conversation.last_inbound_at)
         if log.isEnabledFor(logging.INFO):  # masking costs time at any level
             log.info(
                 "message handled wamid=…%s phone=%s type=%s flow=%s state=%s "

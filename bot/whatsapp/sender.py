@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.aio import gather, wait_event
 from bot.config import SenderSettings
@@ -62,7 +62,7 @@ from bot.whatsapp.graph_errors import (
 )
 from bot.whatsapp.limits import LimitError, check
 from bot.whatsapp.statuses import callback_data
-from bot.whatsapp.templates import window_open
+from bot.whatsapp.templates import WindowStarts, window_open
 from storage.base import RESEND_WAIT, OutboxItem, Store, utcnow
 from storage.errors import StorageError
 
@@ -286,6 +286,8 @@ class Sender:
         self._probe_at = 0.0
         # Items taken and not yet answered by the Graph API (see `_free`).
         self._on_wire = 0
+        # When phones last wrote, as the dispatcher committed it (`_take`).
+        self.starts = WindowStarts()
         self._wake = asyncio.Event()
         self._outbox_down = Repeated(log)
         # Store writes an outage kept from landing, by item id: the record
@@ -432,10 +434,12 @@ class Sender:
         self._outbox_down.succeeded("outbox available again")
         if not items and self.unreachable and not self.held:
             await self._forget_failures()
+        now = utcnow()
+        # Only about phones not known to have written in the last 24 hours.
+        asked = {i.wa_id for i in items if _free_form(i)}
+        asked = {wa_id for wa_id in asked if not self.starts.open(wa_id, now)}
         try:
-            windows = await self.store.last_inbound(
-                sorted({item.wa_id for item in items if _free_form(item)})
-            )
+            windows = await self.store.last_inbound(sorted(asked)) if asked else {}
         except (StorageError, asyncio.CancelledError) as exc:
             # Taken, not sent: back in the queue now rather than after the
             # lease, so a clean stop leaves nothing `sending`.
@@ -445,12 +449,9 @@ class Sender:
             self._outbox_down.failed("outbox unavailable, retrying: %s", exc)
             return []
 
-        now = utcnow()
+        starts = self.starts
         return [
-            (
-                item,
-                _free_form(item) and not window_open(windows.get(item.wa_id), now),
-            )
+            (item, _free_form(item) and not _open(item.wa_id, windows, starts, now))
             for item in items
         ]
 
@@ -834,6 +835,12 @@ class Sender:
         seconds = time.monotonic() - started
         self.metrics.latency.observe(seconds)
         return round(seconds * 1000)
+
+
+def _open(
+    wa_id: str, windows: dict[str, datetime], starts: WindowStarts, now: datetime
+) -> bool:
+    return starts.open(wa_id, now) or window_open(windows.get(wa_id), now)
 
 
 def _free_form(item: OutboxItem) -> bool:

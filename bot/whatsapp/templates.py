@@ -52,6 +52,37 @@ def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
     return last_inbound_at is not None and now - last_inbound_at < WINDOW
 
 
+class WindowStarts:
+    """When phones last wrote, as the steps of this process committed it.
+
+    A conversation's window start only ever moves later (the dispatcher
+    never moves one back), so a start committed once keeps the window open
+    until it runs out: the sender asks the store only about phones not
+    known here to have written in the last 24 hours. It asked about every
+    take's phones, a read that was 3 % of the processing thread under load
+    (bench/README.md, thirteenth pass). What the store answers is not kept:
+    a message still waiting counts from its arrival there, and a
+    redelivered old one, once handled, from its own earlier time.
+    """
+
+    def __init__(self, most: int = 10_000) -> None:
+        self._starts: dict[str, datetime] = {}
+        self._most = most
+
+    def open(self, wa_id: str, now: datetime) -> bool:
+        """Whether a free-form message may reach `wa_id` now, as known here."""
+        return window_open(self._starts.get(wa_id), now)
+
+    def learn(self, wa_id: str, start: datetime) -> None:
+        """Keep a committed window start, if later than the one known."""
+        known = self._starts.get(wa_id)
+        if known is not None and known >= start:
+            return
+        if known is None and len(self._starts) >= self._most:
+            self._starts.clear()
+        self._starts[wa_id] = start
+
+
 # What each entry of `templates:` carries a message for: the notifications
 # of bot/api/notifications.py and the free text of `send_text`.
 USES = ("trip_status", "guide_created", "alert", "text")

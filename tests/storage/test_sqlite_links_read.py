@@ -84,7 +84,11 @@ async def test_another_stores_link_is_seen_with_the_next_batch_or_soon(
         await store.next_turns(CAMILA, 8)
         assert (await store.get_link(CAMILA)).driver_id == "d-18"
 
+        # Within its batch a message gets the link read with the batch: one
+        # read a batch, not one a message.
         await webhook.remove_link(CAMILA)
+        assert (await store.get_link(CAMILA)).driver_id == "d-18"
+
         monkeypatch.setattr(sqlite_links, "LINK_READ_SECONDS", 0.0)
         await store.next_turns(CAMILA, 8)
         await webhook.save_link(link("d-19"))

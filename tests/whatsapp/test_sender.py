@@ -352,6 +352,54 @@ async def test_open_window_sends_the_text(store, client, simulator):
     assert accepted_texts(simulator) == ["Tu viaje va en tránsito"]
 
 
+class CountedWindows(SqliteStore):
+    """The real store, counting the sender's questions about windows."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.asked: list[list[str]] = []
+
+    async def last_inbound(self, wa_ids):
+        self.asked.append(list(wa_ids))
+        return await super().last_inbound(wa_ids)
+
+
+async def test_a_window_start_a_step_committed_is_not_asked_for_again(
+    tmp_path, client, simulator
+):
+    # The dispatcher tells the sender when each phone last wrote; it asked
+    # the store about every take's phones, 3 % of the processing thread.
+    async with CountedWindows(f"sqlite:///{tmp_path}/w.db") as store:
+        await _wrote(store, CAMILA, hours_ago=1)
+        sender = make_sender(store, client)
+        sender.starts.learn(CAMILA, utcnow() - timedelta(hours=1))
+        await store.enqueue([text(CAMILA, "Tu viaje va en tránsito", viaje(CAMILA))])
+        await store.enqueue([text(BENJAMIN, "Tu guía está lista", viaje(BENJAMIN))])
+
+        async with running(sender):
+            items = await settled(store)
+
+    assert store.asked == [[BENJAMIN]]
+    assert accepted_texts(simulator) == ["Tu viaje va en tránsito"]
+    [template] = [i for i in items if i.fallback_of is not None]
+    assert template.wa_id == BENJAMIN and template.status == "accepted"
+
+
+async def test_a_known_start_that_ran_out_is_asked_for_again(store, client, simulator):
+    # Camila wrote again since the start the sender knows (another process
+    # handled it): the store's answer counts.
+    await _wrote(store, CAMILA, hours_ago=2)
+    sender = make_sender(store, client)
+    sender.starts.learn(CAMILA, utcnow() - timedelta(hours=30))
+    await store.enqueue([text(CAMILA, "Tu viaje va en tránsito", viaje(CAMILA))])
+
+    async with running(sender):
+        [item] = await settled(store)
+
+    assert item.status == "accepted"
+    assert accepted_texts(simulator) == ["Tu viaje va en tránsito"]
+
+
 async def test_window_error_at_send_time_falls_back_once(store, client, simulator):
     # Our record says the window is open, Meta says it closed.
     await _wrote(store, CAMILA, hours_ago=1)
