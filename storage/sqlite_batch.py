@@ -84,6 +84,9 @@ class Turns:
         self.held_elsewhere = False
         # When a BEGIN may wait for the other process again (see `begin`).
         self.wait_again_at = 0.0
+        # Link writes of this process's stores to the file: a link read
+        # before one no longer answers (storage/sqlite_links.py).
+        self.links_written = 0
 
 
 _turns: dict[str, Turns] = {}

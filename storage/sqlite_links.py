@@ -27,9 +27,10 @@ def _ts(value: datetime) -> str:
 # `get_link`: the messages of that batch. Read alone for each message, after
 # the webhooks' commits had emptied this connection's page cache, it cost
 # 16 of the processing thread's 246 µs a message under load (bench/README.md,
-# thirteenth pass). A link this store writes drops every such answer at
-# once; one written by another store (the webhook's, another process) is
-# seen with the phone's next batch, or after this long.
+# thirteenth pass). A link written by a store of this process (the
+# processing thread's, the API's on the webhook's) drops every such answer
+# at once; one written by another process is seen with the phone's next
+# batch, or after this long.
 LINK_READ_SECONDS = 0.5
 LINKS_READ_MAX = 1024
 
@@ -39,8 +40,9 @@ class LinksMixin:
 
     # Provided by SqliteStore.
     db: sqlite3.Connection
-    # wa_id -> (monotonic time it answers until, the link read).
-    _links_read: dict[str, tuple[float, Link | None]]
+    # wa_id -> (monotonic time it answers until, the process's link writes
+    # when read, the link read).
+    _links_read: dict[str, tuple[float, int, Link | None]]
     _run: Callable[..., Awaitable[Any]]
     _read: Callable[..., Awaitable[Any]]
     _peek: Callable[..., Any]
@@ -53,16 +55,32 @@ class LinksMixin:
 
     async def get_link(self, wa_id: str) -> Link | None:
         read = self._links_read.get(wa_id)
-        if read is not None and time.monotonic() < read[0]:
-            return read[1]
+        if read is not None:
+            until, written, link = read
+            if time.monotonic() < until and written == self._links_written():
+                return link
         return self._peek(self._one_link, "wa_id", wa_id)
 
     def _read_link(self, wa_id: str) -> None:
         """Read a phone's link for the batch of its events being taken."""
+        written = self._links_written()
         link = self._one_link("wa_id", wa_id)
         if len(self._links_read) >= LINKS_READ_MAX:
             self._links_read.clear()
-        self._links_read[wa_id] = (time.monotonic() + LINK_READ_SECONDS, link)
+        until = time.monotonic() + LINK_READ_SECONDS
+        self._links_read[wa_id] = (until, written, link)
+
+    def _links_written(self) -> int:
+        turns = getattr(self.db, "turn", None)
+        return 0 if turns is None else turns.links_written
+
+    def _link_written(self) -> None:
+        # Counted before a link write and again once it is committed: a read
+        # between the two may have found the old link.
+        self._links_read.clear()
+        turns = getattr(self.db, "turn", None)
+        if turns is not None:
+            turns.links_written += 1
 
     async def link_of_driver(self, driver_id: str) -> Link | None:
         return self._peek(self._one_link, "driver_id", driver_id)
@@ -76,9 +94,10 @@ class LinksMixin:
 
     async def save_link(self, link: Link) -> None:
         await self._run(self._save_link, link)
+        self._link_written()
 
     def _save_link(self, link: Link) -> None:
-        self._links_read.clear()
+        self._link_written()
         with self._transaction():
             self.db.execute(
                 "INSERT INTO links (wa_id, driver_id, rut, name, role, method, "
@@ -98,19 +117,23 @@ class LinksMixin:
             )
 
     async def remove_link(self, wa_id: str) -> bool:
-        return await self._run(self._remove_link, wa_id)
+        removed = await self._run(self._remove_link, wa_id)
+        self._link_written()
+        return removed
 
     def _remove_link(self, wa_id: str) -> bool:
-        self._links_read.clear()
+        self._link_written()
         with self._transaction():
             gone = self.db.execute("DELETE FROM links WHERE wa_id = ?", (wa_id,))
             return gone.rowcount > 0
 
     async def move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
-        return await self._run(self._move_link, old_wa_id, new_wa_id)
+        moved = await self._run(self._move_link, old_wa_id, new_wa_id)
+        self._link_written()
+        return moved
 
     def _move_link(self, old_wa_id: str, new_wa_id: str) -> bool:
-        self._links_read.clear()
+        self._link_written()
         with self._transaction():
             # The new number may have been linked (by phone) meanwhile; the
             # account that moved there is the one that counts.

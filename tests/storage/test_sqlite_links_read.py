@@ -4,12 +4,13 @@ The processing thread asks who is writing for every message; the SQLite
 store reads the link with the phone's batch of events and answers from it,
 for that batch only. What it must never do is answer with a link that is
 no longer the one stored: its own writes drop the answer at once, another
-store's are seen with the phone's next batch or after a short while.
+store of the process at once too, another process's with the phone's next
+batch or after a short while.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import sqlite3
 
 import pytest
 
@@ -68,28 +69,44 @@ async def test_a_link_this_store_writes_is_seen_at_once(url) -> None:
         assert await store.get_link(CAMILA) is None
 
 
-async def test_another_stores_link_is_seen_with_the_next_batch_or_soon(
-    url, monkeypatch
-) -> None:
-    # The webhook's store (the backend's API unlinking a phone) writes the
-    # same file from another connection.
+async def test_the_webhook_stores_link_write_is_seen_at_once(url) -> None:
+    # The backend's API unlinks a phone through the webhook's store while
+    # the processing thread's store holds the link read with a batch.
     async with SqliteStore(url) as webhook, SqliteStore(url, companion=True) as store:
         await webhook.save_link(link())
-        await webhook.add_events([event("m1")])
+        await webhook.add_events([event("m1"), event("m2")])
         await store.next_turns(CAMILA, 8)
         assert (await store.get_link(CAMILA)).driver_id == "d-17"
 
-        await webhook.save_link(dataclasses.replace(link(), driver_id="d-18"))
-        await webhook.add_events([event("m2")])
+        assert await webhook.remove_link(CAMILA)
+        assert await store.get_link(CAMILA) is None
+
         await store.next_turns(CAMILA, 8)
+        await webhook.save_link(link("d-18"))
         assert (await store.get_link(CAMILA)).driver_id == "d-18"
 
-        # Within its batch a message gets the link read with the batch: one
-        # read a batch, not one a message.
-        await webhook.remove_link(CAMILA)
-        assert (await store.get_link(CAMILA)).driver_id == "d-18"
 
-        monkeypatch.setattr(sqlite_links, "LINK_READ_SECONDS", 0.0)
+async def test_another_process_link_is_seen_with_the_next_batch_or_soon(
+    url, tmp_path, monkeypatch
+) -> None:
+    async with SqliteStore(url) as store:
+        await store.save_link(link())
+        await store.add_events([event("m1")])
         await store.next_turns(CAMILA, 8)
-        await webhook.save_link(link("d-19"))
-        assert (await store.get_link(CAMILA)).driver_id == "d-19"
+        elsewhere = sqlite3.connect(tmp_path / "links.db", isolation_level=None)
+        try:
+            elsewhere.execute("UPDATE links SET driver_id = 'd-18'")
+
+            # Within its batch a message gets the link read with the batch:
+            # one read a batch, not one a message.
+            assert (await store.get_link(CAMILA)).driver_id == "d-17"
+            await store.add_events([event("m2")])
+            await store.next_turns(CAMILA, 8)
+            assert (await store.get_link(CAMILA)).driver_id == "d-18"
+
+            monkeypatch.setattr(sqlite_links, "LINK_READ_SECONDS", 0.0)
+            await store.next_turns(CAMILA, 8)
+            elsewhere.execute("UPDATE links SET driver_id = 'd-19'")
+            assert (await store.get_link(CAMILA)).driver_id == "d-19"
+        finally:
+            elsewhere.close()
