@@ -453,8 +453,10 @@ class SqliteStore(LinksMixin, Store):
         conversation = None
         if events and wa_id:
             conversation = self._load_conversation(wa_id) or Conversation(wa_id)
-            # Each of the messages asks who is writing (get_link).
-            self._read_link(wa_id)
+            # Each message asks who is writing (get_link); statuses, three a
+            # reply, ask nothing.
+            if any(event.kind == "message" for event in events):
+                self._read_link(wa_id)
         return Turns(events, conversation, drained=len(events) < limit)
 
     async def pending_count(self) -> int:

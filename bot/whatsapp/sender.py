@@ -436,10 +436,11 @@ class Sender:
             await self._forget_failures()
         now = utcnow()
         # Only about phones not known to have written in the last 24 hours.
-        asked = {i.wa_id for i in items if _free_form(i)}
-        asked = {wa_id for wa_id in asked if not self.starts.open(wa_id, now)}
+        starts = self.starts
+        phones = {i.wa_id for i in items if _free_form(i)}
+        asked = [wa_id for wa_id in sorted(phones) if not starts.open(wa_id, now)]
         try:
-            windows = await self.store.last_inbound(sorted(asked)) if asked else {}
+            windows = await self.store.last_inbound(asked) if asked else {}
         except (StorageError, asyncio.CancelledError) as exc:
             # Taken, not sent: back in the queue now rather than after the
             # lease, so a clean stop leaves nothing `sending`.
@@ -449,7 +450,6 @@ class Sender:
             self._outbox_down.failed("outbox unavailable, retrying: %s", exc)
             return []
 
-        starts = self.starts
         return [
             (item, _free_form(item) and not _open(item.wa_id, windows, starts, now))
             for item in items
