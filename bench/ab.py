@@ -5,12 +5,12 @@ the machine's speed.
     .venv/bin/python -m bench.ab --base 73e176a            # 4 pairs
     .venv/bin/python -m bench.ab --base HEAD~1 --pairs 6 --count 10000
 
-Each run is the load of `python -m bench`'s `tracbot_0` row (graph 0 ms,
-closed loop of 32, server on core 0, generator and simulator on core 1).
+Each run is `python -m bench`'s `tracbot_0` row itself (graph 0 ms, closed
+loop of 32, server on core 0, generator and simulator on core 1).
 The base runs the revision's `bot/` and `storage/` (a `git archive` in a
 temporary folder put first on the server's PYTHONPATH), with the working
-tree's config, flows and templates. Besides replies/s it reads each
-server thread's CPU from /proc, a message at a time: a change on the
+tree's config, flows and templates. Besides replies/s it shows each
+server thread's CPU a message (the row's `threads_us`): a change on the
 processing thread shows there first. Two runs an hour apart differ by more
 than most changes do (bench/README.md); pairs minutes apart do not.
 """
@@ -18,18 +18,16 @@ than most changes do (bench/README.md); pairs minutes apart do not.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procs, scenarios
-from bench.scenarios import LOAD_CPU, SERVER_CPU, Load
+from bench.scenarios import Load
 
 # The code a revision's server runs; the rest comes from the working tree.
 CODE = ("bot", "storage")
@@ -69,38 +67,11 @@ def archive(revision: str, folder: Path) -> Path:
     return folder
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of each thread of a process, by thread id."""
-    seconds = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        seconds[tid] = (int(fields[11]) + int(fields[12])) / procs.CLOCK_TICKS
-    return seconds
-
-
 def run_once(code: Path, count: int) -> Run:
     """The `tracbot_0` load once, the server running the code in `code`."""
     with procs.workdir() as folder:
-        settings = {"sender.rate_per_second": 1_000_000, "whatsapp.mark_read": False}
-        settings.update(scenarios._engine_snapshot(folder))
-        sim = procs.simulator(delay=0.0, cpu=LOAD_CPU, log_dir=folder)
-        url = f"sqlite:///{folder / 'tracbot.db'}"
-        server = procs.tracbot(sim.url, url, folder, overrides=settings, cpu=SERVER_CPU)
-        server.env = {**server.env, "PYTHONPATH": str(code)}
-        try:
-            sim.start()
-            server.start()
-            time.sleep(1.0)  # past the start's own work
-            before = thread_cpu(server.pid)
-            row = scenarios._end_to_end("ab", Load(count=count), server, sim)
-            after = thread_cpu(server.pid)
-        finally:
-            server.stop()
-            sim.stop()
-    used = [(after[tid] - before.get(tid, 0.0)) / count * 1e6 for tid in after]
-    busy = tuple(sorted((us for us in used if us >= 1.0), reverse=True))
-    return Run(row.replies_per_s, busy)
+        row = scenarios.tracbot(Load(count=count), folder, code=code)
+    return Run(row.replies_per_s, tuple(row.extra["threads_us"]))
 
 
 def summary(runs: dict[str, list[Run]]) -> dict[str, dict[str, float]]:

@@ -102,9 +102,12 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the process so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return _cpu_seconds(Path(f"/proc/{self.pid}/stat"))
+
+    def thread_cpu_seconds(self) -> dict[str, float]:
+        """The same for each of its threads, by thread id."""
+        tasks = Path(f"/proc/{self.pid}/task")
+        return {task.name: _cpu_seconds(task / "stat") for task in tasks.iterdir()}
 
     def rss_mib(self) -> float:
         """Resident memory of the process, in MiB."""
@@ -160,6 +163,12 @@ def simulator(
         port,
         log_path=log_dir / "simulator.log" if log_dir else None,
     )
+
+
+def _cpu_seconds(stat_path: Path) -> float:
+    # Fields 14 and 15 of /proc/…/stat, after the parenthesised name.
+    fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def tracbot_env(graph_url: str, storage_url: str) -> dict[str, str]:

@@ -139,6 +139,8 @@ def median_row(runs: list[Row]) -> dict[str, Any]:
             out[key] = None
     out["lost"] = [r.acked - (r.replies or 0) for r in runs if r.replies is not None]
     out["statuses"] = [r.extra.get("statuses") for r in runs]
+    # End-to-end rows: each busy server thread's CPU, µs a webhook, a round each.
+    out["threads_us"] = [r.extra.get("threads_us") for r in runs]
     return out
 
 

@@ -286,8 +286,11 @@ def tracbot(
     overrides: dict[str, Any] | None = None,
     ingest_only: bool = False,
     conversations: int = 0,
+    code: Path | None = None,
 ) -> Row:
-    """`tracbot serve` on SQLite, end to end unless `ingest_only`."""
+    """`tracbot serve` on SQLite, end to end unless `ingest_only`; with
+    `code`, the server runs the `bot/` and `storage/` found there
+    (bench/ab.py)."""
     settings = {"sender.rate_per_second": 1_000_000, "whatsapp.mark_read": False}
     if ingest_only:
         # With no phone allowed at once, the dispatcher takes nothing: what
@@ -303,6 +306,8 @@ def tracbot(
     server = procs.tracbot(
         sim.url, f"sqlite:///{database}", folder, overrides=settings, cpu=SERVER_CPU
     )
+    if code is not None:
+        server.env = {**server.env, "PYTHONPATH": str(code)}
     try:
         sim.start()
         server.start()
@@ -339,6 +344,7 @@ def _engine_snapshot(folder: Path) -> dict[str, str]:
 
 def _end_to_end(name: str, load: Load, server: procs.Proc, sim: procs.Proc) -> Row:
     measured = Measured(server=server, sim=sim)
+    threads_before = server.thread_cpu_seconds()
     summary = run_load(load, server, measured.start)
     replies, last_reply = wait_replies(sim, summary["acked"])
     wall = time.monotonic() - measured.began
@@ -354,6 +360,15 @@ def _end_to_end(name: str, load: Load, server: procs.Proc, sim: procs.Proc) -> R
     row.server_cpu = measured.share("server", wall)
     row.sim_cpu = measured.share("sim", wall)
     row.rss_mib = round(server.rss_mib(), 1)
+    # Each busy thread of the server, µs of CPU a webhook, busiest first.
+    used = server.thread_cpu_seconds()
+    per_webhook = [
+        (seconds - threads_before.get(tid, 0.0)) / max(1, summary["acked"]) * 1e6
+        for tid, seconds in used.items()
+    ]
+    row.extra["threads_us"] = sorted(
+        (round(us, 1) for us in per_webhook if us >= 1.0), reverse=True
+    )
     return row
 
 
